@@ -1,0 +1,42 @@
+// Ops whose kernel for a backend is not written yet: calling them raises NotImplementedError that
+// names the op and the backend. When a kernel lands, remove its op from the list below (a second
+// registration for the same op and key fails at load time, so a stale entry cannot hide a kernel).
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/library.h>
+
+namespace {
+
+template <const char* Backend>
+void not_implemented(const c10::OperatorHandle& op, c10::DispatchKeySet, torch::jit::Stack*) {
+  TORCH_CHECK_NOT_IMPLEMENTED(false, op.schema().name(), " has no ", Backend,
+                              " kernel yet (see the README's status table); "
+                              "zaya_ops.reference has a pure-PyTorch version that runs anywhere");
+}
+
+constexpr char kCpu[] = "CPU";
+constexpr char kGpu[] = "CUDA/HIP";
+
+}  // namespace
+
+#define ZAYA_MISSING(m, name, backend) \
+  m.impl(name, torch::CppFunction::makeFromBoxedFunction<&not_implemented<backend>>())
+
+TORCH_LIBRARY_IMPL(zaya, CPU, m) {
+  ZAYA_MISSING(m, "rms_norm", kCpu);
+  ZAYA_MISSING(m, "residual_scale_rmsnorm", kCpu);
+  ZAYA_MISSING(m, "cca_qkv", kCpu);
+  ZAYA_MISSING(m, "cca_attention", kCpu);
+  ZAYA_MISSING(m, "router", kCpu);
+  ZAYA_MISSING(m, "moe_top1", kCpu);
+}
+
+#if defined(ZAYA_WITH_CUDA) || defined(ZAYA_WITH_HIP)
+TORCH_LIBRARY_IMPL(zaya, CUDA, m) {
+  ZAYA_MISSING(m, "rms_norm", kGpu);
+  ZAYA_MISSING(m, "residual_scale_rmsnorm", kGpu);
+  ZAYA_MISSING(m, "cca_qkv", kGpu);
+  ZAYA_MISSING(m, "cca_attention", kGpu);
+  ZAYA_MISSING(m, "router", kGpu);
+  ZAYA_MISSING(m, "moe_top1", kGpu);
+}
+#endif

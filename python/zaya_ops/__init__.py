@@ -1,0 +1,23 @@
+"""zaya_ops: compiled CPU, CUDA and HIP kernels for the ZAYA1 mixture-of-experts models.
+
+The ops live in ``torch.ops.zaya``; typed, checked wrappers are re-exported here (see
+``zaya_ops.ops``), and ``zaya_ops.reference`` holds the pure-PyTorch reference of each.
+"""
+
+from __future__ import annotations
+
+from . import _fake  # noqa: F401  (meta kernels for torch.compile)
+from ._library import build_info
+from .ops import cca_attention, cca_qkv, moe_top1, residual_scale_rmsnorm, rms_norm, router
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "build_info",
+    "cca_attention",
+    "cca_qkv",
+    "moe_top1",
+    "residual_scale_rmsnorm",
+    "rms_norm",
+    "router",
+]

@@ -1,0 +1,62 @@
+"""Fake (meta) kernels: output shapes and dtypes of each zaya op, so torch.compile can trace them.
+
+They check only what the output shapes depend on; the wrappers in ops.py check the rest.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import _library  # noqa: F401  (the schemas must exist before register_fake)
+
+
+@torch.library.register_fake("zaya::rms_norm")
+def _rms_norm_fake(x, weight, eps):
+    torch._check(x.dim() == 2, lambda: "rms_norm: x must be 2-D")
+    torch._check(weight.shape == (x.shape[1],), lambda: "rms_norm: weight must be [H]")
+    return x.new_empty(x.shape, dtype=weight.dtype)
+
+
+@torch.library.register_fake("zaya::residual_scale_rmsnorm")
+def _residual_scale_rmsnorm_fake(h, residual, h_bias, h_scale, r_bias, r_scale, norm_weight, eps):
+    torch._check(h.dim() == 2 and residual.shape == h.shape, lambda: "h and residual must be [T, H]")
+    return (
+        h.new_empty(h.shape, dtype=torch.float32),
+        h.new_empty(h.shape, dtype=norm_weight.dtype),
+    )
+
+
+@torch.library.register_fake("zaya::cca_qkv")
+def _cca_qkv_fake(qt, kt, vc, vd, conv_dw_weight, conv_dw_bias, conv_g_weight, conv_g_bias, qk_temp,
+                  cos_sin, positions, cu_seqlens, conv_state, value_state, state_indices, k_cache,
+                  v_cache, slot_mapping, qk_norm_eps):
+    D = k_cache.shape[3]
+    torch._check(qt.shape[1] % D == 0, lambda: "qt width must be a multiple of the head dim")
+    return qt.new_empty((qt.shape[0], qt.shape[1] // D, D))
+
+
+@torch.library.register_fake("zaya::cca_attention")
+def _cca_attention_fake(q, k_cache, v_cache, cu_seqlens_q, seqused_k, block_table, scale, max_seqlen_q,
+                        max_seqlen_k):
+    T, nq, D = q.shape
+    return q.new_empty((T, nq * D)), q.new_empty((nq, T), dtype=torch.float32)
+
+
+@torch.library.register_fake("zaya::router")
+def _router_fake(x, prev_state, down_weight, down_bias, states_scale, norm_weight, fc1_weight, fc1_bias,
+                 fc2_weight, fc2_bias, out_weight, balancing_biases, eps, return_logits=False):
+    T = x.shape[0]
+    R = down_weight.shape[0]
+    E1 = out_weight.shape[0]
+    return (
+        x.new_empty((T,), dtype=torch.int32),
+        x.new_empty((T,)),
+        x.new_empty((T, R)),
+        x.new_empty((T if return_logits else 0, E1)),
+        x.new_empty((E1,), dtype=torch.int32),
+    )
+
+
+@torch.library.register_fake("zaya::moe_top1")
+def _moe_top1_fake(x, expert_index, expert_weight, gate_up_proj, down_proj, expert_start=0, expert_end=-1):
+    return torch.empty_like(x)

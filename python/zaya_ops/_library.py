@@ -1,0 +1,45 @@
+"""Loads the compiled library (zaya_ops._C), which registers torch.ops.zaya and its kernels."""
+
+from __future__ import annotations
+
+import torch
+
+_REBUILD = (
+    "Rebuild zaya_ops against the torch you run: "
+    "`pip install --no-build-isolation --force-reinstall --no-deps .` from the zaya_ops source tree "
+    "(or `ZAYA_BACKENDS=cpu ...` for a quick CPU-only build)."
+)
+
+try:
+    from . import _C  # noqa: E402  (must follow `import torch`: it links against torch's libraries)
+except ImportError as exc:  # pragma: no cover - exercised only on a broken install
+    raise ImportError(
+        f"zaya_ops: could not load the compiled library zaya_ops._C ({exc}). "
+        f"It may be missing (not built) or built for another torch. {_REBUILD}"
+    ) from exc
+
+_INFO = dict(_C.build_info())
+
+
+def _base_version(v: str) -> str:
+    return v.split("+")[0]
+
+
+if _base_version(_INFO["torch_version"]) != _base_version(torch.__version__):
+    raise ImportError(
+        f"zaya_ops was built against torch {_INFO['torch_version']} but torch {torch.__version__} is "
+        f"installed; the compiled ops are tied to one torch ABI. {_REBUILD}"
+    )
+
+
+def build_info() -> dict:
+    """What this build of zaya_ops contains.
+
+    Returns a dict with ``backends`` (compiled kernel backends: "cpu", and "cuda" or "hip"),
+    ``cuda_archs`` / ``hip_archs`` (the architecture lists compiled), ``torch_version`` (the torch
+    this build was made against), ``torch_runtime`` (the torch now imported) and ``cxx_compiler``.
+    """
+    info = dict(_INFO)
+    info["backends"] = list(info["backends"])
+    info["torch_runtime"] = torch.__version__
+    return info

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Developer build: configure and build zaya_ops._C with CMake into BUILD_DIR (default build/dev)
+# and copy the module next to the Python sources, so `PYTHONPATH=python` imports it.
+#   ZAYA_BACKENDS=cpu tools/dev_build.sh build/dev-cpu
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build_dir=${1:-build/dev}
+py=${PYTHON:-python}
+cmake_bin=$("$py" -c 'import cmake, os; print(os.path.join(cmake.CMAKE_BIN_DIR, "cmake"))' 2>/dev/null || echo cmake)
+"$cmake_bin" -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DPython_EXECUTABLE="$(command -v "$py")" \
+  -Dpybind11_DIR="$("$py" -m pybind11 --cmakedir)" >/dev/null
+"$cmake_bin" --build "$build_dir" -j "${JOBS:-2}"
+cp "$build_dir"/_C*.so python/zaya_ops/
+echo "built $(ls "$build_dir"/_C*.so) -> python/zaya_ops/"
