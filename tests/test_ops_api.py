@@ -135,7 +135,7 @@ def test_bad_input_names_argument(name, change, exc, match):
 def test_main_job_runs(capsys):
     from zaya_ops.__main__ import main
 
-    assert main(["--device", "cpu"]) == 0
+    assert main(["--check-ops", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     for name in OPS:
         assert name in out

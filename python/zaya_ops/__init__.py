@@ -9,6 +9,7 @@ from __future__ import annotations
 from . import _fake  # noqa: F401  (meta kernels for torch.compile)
 from ._library import build_info
 from .ops import cca_attention, cca_qkv, moe_top1, residual_scale_rmsnorm, rms_norm, router
+from .model import ZayaConfig, ZayaForCausalLM  # the model on the ops (zaya_ops.model)
 
 __version__ = "0.1.0"
 
@@ -20,4 +21,6 @@ __all__ = [
     "residual_scale_rmsnorm",
     "rms_norm",
     "router",
+    "ZayaConfig",
+    "ZayaForCausalLM",
 ]

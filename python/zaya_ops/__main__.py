@@ -1,15 +1,23 @@
-"""Main job: ``python -m zaya_ops [--device cpu|cuda] [--dtype bf16|fp16|fp32]``.
+"""Main job: ``python -m zaya_ops``: build, save, load and run a ZAYA1 model on the zaya_ops ops.
 
-Prints the build, then runs every op on a small seeded input with the compiled kernel and with the
-pure-PyTorch reference, printing the largest difference and the time per call. Ops whose kernel is
-not written yet for the device are listed as such.
+With no arguments it builds a small seeded random ZAYA1-shaped model (the ZAYA1-8B ratios at toy width:
+4 layers, hidden 256, 8 query / 2 KV heads of 64 dims, partial RoPE, 16 experts + skip, tied vocab 4096),
+saves it as a real safetensors checkpoint (in a temporary directory), loads it back with
+``ZayaForCausalLM.from_pretrained``, generates from a prompt, and prints prefill and decode tokens per
+second, which backend ran each op, and the largest difference from the reference backend.
+
+    python -m zaya_ops [--device cpu|cuda] [--dtype bf16|fp16|fp32] [--prompt "1 2 3"] [--max-new-tokens N]
+    python -m zaya_ops --checkpoint DIR [--prompt "text or ids"]   # a real checkpoint (tokenizer.json: text)
+    python -m zaya_ops --check-ops [--device ...] [--dtype ...]   # each op vs its reference, timed
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 import time
 
 import torch
@@ -23,6 +31,11 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+# --------------------------------------------------------------------------------------------------
+# --check-ops: every op against its reference on the shared samples
+# --------------------------------------------------------------------------------------------------
 
 
 def _time_call(fn, device, min_seconds=0.2, max_reps=1000) -> float:
@@ -82,22 +95,9 @@ def run_ops(device: torch.device, dtype: torch.dtype) -> list[dict]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m zaya_ops", description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
-    p.add_argument("--json", action="store_true", help="print the rows as JSON too")
-    args = p.parse_args(argv)
-    device = torch.device(args.device)
-
-    info = zaya_ops.build_info()
-    print(f"zaya_ops {zaya_ops.__version__}: backends {', '.join(info['backends'])}; "
-          f"CUDA archs {info['cuda_archs'] or '-'}; HIP archs {info['hip_archs'] or '-'}; "
-          f"built against torch {info['torch_version']}, running torch {info['torch_runtime']}")
-    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'host CPU'}), "
-          f"{torch.get_num_threads()} CPU threads, dtype {args.dtype}\n")
-
-    rows = run_ops(device, DTYPES[args.dtype])
+def check_ops(device: torch.device, dtype_name: str, as_json: bool) -> int:
+    """The op-by-op check (``--check-ops``)."""
+    rows = run_ops(device, DTYPES[dtype_name])
     print(f"{'op':<24}{'status':<18}{'max |err|':>12}{'kernel us':>12}{'reference us':>14}{'speedup':>9}")
     for r in rows:
         if r["status"] == "ok":
@@ -105,13 +105,175 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['reference_us']:>14.1f}{r['reference_us'] / r['kernel_us']:>8.2f}x")
         else:
             print(f"{r['op']:<24}{r['status']:<18}  ({device.type} kernel not written yet)")
-    if args.json:
+    if as_json:
         print(json.dumps(rows, indent=1))
     bad = [r["op"] for r in rows if r["status"] == "ok" and not r["max_abs_err"] < float("inf")]
     if bad:
         print(f"\nFAILED: index outputs differ from the reference for {', '.join(bad)}", file=sys.stderr)
         return 1
     return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# The model run
+# --------------------------------------------------------------------------------------------------
+
+#: The default random model: ZAYA1-8B's structure and ratios (nq/nkv = 4, partial rotary 0.5, 16 experts,
+#: R = H/8) at a width that runs in seconds on a CPU.
+DEMO_CONFIG = dict(
+    vocab_size=4096, hidden_size=256, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2,
+    head_dim=64, num_experts=16, moe_intermediate_size=256, router_hidden_size=32, max_position_embeddings=4096,
+    rope_theta=5_000_000.0, partial_rotary_factor=0.5, bos_token_id=2, eos_token_id=None, pad_token_id=0,
+)
+DEFAULT_PROMPT = "2 1017 74 3571 1290 44 9 3020 615 2749 88 1733 451 12 3999 250"
+
+
+def _load_tokenizer(directory: str):
+    """A tokenizer for ``directory`` (tokenizer.json via `tokenizers`, else transformers' AutoTokenizer),
+    as (encode, decode) functions, or None."""
+    if not os.path.isfile(os.path.join(directory, "tokenizer.json")):
+        return None
+    try:
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(os.path.join(directory, "tokenizer.json"))
+        return (lambda s: tok.encode(s).ids), (lambda ids: tok.decode(ids))
+    except Exception:  # noqa: BLE001 - fall back to transformers
+        pass
+    try:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(directory)
+        return (lambda s: tok.encode(s)), (lambda ids: tok.decode(ids))
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _parse_prompt(text: str, vocab: int, tokenizer) -> list[int]:
+    parts = text.replace(",", " ").split()
+    if parts and all(p.lstrip("-").isdigit() for p in parts):
+        return [int(p) for p in parts]
+    if tokenizer is None:
+        raise SystemExit("the prompt is text but no tokenizer is available: give token ids, e.g. --prompt '2 17 9'")
+    return tokenizer[0](text)
+
+
+def run_model(args) -> int:
+    """Build/save/load (or load ``--checkpoint``), generate, and compare with the reference backend."""
+    from zaya_ops.model import ZayaConfig, ZayaForCausalLM, random_state_dict, save_checkpoint
+
+    device = torch.device(args.device)
+    dtype = DTYPES[args.dtype] if args.dtype else None
+    tmp = None
+    t0 = time.perf_counter()
+    if args.checkpoint:
+        path = args.checkpoint
+        print(f"checkpoint {path}")
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="zaya_ops_demo_")
+        path = tmp.name
+        cfg = ZayaConfig(**DEMO_CONFIG, dtype="bfloat16")
+        files = save_checkpoint(path, cfg, random_state_dict(cfg, seed=args.seed, dtype=torch.bfloat16))
+        size = sum(os.path.getsize(f) for f in files)
+        print(f"random ZAYA1-shaped model (seed {args.seed}) saved to {path}: "
+              f"{', '.join(os.path.basename(f) for f in files)} ({size / 2**20:.1f} MiB)")
+    try:
+        model = ZayaForCausalLM.from_pretrained(path, device=device, dtype=dtype, backend=args.backend)
+        load_s = time.perf_counter() - t0
+        print(f"loaded {model} in {load_s:.2f} s: {model.num_parameters() / 1e6:.2f}M parameters")
+        tokenizer = _load_tokenizer(path) if args.checkpoint else None
+        prompt = _parse_prompt(args.prompt if args.prompt is not None else DEFAULT_PROMPT,
+                               model.config.vocab_size, tokenizer)
+        print(f"prompt: {len(prompt)} tokens {prompt if len(prompt) <= 32 else prompt[:32] + ['...']}")
+
+        # Warm-up (first calls probe which kernels exist), then the timed run.
+        model.generate([prompt], max_new_tokens=2, temperature=args.temperature, seed=args.seed)
+        out = model.generate([prompt], max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                             top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+        toks = out.tokens[0]
+        print(f"generated {len(toks)} tokens ({out.finish_reasons[0]}): {toks}")
+        if tokenizer is not None:
+            print(f"text: {tokenizer[1](toks)!r}")
+        print(f"prefill: {out.prefill_tokens} tokens in {out.prefill_seconds * 1e3:.1f} ms = "
+              f"{out.prefill_tokens_per_s:,.0f} tok/s")
+        if out.decode_steps:
+            print(f"decode:  {out.decode_steps} steps in {out.decode_seconds * 1e3:.1f} ms = "
+                  f"{out.decode_tokens_per_s:,.1f} tok/s ({out.decode_seconds / out.decode_steps * 1e3:.2f} ms/token, "
+                  f"sampling included)")
+        print("\nop backends (what ran each op):")
+        for name, how in model.op_backends().items():
+            print(f"  {name:<24}{how}")
+
+        # The same prompt through the reference backend: logits of the prefill and of each generated token
+        # (teacher-forced on the tokens generated above), and the greedy continuation.
+        seq = prompt + toks[:-1] if toks else prompt
+        got = model.forward([seq], all_logits=True).logits.float()
+        backend = model.backend
+        model.set_backend("reference")
+        try:
+            want = model.forward([seq], all_logits=True).logits.float()
+            ref_out = model.generate([prompt], max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                     top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+        finally:
+            model.set_backend(backend)
+        diff = (got - want).abs().max().item()
+        scale = want.abs().max().item()
+        same = ref_out.tokens[0] == toks
+        print(f"\nvs reference backend: max |logit diff| {diff:.3g} (max |logit| {scale:.3g}) over {len(seq)} "
+              f"positions; generated tokens {'identical' if same else 'DIFFER'}")
+        return 0
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m zaya_ops`` (see the module docstring)."""
+    p = argparse.ArgumentParser(prog="python -m zaya_ops", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.splitlines()[1:]))
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+                   help="parameter dtype (default: the checkpoint's; bf16 for the random model; "
+                        "bf16 for --check-ops)")
+    p.add_argument("--check-ops", action="store_true", help="run each op against its reference instead")
+    p.add_argument("--json", action="store_true", help="--check-ops: print the rows as JSON too")
+    p.add_argument("--checkpoint", metavar="DIR", help="a transformers ZAYA1 checkpoint directory to run")
+    p.add_argument("--prompt", help="token ids ('2 17 9') or, with a checkpoint's tokenizer, text")
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", choices=("auto", "ops", "reference"), default="auto")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default: 1 for the small random model on a CPU, whose matrices are too "
+                        "small to gain from more; torch's default otherwise)")
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    threads = args.threads
+    if threads is None and device.type == "cpu" and not args.checkpoint and not args.check_ops:
+        threads = 1
+    old_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _main(args, device)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _main(args, device: torch.device) -> int:
+
+    info = zaya_ops.build_info()
+    print(f"zaya_ops {zaya_ops.__version__}: backends {', '.join(info['backends'])}; "
+          f"CUDA archs {info['cuda_archs'] or '-'}; HIP archs {info['hip_archs'] or '-'}; "
+          f"built against torch {info['torch_version']}, running torch {info['torch_runtime']}")
+    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'host CPU'}), "
+          f"{torch.get_num_threads()} CPU threads, dtype {args.dtype or 'default'}\n")
+    if args.check_ops:
+        return check_ops(device, args.dtype or "bf16", args.json)
+    return run_model(args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,106 @@
+"""Per-op backend choice of the model: compiled kernel (``zaya_ops.ops``) or pure-PyTorch reference
+(``zaya_ops.reference``).
+
+``"reference"`` runs every op's reference, ``"ops"`` every compiled kernel (a missing kernel raises
+NotImplementedError), ``"auto"`` each op's kernel when it exists for the device (and the shapes are within
+the kernels' limits), else the reference. Whether a kernel exists is learnt from the first call of the op
+on a (device type, dtype): a missing kernel raises NotImplementedError before touching its arguments, and
+the answer is remembered for the process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from .. import ops as _ops
+from .. import reference as _reference
+from .config import KERNEL_HEAD_DIMS
+
+__all__ = ["OP_NAMES", "BACKENDS", "OpBackend"]
+
+OP_NAMES = ("rms_norm", "residual_scale_rmsnorm", "cca_qkv", "cca_attention", "router", "moe_top1")
+BACKENDS = ("auto", "ops", "reference")
+_ATTENTION_OPS = ("cca_qkv", "cca_attention")
+
+# (op, device type, dtype) -> whether the compiled kernel exists; shared by all models of the process.
+_KERNEL_EXISTS: dict[tuple[str, str, torch.dtype], bool] = {}
+
+
+class OpBackend:
+    """Calls each op on the chosen backend and records which one ran.
+
+    Args:
+        backend: "auto", "ops" or "reference".
+        device, dtype: the model's.
+        head_dim: the model's head dim; outside :data:`KERNEL_HEAD_DIMS` the attention ops use the
+            reference under "auto" and are rejected (ValueError) under "ops".
+    """
+
+    def __init__(self, backend: str, device: torch.device, dtype: torch.dtype, head_dim: int) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.backend = backend
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self._static_ref: dict[str, str] = {}
+        if head_dim not in KERNEL_HEAD_DIMS:
+            if backend == "ops":
+                raise ValueError(f"backend='ops' needs head_dim in {KERNEL_HEAD_DIMS} (the cca_qkv/cca_attention "
+                                 f"kernels' limits), the model has {head_dim}: use backend='auto' or 'reference'")
+            for name in _ATTENTION_OPS:
+                self._static_ref[name] = f"head_dim {head_dim} outside the kernels' {KERNEL_HEAD_DIMS}"
+        self.ran: dict[str, str] = {}  # op -> "kernel" | "reference", of the calls made so far
+        self._fns: dict[str, Callable] = {}
+        for name in OP_NAMES:
+            if backend == "reference":
+                self._fns[name] = getattr(_reference, name)
+            elif backend == "ops" or self._known(name) is True:
+                self._fns[name] = getattr(_ops, name)
+            elif name in self._static_ref or self._known(name) is False:
+                self._fns[name] = getattr(_reference, name)
+
+    def _key(self, name: str) -> tuple[str, str, torch.dtype]:
+        return (name, self.device.type, self.dtype)
+
+    def _known(self, name: str) -> bool | None:
+        return _KERNEL_EXISTS.get(self._key(name))
+
+    def __call__(self, name: str, *args, **kwargs):
+        """Run op ``name`` with the wrapper's arguments."""
+        fn = self._fns.get(name)
+        if fn is not None:
+            if name not in self.ran:
+                self.ran[name] = "kernel" if fn is getattr(_ops, name) else "reference"
+            return fn(*args, **kwargs)
+        # "auto", first call of this op on this device/dtype: try the kernel.
+        try:
+            out = getattr(_ops, name)(*args, **kwargs)
+        except NotImplementedError:
+            _KERNEL_EXISTS[self._key(name)] = False
+            self._fns[name] = getattr(_reference, name)
+            self.ran[name] = "reference"
+            return self._fns[name](*args, **kwargs)
+        _KERNEL_EXISTS[self._key(name)] = True
+        self._fns[name] = getattr(_ops, name)
+        self.ran[name] = "kernel"
+        return out
+
+    def report(self) -> dict[str, str]:
+        """Op -> what ran it: ``"kernel (cpu)"``, ``"reference (<why>)"`` or ``"not run yet"``."""
+        out = {}
+        dev = self.device.type
+        for name in OP_NAMES:
+            how = self.ran.get(name)
+            if how is None:
+                out[name] = "not run yet"
+            elif how == "kernel":
+                out[name] = f"kernel ({dev})"
+            elif self.backend == "reference":
+                out[name] = "reference (backend='reference')"
+            elif name in self._static_ref:
+                out[name] = f"reference ({self._static_ref[name]})"
+            else:
+                out[name] = f"reference (no {dev} {str(self.dtype).replace('torch.', '')} kernel)"
+        return out
