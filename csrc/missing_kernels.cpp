@@ -22,8 +22,6 @@ constexpr char kGpu[] = "CUDA/HIP";
   m.impl(name, torch::CppFunction::makeFromBoxedFunction<&not_implemented<backend>>())
 
 TORCH_LIBRARY_IMPL(zaya, CPU, m) {
-  ZAYA_MISSING(m, "rms_norm", kCpu);
-  ZAYA_MISSING(m, "residual_scale_rmsnorm", kCpu);
   ZAYA_MISSING(m, "cca_qkv", kCpu);
   ZAYA_MISSING(m, "cca_attention", kCpu);
   ZAYA_MISSING(m, "router", kCpu);
@@ -32,8 +30,6 @@ TORCH_LIBRARY_IMPL(zaya, CPU, m) {
 
 #if defined(ZAYA_WITH_CUDA) || defined(ZAYA_WITH_HIP)
 TORCH_LIBRARY_IMPL(zaya, CUDA, m) {
-  ZAYA_MISSING(m, "rms_norm", kGpu);
-  ZAYA_MISSING(m, "residual_scale_rmsnorm", kGpu);
   ZAYA_MISSING(m, "cca_qkv", kGpu);
   ZAYA_MISSING(m, "cca_attention", kGpu);
   ZAYA_MISSING(m, "router", kGpu);

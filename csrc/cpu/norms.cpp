@@ -1,0 +1,535 @@
+// CPU kernels of zaya::rms_norm and zaya::residual_scale_rmsnorm (spec steps 1, 10-11, 14 and the
+// final norm). Semantics and rounding points: python/zaya_ops/ops.py and zaya_ops.reference.
+//
+// One pass over memory per row: the row (a few KB) stays in L1/L2 between computing it (and its sum of
+// squares, fp32) and normalising it. Rows are split over at::parallel_for. Two builds of the row
+// kernels: portable loops that GCC vectorises for the baseline ISA (`omp simd`), and explicit AVX2+F16C
+// code, picked at run time on x86-64 (ZAYA_CPU_ISA=default forces the portable one). No FMA is enabled
+// anywhere in this file, so `a * b + c` is never contracted: fp32 results match PyTorch's separate
+// kernels bit for bit, and bf16/fp16 rounding is round-to-nearest-even exactly as c10::BFloat16 /
+// c10::Half (and F16C). Only the summation order of the mean square differs from PyTorch's.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>
+#endif
+
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__NVCC__)
+#define ZAYA_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define ZAYA_ALWAYS_INLINE inline
+#endif
+
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && !defined(__clang__)
+#define ZAYA_X86_MULTIVERSION 1
+#else
+#define ZAYA_X86_MULTIVERSION 0
+#endif
+
+namespace {
+
+// ------------------------------------------------------------------------------------------------
+// Element types: load to fp32, round fp32 to the type (returned as the fp32 value of the rounded
+// number), store. Written branch-free so that the loops vectorise.
+// ------------------------------------------------------------------------------------------------
+
+struct F32 {
+  using T = float;
+  static ZAYA_ALWAYS_INLINE float load(T v) { return v; }
+  static ZAYA_ALWAYS_INLINE float round(float f) { return f; }
+  static ZAYA_ALWAYS_INLINE T store(float f) { return f; }
+};
+
+struct BF16 {
+  using T = uint16_t;  // bits of a c10::BFloat16
+  static ZAYA_ALWAYS_INLINE float load(T v) { return std::bit_cast<float>(static_cast<uint32_t>(v) << 16); }
+  // c10::detail::round_to_nearest_even, keeping the result in the high half of an fp32.
+  static ZAYA_ALWAYS_INLINE uint32_t rne_bits(float f) {
+    const uint32_t u = std::bit_cast<uint32_t>(f);
+    const uint32_t r = (u + UINT32_C(0x7FFF) + ((u >> 16) & 1u)) & UINT32_C(0xFFFF0000);
+    const uint32_t is_nan = 0u - static_cast<uint32_t>(f != f);  // a mask, not `?:` (see F16::load)
+    return (UINT32_C(0x7FC00000) & is_nan) | (r & ~is_nan);
+  }
+  static ZAYA_ALWAYS_INLINE float round(float f) { return std::bit_cast<float>(rne_bits(f)); }
+  static ZAYA_ALWAYS_INLINE T store(float f) { return static_cast<T>(rne_bits(f) >> 16); }
+};
+
+struct F16 {
+  using T = uint16_t;  // bits of a c10::Half
+  // c10::detail::fp16_ieee_to_fp32_value / fp16_ieee_from_fp32_value (exact widening; IEEE
+  // round-to-nearest-even with denormals, inf and NaN), restated with std::bit_cast, a max and masks in
+  // place of memcpy, `if` and `?:`, so that GCC inlines and vectorises the loops.
+  static ZAYA_ALWAYS_INLINE float load(T v) {
+    const uint32_t w = static_cast<uint32_t>(v) << 16;
+    const uint32_t sign = w & UINT32_C(0x80000000);
+    const uint32_t two_w = w + w;
+    const float exp_scale = std::bit_cast<float>(UINT32_C(15) << 23);  // 0x1.0p-112f
+    const float normalized = std::bit_cast<float>((two_w >> 4) + (UINT32_C(0xE0) << 23)) * exp_scale;
+    const float denormalized = std::bit_cast<float>((two_w >> 17) | (UINT32_C(126) << 23)) - 0.5f;
+    // (With `?:`, GCC sinks each float op into its arm and, under -ftrapping-math, keeps the branch.)
+    const uint32_t is_denorm = 0u - static_cast<uint32_t>(two_w < (UINT32_C(1) << 27));
+    const uint32_t mag = (std::bit_cast<uint32_t>(denormalized) & is_denorm) |
+                         (std::bit_cast<uint32_t>(normalized) & ~is_denorm);
+    return std::bit_cast<float>(sign | mag);
+  }
+  static ZAYA_ALWAYS_INLINE T store(float f) {
+    const float scale_to_inf = std::bit_cast<float>(UINT32_C(239) << 23);   // 0x1.0p+112f
+    const float scale_to_zero = std::bit_cast<float>(UINT32_C(17) << 23);   // 0x1.0p-110f
+    float base = (std::fabs(f) * scale_to_inf) * scale_to_zero;
+    const uint32_t w = std::bit_cast<uint32_t>(f);
+    const uint32_t shl1_w = w + w;
+    const uint32_t sign = w & UINT32_C(0x80000000);
+    const uint32_t bias = std::max<uint32_t>(shl1_w & UINT32_C(0xFF000000), UINT32_C(0x71000000));
+    base = std::bit_cast<float>((bias >> 1) + UINT32_C(0x07800000)) + base;
+    const uint32_t bits = std::bit_cast<uint32_t>(base);
+    const uint32_t exp_bits = (bits >> 13) & UINT32_C(0x00007C00);
+    const uint32_t mantissa_bits = bits & UINT32_C(0x00000FFF);
+    const uint32_t nonsign = exp_bits + mantissa_bits;
+    const uint32_t is_nan = 0u - static_cast<uint32_t>(shl1_w > UINT32_C(0xFF000000));
+    return static_cast<T>((sign >> 16) | (UINT32_C(0x7E00) & is_nan) | (nonsign & ~is_nan));
+  }
+  static ZAYA_ALWAYS_INLINE float round(float f) { return load(store(f)); }
+};
+
+// ------------------------------------------------------------------------------------------------
+// Row kernels: rows [t0, t1) of one op. The portable ones first.
+// ------------------------------------------------------------------------------------------------
+
+struct RmsArgs {
+  const void* x;        // [T, H] rows x_stride apart, unit stride within a row
+  int64_t x_stride;
+  const float* w;       // [H] fp32 copy of the weight (exact: param dtypes widen exactly)
+  void* y;              // [T, H] contiguous, weight dtype
+  int64_t H;
+  float eps;
+};
+
+struct RsrArgs {
+  const void* h;        // [T, H] param dtype, rows h_stride apart
+  int64_t h_stride;
+  const float* r;       // [T, H] fp32, rows r_stride apart
+  int64_t r_stride;
+  const float* vecs;    // [5, H] fp32: h_bias, h_scale, r_bias, r_scale, norm_weight
+  float* new_r;         // [T, H] contiguous fp32
+  void* y;              // [T, H] contiguous, param dtype
+  int64_t H;
+  float eps;
+};
+
+// y = round_p(w * round_p(v * rsqrt(mean(v^2) + eps))), v = round_p(x)
+template <class X, class P>
+void rms_rows_base(const RmsArgs& a, int64_t t0, int64_t t1) {
+  using XT = typename X::T;
+  using PT = typename P::T;
+  const int64_t H = a.H;
+  const float* __restrict w = a.w;
+  for (int64_t t = t0; t < t1; ++t) {
+    const XT* __restrict x = static_cast<const XT*>(a.x) + t * a.x_stride;
+    PT* __restrict y = static_cast<PT*>(a.y) + t * H;
+    float ss = 0.f;
+#pragma omp simd reduction(+ : ss)
+    for (int64_t j = 0; j < H; ++j) {
+      const float v = P::round(X::load(x[j]));
+      ss += v * v;
+    }
+    const float inv = 1.f / std::sqrt(ss / static_cast<float>(H) + a.eps);
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      const float v = P::round(X::load(x[j]));
+      y[j] = P::store(w[j] * P::round(v * inv));
+    }
+  }
+}
+
+// new_r = fp32(round_p(round_p(h + hb) * hs)) + (r + rb) * rs;  y = rms_norm(new_r)
+template <class P>
+void rsr_rows_base(const RsrArgs& a, int64_t t0, int64_t t1) {
+  using PT = typename P::T;
+  const int64_t H = a.H;
+  const float* __restrict hb = a.vecs;
+  const float* __restrict hs = a.vecs + H;
+  const float* __restrict rb = a.vecs + 2 * H;
+  const float* __restrict rs = a.vecs + 3 * H;
+  const float* __restrict w = a.vecs + 4 * H;
+  for (int64_t t = t0; t < t1; ++t) {
+    const PT* __restrict h = static_cast<const PT*>(a.h) + t * a.h_stride;
+    const float* __restrict r = a.r + t * a.r_stride;
+    float* __restrict o = a.new_r + t * H;
+    PT* __restrict y = static_cast<PT*>(a.y) + t * H;
+    float ss = 0.f;
+#pragma omp simd reduction(+ : ss)
+    for (int64_t j = 0; j < H; ++j) {
+      const float hv = P::round(P::round(P::load(h[j]) + hb[j]) * hs[j]);
+      const float rv = (r[j] + rb[j]) * rs[j];
+      const float nr = hv + rv;
+      o[j] = nr;
+      const float v = P::round(nr);
+      ss += v * v;
+    }
+    const float inv = 1.f / std::sqrt(ss / static_cast<float>(H) + a.eps);
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      const float v = P::round(o[j]);
+      y[j] = P::store(w[j] * P::round(v * inv));
+    }
+  }
+}
+
+#if ZAYA_X86_MULTIVERSION
+// ------------------------------------------------------------------------------------------------
+// AVX2 + F16C row kernels: explicit 8-lane code (GCC cannot vectorise fp16 conversions into
+// vcvtph2ps/vcvtps2ph by itself), the same arithmetic as the portable kernels above, elementwise
+// bit-identical to them; only the order of the sum of squares differs. Tails use the scalar traits.
+// ------------------------------------------------------------------------------------------------
+#pragma GCC push_options
+#pragma GCC target("avx2,f16c")
+
+template <class E>
+struct V8;
+
+template <>
+struct V8<F32> {
+  static ZAYA_ALWAYS_INLINE __m256 load(const float* p) { return _mm256_loadu_ps(p); }
+  static ZAYA_ALWAYS_INLINE __m256 round(__m256 v) { return v; }
+  static ZAYA_ALWAYS_INLINE void store(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
+};
+
+template <>
+struct V8<BF16> {
+  static ZAYA_ALWAYS_INLINE __m256 load(const uint16_t* p) {
+    const __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));
+  }
+  static ZAYA_ALWAYS_INLINE __m256i rne_bits(__m256 f) {  // BF16::rne_bits, 8 lanes
+    const __m256i u = _mm256_castps_si256(f);
+    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    __m256i r = _mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7FFF)));
+    r = _mm256_and_si256(r, _mm256_set1_epi32(static_cast<int>(0xFFFF0000u)));
+    const __m256 nan = _mm256_cmp_ps(f, f, _CMP_UNORD_Q);
+    return _mm256_castps_si256(
+        _mm256_blendv_ps(_mm256_castsi256_ps(r), _mm256_castsi256_ps(_mm256_set1_epi32(0x7FC00000)), nan));
+  }
+  static ZAYA_ALWAYS_INLINE __m256 round(__m256 f) { return _mm256_castsi256_ps(rne_bits(f)); }
+  static ZAYA_ALWAYS_INLINE void store(uint16_t* p, __m256 f) {
+    const __m256i b = _mm256_srli_epi32(rne_bits(f), 16);
+    const __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), packed);
+  }
+};
+
+template <>
+struct V8<F16> {
+  static constexpr int kRne = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+  static ZAYA_ALWAYS_INLINE __m256 load(const uint16_t* p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  static ZAYA_ALWAYS_INLINE __m256 round(__m256 f) { return _mm256_cvtph_ps(_mm256_cvtps_ph(f, kRne)); }
+  static ZAYA_ALWAYS_INLINE void store(uint16_t* p, __m256 f) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(f, kRne));
+  }
+};
+
+ZAYA_ALWAYS_INLINE float hsum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+template <class X, class P>
+void rms_rows_avx2(const RmsArgs& a, int64_t t0, int64_t t1) {
+  using XT = typename X::T;
+  using PT = typename P::T;
+  const int64_t H = a.H;
+  const float* w = a.w;
+  for (int64_t t = t0; t < t1; ++t) {
+    const XT* x = static_cast<const XT*>(a.x) + t * a.x_stride;
+    PT* y = static_cast<PT*>(a.y) + t * H;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t j = 0;
+    for (; j + 16 <= H; j += 16) {
+      const __m256 v0 = V8<P>::round(V8<X>::load(x + j));
+      const __m256 v1 = V8<P>::round(V8<X>::load(x + j + 8));
+      acc0 = _mm256_add_ps(acc0, _mm256_mul_ps(v0, v0));
+      acc1 = _mm256_add_ps(acc1, _mm256_mul_ps(v1, v1));
+    }
+    for (; j + 8 <= H; j += 8) {
+      const __m256 v0 = V8<P>::round(V8<X>::load(x + j));
+      acc0 = _mm256_add_ps(acc0, _mm256_mul_ps(v0, v0));
+    }
+    float ss = hsum8(_mm256_add_ps(acc0, acc1));
+    for (; j < H; ++j) {
+      const float v = P::round(X::load(x[j]));
+      ss += v * v;
+    }
+    const float inv = 1.f / std::sqrt(ss / static_cast<float>(H) + a.eps);
+    const __m256 vinv = _mm256_set1_ps(inv);
+    j = 0;
+    for (; j + 8 <= H; j += 8) {
+      const __m256 v = V8<P>::round(V8<X>::load(x + j));
+      V8<P>::store(y + j, _mm256_mul_ps(_mm256_loadu_ps(w + j), V8<P>::round(_mm256_mul_ps(v, vinv))));
+    }
+    for (; j < H; ++j) {
+      const float v = P::round(X::load(x[j]));
+      y[j] = P::store(w[j] * P::round(v * inv));
+    }
+  }
+}
+
+template <class P>
+void rsr_rows_avx2(const RsrArgs& a, int64_t t0, int64_t t1) {
+  using PT = typename P::T;
+  const int64_t H = a.H;
+  const float* hb = a.vecs;
+  const float* hs = a.vecs + H;
+  const float* rb = a.vecs + 2 * H;
+  const float* rs = a.vecs + 3 * H;
+  const float* w = a.vecs + 4 * H;
+  for (int64_t t = t0; t < t1; ++t) {
+    const PT* h = static_cast<const PT*>(a.h) + t * a.h_stride;
+    const float* r = a.r + t * a.r_stride;
+    float* o = a.new_r + t * H;
+    PT* y = static_cast<PT*>(a.y) + t * H;
+    __m256 acc = _mm256_setzero_ps();
+    int64_t j = 0;
+    for (; j + 8 <= H; j += 8) {
+      const __m256 hv0 = V8<P>::round(_mm256_add_ps(V8<P>::load(h + j), _mm256_loadu_ps(hb + j)));
+      const __m256 hv = V8<P>::round(_mm256_mul_ps(hv0, _mm256_loadu_ps(hs + j)));
+      const __m256 rv = _mm256_mul_ps(_mm256_add_ps(_mm256_loadu_ps(r + j), _mm256_loadu_ps(rb + j)),
+                                      _mm256_loadu_ps(rs + j));
+      const __m256 nr = _mm256_add_ps(hv, rv);
+      _mm256_storeu_ps(o + j, nr);
+      const __m256 v = V8<P>::round(nr);
+      acc = _mm256_add_ps(acc, _mm256_mul_ps(v, v));
+    }
+    float ss = hsum8(acc);
+    for (; j < H; ++j) {
+      const float hv = P::round(P::round(P::load(h[j]) + hb[j]) * hs[j]);
+      const float nr = hv + (r[j] + rb[j]) * rs[j];
+      o[j] = nr;
+      const float v = P::round(nr);
+      ss += v * v;
+    }
+    const float inv = 1.f / std::sqrt(ss / static_cast<float>(H) + a.eps);
+    const __m256 vinv = _mm256_set1_ps(inv);
+    j = 0;
+    for (; j + 8 <= H; j += 8) {
+      const __m256 v = V8<P>::round(_mm256_loadu_ps(o + j));
+      V8<P>::store(y + j, _mm256_mul_ps(_mm256_loadu_ps(w + j), V8<P>::round(_mm256_mul_ps(v, vinv))));
+    }
+    for (; j < H; ++j) {
+      const float v = P::round(o[j]);
+      y[j] = P::store(w[j] * P::round(v * inv));
+    }
+  }
+}
+
+#pragma GCC pop_options
+#endif
+
+bool use_avx2() {
+#if ZAYA_X86_MULTIVERSION
+  static const bool ok = [] {
+    const char* env = std::getenv("ZAYA_CPU_ISA");
+    if (env != nullptr && std::string(env) == "default") return false;
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+  }();
+  return ok;
+#else
+  return false;
+#endif
+}
+
+template <class X, class P>
+void (*pick_rms())(const RmsArgs&, int64_t, int64_t) {
+#if ZAYA_X86_MULTIVERSION
+  if (use_avx2()) return &rms_rows_avx2<X, P>;
+#endif
+  return &rms_rows_base<X, P>;
+}
+
+template <class P>
+void (*pick_rsr())(const RsrArgs&, int64_t, int64_t) {
+#if ZAYA_X86_MULTIVERSION
+  if (use_avx2()) return &rsr_rows_avx2<P>;
+#endif
+  return &rsr_rows_base<P>;
+}
+
+// Rows per task: enough work (~32K elements) to be worth a thread.
+int64_t grain_rows(int64_t H) {
+  constexpr int64_t kElems = 32 * 1024;
+  return std::max<int64_t>(1, kElems / std::max<int64_t>(H, 1));
+}
+
+// ------------------------------------------------------------------------------------------------
+// Argument checks (messages name the argument, like python/zaya_ops/_checks.py)
+// ------------------------------------------------------------------------------------------------
+
+std::string dtype_name(at::ScalarType s) {
+  switch (s) {
+    case at::kFloat: return "float32";
+    case at::kBFloat16: return "bfloat16";
+    case at::kHalf: return "float16";
+    default: return c10::toString(s);
+  }
+}
+
+bool is_float_dtype(at::ScalarType s) {
+  return s == at::kFloat || s == at::kBFloat16 || s == at::kHalf;
+}
+
+void check_float(const char* op, const char* name, const at::Tensor& t) {
+  TORCH_CHECK_TYPE(is_float_dtype(t.scalar_type()), op, ": ", name,
+                   " must have dtype in (float32, bfloat16, float16), got ", dtype_name(t.scalar_type()));
+}
+
+void check_dtype(const char* op, const char* name, const at::Tensor& t, at::ScalarType want,
+                 const char* like) {
+  TORCH_CHECK_TYPE(t.scalar_type() == want, op, ": ", name, " must have dtype ", dtype_name(want), like,
+                   ", got ", dtype_name(t.scalar_type()));
+}
+
+void check_cpu(const char* op, const char* name, const at::Tensor& t) {
+  TORCH_CHECK_VALUE(t.device().is_cpu(), op, ": ", name, " must be on cpu (like the first input), got ",
+                    t.device());
+}
+
+void check_vector(const char* op, const char* name, const at::Tensor& t, int64_t H) {
+  TORCH_CHECK_VALUE(t.dim() == 1 && t.size(0) == H, op, ": ", name, " must have shape [", H, "], got ",
+                    t.sizes());
+}
+
+void check_matrix(const char* op, const char* name, const at::Tensor& t) {
+  TORCH_CHECK_VALUE(t.dim() == 2, op, ": ", name, " must be 2-D [T, H], got shape ", t.sizes());
+}
+
+void check_eps(const char* op, double eps) {
+  TORCH_CHECK_VALUE(eps > 0.0 && std::isfinite(eps), op, ": eps must be a positive finite number, got ",
+                    eps);
+}
+
+// Rows may have any stride; within a row elements must be adjacent (else copy).
+at::Tensor unit_inner_stride(const at::Tensor& t) {
+  if (t.size(1) <= 1 || t.stride(1) == 1) return t;
+  return t.contiguous();
+}
+
+// A [H] parameter as fp32 (exact widening), into dst.
+void widen_vector(const at::Tensor& v, float* dst) {
+  const int64_t H = v.size(0);
+  const int64_t s = v.stride(0);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, v.scalar_type(), "zaya_widen_vector", [&] {
+    const scalar_t* p = v.const_data_ptr<scalar_t>();
+    for (int64_t j = 0; j < H; ++j) dst[j] = static_cast<float>(p[j * s]);
+  });
+}
+
+template <class Fn>
+void dispatch_param(at::ScalarType s, Fn&& fn) {
+  switch (s) {
+    case at::kFloat: fn(F32{}); break;
+    case at::kBFloat16: fn(BF16{}); break;
+    case at::kHalf: fn(F16{}); break;
+    default: TORCH_CHECK_TYPE(false, "zaya norms: unsupported dtype ", dtype_name(s));
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Ops
+// ------------------------------------------------------------------------------------------------
+
+at::Tensor rms_norm_cpu(const at::Tensor& x_in, const at::Tensor& weight, double eps) {
+  constexpr const char* op = "zaya::rms_norm";
+  check_float(op, "x", x_in);
+  check_matrix(op, "x", x_in);
+  check_cpu(op, "x", x_in);
+  check_float(op, "weight", weight);
+  check_cpu(op, "weight", weight);
+  const int64_t T = x_in.size(0);
+  const int64_t H = x_in.size(1);
+  check_vector(op, "weight", weight, H);
+  check_eps(op, eps);
+
+  at::Tensor y = at::empty({T, H}, x_in.options().dtype(weight.scalar_type()));
+  if (T == 0 || H == 0) return y;
+  const at::Tensor x = unit_inner_stride(x_in);
+
+  std::unique_ptr<float[]> w(new float[H]);
+  widen_vector(weight, w.get());
+  RmsArgs a{x.const_data_ptr(), x.stride(0), w.get(), y.mutable_data_ptr(), H, static_cast<float>(eps)};
+
+  dispatch_param(x.scalar_type(), [&](auto xt) {
+    using X = decltype(xt);
+    dispatch_param(weight.scalar_type(), [&](auto pt) {
+      using P = decltype(pt);
+      auto fn = pick_rms<X, P>();
+      at::parallel_for(0, T, grain_rows(H), [&](int64_t t0, int64_t t1) { fn(a, t0, t1); });
+    });
+  });
+  return y;
+}
+
+std::tuple<at::Tensor, at::Tensor> residual_scale_rmsnorm_cpu(
+    const at::Tensor& h_in, const at::Tensor& residual_in, const at::Tensor& h_bias,
+    const at::Tensor& h_scale, const at::Tensor& r_bias, const at::Tensor& r_scale,
+    const at::Tensor& norm_weight, double eps) {
+  constexpr const char* op = "zaya::residual_scale_rmsnorm";
+  check_float(op, "h", h_in);
+  check_matrix(op, "h", h_in);
+  check_cpu(op, "h", h_in);
+  const int64_t T = h_in.size(0);
+  const int64_t H = h_in.size(1);
+  const at::ScalarType pdt = h_in.scalar_type();
+  check_dtype(op, "residual", residual_in, at::kFloat, "");
+  TORCH_CHECK_VALUE(residual_in.dim() == 2 && residual_in.size(0) == T && residual_in.size(1) == H, op,
+                    ": residual must have shape [", T, ", ", H, "], got ", residual_in.sizes());
+  check_cpu(op, "residual", residual_in);
+  const char* names[5] = {"h_bias", "h_scale", "r_bias", "r_scale", "norm_weight"};
+  const at::Tensor* vecs[5] = {&h_bias, &h_scale, &r_bias, &r_scale, &norm_weight};
+  for (int i = 0; i < 5; ++i) {
+    check_dtype(op, names[i], *vecs[i], pdt, " (h's dtype)");
+    check_vector(op, names[i], *vecs[i], H);
+    check_cpu(op, names[i], *vecs[i]);
+  }
+  check_eps(op, eps);
+
+  at::Tensor new_r = at::empty({T, H}, residual_in.options());
+  at::Tensor y = at::empty({T, H}, h_in.options());
+  if (T == 0 || H == 0) return {new_r, y};
+  const at::Tensor h = unit_inner_stride(h_in);
+  const at::Tensor residual = unit_inner_stride(residual_in);
+
+  std::unique_ptr<float[]> vf(new float[5 * H]);
+  for (int i = 0; i < 5; ++i) widen_vector(*vecs[i], vf.get() + i * H);
+  RsrArgs a{h.const_data_ptr(), h.stride(0), residual.const_data_ptr<float>(), residual.stride(0), vf.get(),
+            new_r.mutable_data_ptr<float>(), y.mutable_data_ptr(), H, static_cast<float>(eps)};
+
+  dispatch_param(pdt, [&](auto pt) {
+    using P = decltype(pt);
+    auto fn = pick_rsr<P>();
+    at::parallel_for(0, T, grain_rows(H), [&](int64_t t0, int64_t t1) { fn(a, t0, t1); });
+  });
+  return {new_r, y};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(zaya, CPU, m) {
+  m.impl("rms_norm", &rms_norm_cpu);
+  m.impl("residual_scale_rmsnorm", &residual_scale_rmsnorm_cpu);
+}

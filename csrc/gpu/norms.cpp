@@ -1,0 +1,219 @@
+// CUDA/HIP torch glue of zaya::rms_norm and zaya::residual_scale_rmsnorm: argument checks, device
+// guard, current stream, output allocation, and the launch through the plain contract of
+// csrc/kernels/norms_launch.h (kernels in csrc/kernels/norms.cuh, built by cuda/norms.cu or
+// hip/norms.hip). Compiled by the host C++ compiler. ROCm torch registers its GPUs under the CUDA
+// dispatch key too, so one TORCH_LIBRARY_IMPL(zaya, CUDA) serves both.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#ifdef USE_ROCM
+#include <ATen/hip/impl/HIPGuardImplMasqueradingAsCUDA.h>
+#include <ATen/hip/impl/HIPStreamMasqueradingAsCUDA.h>
+#else
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>  // not ATen/cuda/CUDAContext.h: it needs cusparse.h
+#endif
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <tuple>
+
+#include "kernels/norms_launch.h"
+
+namespace {
+
+using zaya::kernels::DType;
+
+#ifdef USE_ROCM
+using DeviceGuard = c10::hip::HIPGuardMasqueradingAsCUDA;
+void* current_stream() { return c10::hip::getCurrentHIPStreamMasqueradingAsCUDA().stream(); }
+#else
+using DeviceGuard = c10::cuda::CUDAGuard;
+void* current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
+#endif
+
+// ------------------------------------------------------------------------------------------------
+// Argument checks: each message names the op and the argument (as the CPU kernels and
+// python/zaya_ops/_checks.py do).
+// ------------------------------------------------------------------------------------------------
+
+std::string dtype_name(at::ScalarType s) {
+  switch (s) {
+    case at::kFloat: return "float32";
+    case at::kBFloat16: return "bfloat16";
+    case at::kHalf: return "float16";
+    default: return c10::toString(s);
+  }
+}
+
+DType to_dtype(at::ScalarType s) {
+  switch (s) {
+    case at::kFloat: return DType::F32;
+    case at::kBFloat16: return DType::BF16;
+    case at::kHalf: return DType::F16;
+    default: TORCH_CHECK_TYPE(false, "zaya norms: unsupported dtype ", dtype_name(s));
+  }
+}
+
+void check_float(const char* op, const char* name, const at::Tensor& t) {
+  const auto s = t.scalar_type();
+  TORCH_CHECK_TYPE(s == at::kFloat || s == at::kBFloat16 || s == at::kHalf, op, ": ", name,
+                   " must have dtype in (float32, bfloat16, float16), got ", dtype_name(s));
+}
+
+void check_dtype(const char* op, const char* name, const at::Tensor& t, at::ScalarType want, const char* like) {
+  TORCH_CHECK_TYPE(t.scalar_type() == want, op, ": ", name, " must have dtype ", dtype_name(want), like,
+                   ", got ", dtype_name(t.scalar_type()));
+}
+
+void check_gpu(const char* op, const char* name, const at::Tensor& t) {
+  TORCH_CHECK_VALUE(t.is_cuda(), op, ": ", name, " must be on a CUDA/HIP device, got ", t.device());
+}
+
+void check_same_device(const char* op, const char* name, const at::Tensor& t, const at::Tensor& first,
+                       const char* first_name) {
+  TORCH_CHECK_VALUE(t.device() == first.device(), op, ": ", name, " must be on ", first.device(), " (like ",
+                    first_name, "), got ", t.device());
+}
+
+void check_matrix(const char* op, const char* name, const at::Tensor& t) {
+  TORCH_CHECK_VALUE(t.dim() == 2, op, ": ", name, " must be 2-D [T, H], got shape ", t.sizes());
+}
+
+void check_vector(const char* op, const char* name, const at::Tensor& t, int64_t H) {
+  TORCH_CHECK_VALUE(t.dim() == 1 && t.size(0) == H, op, ": ", name, " must have shape [", H, "], got ",
+                    t.sizes());
+}
+
+void check_hidden(const char* op, const char* name, int64_t H) {
+  TORCH_CHECK_VALUE(H % 8 == 0, op, ": the hidden size (", name,
+                    ".shape[1]) must be a multiple of 8 on CUDA/HIP (16-byte vector access), got ", H);
+}
+
+void check_eps(const char* op, double eps) {
+  TORCH_CHECK_VALUE(eps > 0.0 && std::isfinite(eps), op, ": eps must be a positive finite number, got ", eps);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Layout: the kernels read 16 bytes at a time, so they need 16-byte aligned base pointers and row
+// strides and unit stride within a row. Anything else (a column slice, a view at an odd offset) is
+// copied into a fresh, aligned contiguous tensor first. `contiguous()` alone would not do: it
+// returns a contiguous but misaligned view unchanged.
+// ------------------------------------------------------------------------------------------------
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+at::Tensor kernel_rows(const at::Tensor& t) {  // [T, H]
+  const int64_t es = static_cast<int64_t>(t.element_size());
+  const bool ok = (t.size(1) <= 1 || t.stride(1) == 1) &&
+                  (t.size(0) <= 1 || (t.stride(0) * es) % 16 == 0) && aligned16(t.data_ptr());
+  return ok ? t : t.clone(at::MemoryFormat::Contiguous);
+}
+
+at::Tensor kernel_vector(const at::Tensor& t) {  // [H]
+  const bool ok = (t.size(0) <= 1 || t.stride(0) == 1) && aligned16(t.data_ptr());
+  return ok ? t : t.clone(at::MemoryFormat::Contiguous);
+}
+
+void check_launch(const char* op, const char* err) {
+  TORCH_CHECK(err == nullptr, op, ": kernel launch failed: ", err);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Ops
+// ------------------------------------------------------------------------------------------------
+
+at::Tensor rms_norm_gpu(const at::Tensor& x_in, const at::Tensor& weight_in, double eps) {
+  constexpr const char* op = "zaya::rms_norm";
+  check_float(op, "x", x_in);
+  check_matrix(op, "x", x_in);
+  check_gpu(op, "x", x_in);
+  check_float(op, "weight", weight_in);
+  check_same_device(op, "weight", weight_in, x_in, "x");
+  const int64_t T = x_in.size(0);
+  const int64_t H = x_in.size(1);
+  check_vector(op, "weight", weight_in, H);
+  check_hidden(op, "x", H);
+  check_eps(op, eps);
+
+  const DeviceGuard guard(x_in.device());
+  at::Tensor y = at::empty({T, H}, x_in.options().dtype(weight_in.scalar_type()));
+  if (T == 0 || H == 0) return y;
+  const at::Tensor x = kernel_rows(x_in);
+  const at::Tensor weight = kernel_vector(weight_in);
+
+  zaya::kernels::RmsNormArgs a;
+  a.x = x.const_data_ptr();
+  a.x_row_stride = x.stride(0);
+  a.x_dtype = to_dtype(x.scalar_type());
+  a.weight = weight.const_data_ptr();
+  a.w_dtype = to_dtype(weight.scalar_type());
+  a.out = y.mutable_data_ptr();
+  a.rows = T;
+  a.hidden = H;
+  a.eps = static_cast<float>(eps);
+  check_launch(op, zaya::kernels::launch_rms_norm(a, current_stream()));
+  return y;
+}
+
+std::tuple<at::Tensor, at::Tensor> residual_scale_rmsnorm_gpu(
+    const at::Tensor& h_in, const at::Tensor& residual_in, const at::Tensor& h_bias,
+    const at::Tensor& h_scale, const at::Tensor& r_bias, const at::Tensor& r_scale,
+    const at::Tensor& norm_weight, double eps) {
+  constexpr const char* op = "zaya::residual_scale_rmsnorm";
+  check_float(op, "h", h_in);
+  check_matrix(op, "h", h_in);
+  check_gpu(op, "h", h_in);
+  const int64_t T = h_in.size(0);
+  const int64_t H = h_in.size(1);
+  const at::ScalarType pdt = h_in.scalar_type();
+  check_dtype(op, "residual", residual_in, at::kFloat, "");
+  TORCH_CHECK_VALUE(residual_in.dim() == 2 && residual_in.size(0) == T && residual_in.size(1) == H, op,
+                    ": residual must have shape [", T, ", ", H, "], got ", residual_in.sizes());
+  check_same_device(op, "residual", residual_in, h_in, "h");
+  const char* names[5] = {"h_bias", "h_scale", "r_bias", "r_scale", "norm_weight"};
+  const at::Tensor* vecs_in[5] = {&h_bias, &h_scale, &r_bias, &r_scale, &norm_weight};
+  for (int i = 0; i < 5; ++i) {
+    check_dtype(op, names[i], *vecs_in[i], pdt, " (h's dtype)");
+    check_vector(op, names[i], *vecs_in[i], H);
+    check_same_device(op, names[i], *vecs_in[i], h_in, "h");
+  }
+  check_hidden(op, "h", H);
+  check_eps(op, eps);
+
+  const DeviceGuard guard(h_in.device());
+  at::Tensor new_r = at::empty({T, H}, residual_in.options());
+  at::Tensor y = at::empty({T, H}, h_in.options());
+  if (T == 0 || H == 0) return {new_r, y};
+  const at::Tensor h = kernel_rows(h_in);
+  const at::Tensor residual = kernel_rows(residual_in);
+  at::Tensor vecs[5];
+  for (int i = 0; i < 5; ++i) vecs[i] = kernel_vector(*vecs_in[i]);
+
+  zaya::kernels::ResidualScaleRmsNormArgs a;
+  a.h = h.const_data_ptr();
+  a.h_row_stride = h.stride(0);
+  a.residual = residual.const_data_ptr<float>();
+  a.residual_row_stride = residual.stride(0);
+  a.h_bias = vecs[0].const_data_ptr();
+  a.h_scale = vecs[1].const_data_ptr();
+  a.r_bias = vecs[2].const_data_ptr();
+  a.r_scale = vecs[3].const_data_ptr();
+  a.norm_weight = vecs[4].const_data_ptr();
+  a.dtype = to_dtype(pdt);
+  a.new_residual = new_r.mutable_data_ptr<float>();
+  a.normed = y.mutable_data_ptr();
+  a.rows = T;
+  a.hidden = H;
+  a.eps = static_cast<float>(eps);
+  check_launch(op, zaya::kernels::launch_residual_scale_rmsnorm(a, current_stream()));
+  return {new_r, y};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(zaya, CUDA, m) {
+  m.impl("rms_norm", &rms_norm_gpu);
+  m.impl("residual_scale_rmsnorm", &residual_scale_rmsnorm_gpu);
+}

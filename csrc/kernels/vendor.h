@@ -1,0 +1,277 @@
+// The small portable layer under every zaya kernel body (the ggml-cuda "vendor header" idea): one
+// source, compiled by nvcc for CUDA and by hip-clang for ROCm. Kernel files use only the names
+// defined here for anything that differs between the two: stream type, launch-error check, warp
+// shuffles, warp size, 16-bit float conversions and FP-contraction-proof arithmetic.
+//
+// It also compiles as plain host C++ (no CUDA/HIP compiler): then only the dtype tags and the
+// conversion helpers exist, so tests can check them against torch on the CPU
+// (tests/test_gpu_rounding.py).
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#if defined(__HIPCC__) || defined(__HIP__)
+#define ZAYA_HIP 1
+#include <hip/hip_runtime.h>
+#elif defined(__CUDACC__)
+#define ZAYA_CUDA 1
+#include <cuda_runtime.h>
+#else
+#define ZAYA_HOST_ONLY 1
+#endif
+
+#if defined(ZAYA_HOST_ONLY)
+#define ZAYA_HD inline
+#else
+#define ZAYA_HD __host__ __device__ __forceinline__
+#define ZAYA_DEV __device__ __forceinline__
+#endif
+
+namespace zaya::vendor {
+
+// ------------------------------------------------------------------------------------------------
+// Runtime names
+// ------------------------------------------------------------------------------------------------
+#if defined(ZAYA_CUDA)
+using stream_t = cudaStream_t;
+using error_t = cudaError_t;
+inline constexpr error_t kSuccess = cudaSuccess;
+inline error_t get_last_error() { return cudaGetLastError(); }
+inline const char* error_string(error_t e) { return cudaGetErrorString(e); }
+inline error_t get_device(int* d) { return cudaGetDevice(d); }
+inline error_t sm_count(int* n, int dev) {
+  return cudaDeviceGetAttribute(n, cudaDevAttrMultiProcessorCount, dev);
+}
+inline error_t warp_size(int* n, int dev) { return cudaDeviceGetAttribute(n, cudaDevAttrWarpSize, dev); }
+#elif defined(ZAYA_HIP)
+using stream_t = hipStream_t;
+using error_t = hipError_t;
+inline constexpr error_t kSuccess = hipSuccess;
+inline error_t get_last_error() { return hipGetLastError(); }
+inline const char* error_string(error_t e) { return hipGetErrorString(e); }
+inline error_t get_device(int* d) { return hipGetDevice(d); }
+inline error_t sm_count(int* n, int dev) {
+  return hipDeviceGetAttribute(n, hipDeviceAttributeMultiprocessorCount, dev);
+}
+inline error_t warp_size(int* n, int dev) { return hipDeviceGetAttribute(n, hipDeviceAttributeWarpSize, dev); }
+#endif
+
+// ------------------------------------------------------------------------------------------------
+// Warp size: a compile-time constant of the device pass. CUDA: 32. AMD: the compiler's wavefront
+// size for the target (64 on gfx9 / CDNA such as gfx90a and gfx94x, 32 on RDNA in wave32 mode).
+// The host pass of a HIP compile does not know the target, so host code must never use it (it asks
+// the runtime, vendor::warp_size); it gets a placeholder there only so that kernel templates parse.
+// ------------------------------------------------------------------------------------------------
+#if defined(ZAYA_CUDA)
+#define ZAYA_WARP_SIZE 32
+#elif defined(ZAYA_HIP)
+#if defined(__AMDGCN_WAVEFRONT_SIZE)
+#define ZAYA_WARP_SIZE __AMDGCN_WAVEFRONT_SIZE
+#elif defined(__HIP_DEVICE_COMPILE__)
+#error "zaya vendor.h: the HIP device compiler did not define __AMDGCN_WAVEFRONT_SIZE"
+#else
+#define ZAYA_WARP_SIZE 64  // host pass placeholder, see above
+#endif
+#endif
+
+#if !defined(ZAYA_HOST_ONLY)
+inline constexpr int kWarpSize = ZAYA_WARP_SIZE;
+static_assert(kWarpSize == 32 || kWarpSize == 64, "unexpected warp size");
+
+// Butterfly shuffle across the whole warp. Every lane of the warp must take part (kernels never
+// let a lane leave early); CUDA needs the full member mask, HIP has no mask argument.
+ZAYA_DEV float shfl_xor(float v, int lane_mask) {
+#if defined(ZAYA_CUDA)
+  return __shfl_xor_sync(0xffffffffu, v, lane_mask, kWarpSize);
+#else
+  return __shfl_xor(v, lane_mask, kWarpSize);
+#endif
+}
+#endif  // !ZAYA_HOST_ONLY
+
+// ------------------------------------------------------------------------------------------------
+// Bit casts
+// ------------------------------------------------------------------------------------------------
+ZAYA_HD uint32_t f2u(float f) {
+#if defined(ZAYA_CUDA) && defined(__CUDA_ARCH__)
+  return __float_as_uint(f);
+#elif defined(ZAYA_HIP) || defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 11)
+  return __builtin_bit_cast(uint32_t, f);
+#else
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  return u;
+#endif
+}
+
+ZAYA_HD float u2f(uint32_t u) {
+#if defined(ZAYA_CUDA) && defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#elif defined(ZAYA_HIP) || defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 11)
+  return __builtin_bit_cast(float, u);
+#else
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+#endif
+}
+
+// ------------------------------------------------------------------------------------------------
+// fp32 add / multiply that are never fused into an FMA. The kernels must reproduce PyTorch's
+// rounding points (e.g. (r + rb) * rs rounded, then added), and both nvcc (--fmad=true) and
+// hip-clang (-ffp-contract=fast by default) would otherwise contract a*b+c. nvcc: the _rn
+// intrinsics are documented never to be contracted. clang: the pragma removes the `contract` flag
+// from the instruction, and the backend fuses only instructions that carry it.
+// ------------------------------------------------------------------------------------------------
+ZAYA_HD float fadd(float a, float b) {
+#if defined(ZAYA_CUDA) && defined(__CUDA_ARCH__)
+  return __fadd_rn(a, b);
+#else
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#endif
+  return a + b;
+#endif
+}
+
+ZAYA_HD float fmul(float a, float b) {
+#if defined(ZAYA_CUDA) && defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#endif
+  return a * b;
+#endif
+}
+
+// IEEE fp32 division, also under --use_fast_math / -prec-div=false on CUDA (on HIP it is
+// correctly rounded unless -ffast-math or -fno-hip-fp32-correctly-rounded-divide-sqrt is given:
+// never build the kernels with those; fp32 denormals must not be flushed either, bf16 has them too).
+ZAYA_HD float fdiv(float a, float b) {
+#if defined(ZAYA_CUDA) && defined(__CUDA_ARCH__)
+  return __fdiv_rn(a, b);
+#else
+  return a / b;
+#endif
+}
+
+// Correctly rounded fp32 square root (device code). CUDA: the _rn intrinsic. AMD: v_sqrt_f32 is
+// only faithful (1 ulp) and ROCm 5.2's __fsqrt_rn is that same native sqrt, so we apply the
+// correction LLVM >= 17 uses for llvm.sqrt.f32: test both neighbours of the estimate with an exact
+// FMA residual. Tiny inputs are scaled by 2^32 first (exact) so that no denormal is involved.
+#if !defined(ZAYA_HOST_ONLY)
+ZAYA_DEV float sqrt_rn(float x) {
+#if defined(ZAYA_CUDA)
+  return __fsqrt_rn(x);
+#else
+  if (!(x > 0.f) || !(x < __builtin_huge_valf())) return __builtin_sqrtf(x);  // 0, <0, inf, NaN
+  const bool tiny = x < 0x1p-96f;
+  const float xs = tiny ? x * 0x1p+32f : x;
+  const float s = __builtin_sqrtf(xs);
+  const float down = u2f(f2u(s) - 1u), up = u2f(f2u(s) + 1u);
+  const float r_down = __builtin_fmaf(-down, s, xs), r_up = __builtin_fmaf(-up, s, xs);
+  float t = r_down <= 0.f ? down : s;
+  t = r_up > 0.f ? up : t;
+  return tiny ? t * 0x1p-16f : t;
+#endif
+}
+#endif
+
+// ------------------------------------------------------------------------------------------------
+// 16-bit floats carried as raw uint16_t (the ROCm 5.2 headers used for compile checks have no
+// hip_bf16.h, and one set of conversions on both vendors guarantees they agree bit for bit).
+// All conversions round to nearest even, like torch's CPU and CUDA casts. NaN payloads are not
+// preserved (any NaN becomes a quiet NaN of the same sign); everything else is exact.
+// ------------------------------------------------------------------------------------------------
+
+ZAYA_HD float bf16_to_float(uint16_t b) { return u2f(static_cast<uint32_t>(b) << 16); }
+
+ZAYA_HD uint16_t float_to_bf16(float f) {
+  const uint32_t u = f2u(f);
+  // Round to nearest even on the 16 dropped bits; overflow carries into the exponent (max -> inf).
+  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  const uint32_t quiet_nan = (u >> 16) | 0x0040u;
+  // A select, not an early return: hip-clang turned the branch into divergent control flow.
+  return static_cast<uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);
+}
+
+// IEEE binary16. Branch-light scheme of the FP16 library (also used by c10::Half on the CPU):
+// the subnormal case lets one fp32 add do the rounding, so it relies only on fp32 adds rounding
+// to nearest even, which holds on both vendors; flushing fp32 denormals does not change results
+// (an fp32 denormal is far below half the smallest fp16 subnormal, and the adds' other operands
+// and results are normal).
+ZAYA_HD float half_to_float(uint16_t h) {
+  const uint32_t w = static_cast<uint32_t>(h) << 16;
+  const uint32_t sign = w & 0x80000000u;
+  const uint32_t two_w = w + w;  // drops the sign
+  // Normal and inf/NaN: shift the exponent and mantissa into place and rescale by 2^-112 so that
+  // the fp16 exponent bias (15) becomes fp32's (127); inf/NaN come out with exponent 255.
+  const uint32_t exp_offset = 0xE0u << 23;
+  const float normalized = fmul(u2f((two_w >> 4) + exp_offset), u2f(0x7800000u));  // * 2^-112
+  // Subnormal: put the mantissa under the exponent of 0.5 and subtract 0.5: exact.
+  const uint32_t magic_mask = 126u << 23;
+  const float denormalized = fadd(u2f((two_w >> 17) | magic_mask), -0.5f);
+  const uint32_t denormalized_cutoff = 1u << 27;
+  const uint32_t result = sign | (two_w < denormalized_cutoff ? f2u(denormalized) : f2u(normalized));
+  return u2f(result);
+}
+
+ZAYA_HD uint16_t float_to_half(float f) {
+  uint32_t u = f2u(f);
+  const uint32_t sign = u & 0x80000000u;
+  u ^= sign;  // |f|
+  uint32_t o;
+  if (u >= 0x47800000u) {  // |f| >= 65536 (rounds to inf at any rate), inf or NaN
+    o = u > 0x7f800000u ? 0x7e00u : 0x7c00u;
+  } else if (u < 0x38800000u) {  // |f| < 2^-14: fp16 subnormal or zero
+    // Adding 0.5 aligns the 10 fp16 mantissa bits at the bottom of the fp32 mantissa; the fp32 add
+    // rounds to nearest even, exactly the fp16 rounding we want. Subtracting the magic's bits
+    // leaves the fp16 bit pattern (a carry into bit 10 correctly gives the smallest normal).
+    const float magic = u2f(126u << 23);  // 0.5
+    o = f2u(fadd(u2f(u), magic)) - (126u << 23);
+  } else {
+    // Normal: rebias the exponent (127 -> 15) and round the 13 dropped bits to nearest even; a
+    // mantissa carry bumps the exponent, up to 0x7c00 (inf) for |f| >= 65520.
+    const uint32_t mant_odd = (u >> 13) & 1u;
+    u += (static_cast<uint32_t>(15 - 127) << 23) + 0xfffu + mant_odd;
+    o = u >> 13;
+  }
+  return static_cast<uint16_t>(o | (sign >> 16));
+}
+
+}  // namespace zaya::vendor
+
+// ------------------------------------------------------------------------------------------------
+// dtype tags: a kernel template takes a tag, the tag says how elements are stored in memory and how
+// they convert to/from fp32 (the compute type of every kernel).
+// ------------------------------------------------------------------------------------------------
+namespace zaya::dtype {
+
+struct F32 {
+  using storage = float;
+  static constexpr const char* name = "float32";
+  static ZAYA_HD float to_float(float v) { return v; }
+  static ZAYA_HD float from_float(float v) { return v; }
+  // round(v) as a float: the value v takes once stored in this dtype.
+  static ZAYA_HD float round(float v) { return v; }
+};
+
+struct BF16 {
+  using storage = uint16_t;
+  static constexpr const char* name = "bfloat16";
+  static ZAYA_HD float to_float(uint16_t v) { return vendor::bf16_to_float(v); }
+  static ZAYA_HD uint16_t from_float(float v) { return vendor::float_to_bf16(v); }
+  static ZAYA_HD float round(float v) { return to_float(from_float(v)); }
+};
+
+struct F16 {
+  using storage = uint16_t;
+  static constexpr const char* name = "float16";
+  static ZAYA_HD float to_float(uint16_t v) { return vendor::half_to_float(v); }
+  static ZAYA_HD uint16_t from_float(float v) { return vendor::float_to_half(v); }
+  static ZAYA_HD float round(float v) { return to_float(from_float(v)); }
+};
+
+}  // namespace zaya::dtype
