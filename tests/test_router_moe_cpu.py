@@ -3,15 +3,17 @@
 Tolerances ("ulp at row scale" = finfo(dtype).eps * max |reference| over the row, so one ulp of the
 row's largest element; a one-step rounding difference of any element fits in it):
 
-* bf16 GEMMs of 16+ rows run upcast to fp32 (csrc/cpu/router_moe_common.h): the reference's fp32
-  accumulation and rounding points, another summation order, so a few 1e-4 of the elements round the
-  other way. Native GEMMs (ZAYA_CPU_GEMM=native, or small T) are the reference's own ATen calls.
+* bf16/fp16 GEMMs run upcast to fp32 from a few rows on (router: 2 tokens, moe: 16 tokens of an expert;
+  csrc/cpu/router_moe_common.h): the reference's fp32 accumulation and rounding points, another
+  summation order, so a few 1e-4 of the elements round the other way. Native GEMMs (fewer rows, or
+  ZAYA_CPU_GEMM=native) are the reference's own ATen calls.
 * router: expert indices equal wherever the reference's top-2 biased probabilities differ by > 1e-3
   (in practice ~1e-4 of the tokens or fewer differ, all near-ties); router_state within 1 ulp at row
   scale for bf16 (bit-equal with native GEMMs) and 8 for fp32 (MKL's sums depend on the row count);
   logits within 4 (bf16) / 32 (fp32) ulps at row scale; weights, where the indices agree, within
   4 (bf16) / 16 (fp32) ulps of themselves.
 * moe_top1: within 1 ulp at row scale for bf16 (bit-equal with native GEMMs), 4 for fp32.
+* fp16: as bf16.
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ import torch
 
 from zaya_ops import ops, reference, samples
 
-BF16, FP32 = torch.bfloat16, torch.float32
+BF16, FP16, FP32 = torch.bfloat16, torch.float16, torch.float32
 TOKENS = [1, 3, 5, 64, 1000, 4097]
 ROUTER_SIZES = [(264, 32, 4), (200, 256, 16)]  # (H, R, E), alternating over TOKENS
 MOE_SIZES = [(264, 48, 4), (200, 136, 16)]  # (H, I, E)
-ROUTER_TOL = {BF16: dict(state=1, logits=4, weight=4), FP32: dict(state=8, logits=32, weight=16)}
-MOE_TOL = {BF16: 1, FP32: 4}
+ROUTER_TOL = {BF16: dict(state=1, logits=4, weight=4), FP16: dict(state=1, logits=4, weight=4),
+              FP32: dict(state=8, logits=32, weight=16)}
+MOE_TOL = {BF16: 1, FP16: 1, FP32: 4}
 
 
 def _ulps_at_row_scale(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -119,15 +122,22 @@ def test_router_skip_class(E, skip, dtype):
 
 
 @pytest.mark.parametrize("mode", ["native", "upcast"])
-@pytest.mark.parametrize("T", [3, 64])
+@pytest.mark.parametrize("T", [1, 64])
 def test_router_gemm_modes(T, mode, monkeypatch):
-    """Both GEMM paths at small and larger T; native GEMMs make router_state bit-equal."""
+    """Both GEMM paths forced at small and larger T; native GEMMs make router_state bit-equal."""
     monkeypatch.setenv("ZAYA_CPU_GEMM", mode)
     kw = _router_kwargs(T, 200, 256, 16, BF16, first_layer=False, seed=7)
     out = ops.router(**kw)
     check_router(kw, out)
     if mode == "native":
         assert torch.equal(out[2], reference.router(**kw)[2])
+
+
+@pytest.mark.parametrize("T", [1, 300])
+def test_fp16(T):
+    """fp16 parameters (native GEMMs at T=1, upcast at T=300)."""
+    check_router(_router_kwargs(T, 200, 256, 16, FP16, first_layer=False, seed=T))
+    check_moe(samples.moe_top1_args(T=T, H=200, I=136, E=16, dtype=FP16, seed=T))
 
 
 def test_router_agreement_rate():

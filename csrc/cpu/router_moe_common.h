@@ -7,7 +7,8 @@
 //           epilogue. Only the summation order inside a dot product differs from native, so an output
 //           differs by at most one rounding step of the param dtype, and rarely (~1e-4 of the elements).
 // Why upcast: on CPUs without AVX-512, ATen runs bf16/fp16 GEMMs in a scalar fallback (oneDNN needs
-// AVX-512), 5-10x slower than sgemm; the per-call weight conversion pays for itself from ~16 rows on.
+// AVX-512), 5-10x slower than sgemm; the per-call weight conversion pays for itself from a few rows
+// on (each kernel sets its threshold).
 // Where ATen has the fast oneDNN path (AVX-512 BW/VL/DQ for bf16, AVX512-FP16/AMX-FP16 for fp16), the
 // kernels stay native. ZAYA_CPU_GEMM=native|upcast overrides the choice (tests, benchmarks).
 #pragma once
@@ -25,7 +26,7 @@
 #include <initializer_list>
 #include <string>
 
-namespace zaya::cpu {
+namespace zaya::router_moe {
 
 inline std::string shape_str(at::IntArrayRef s) {
   std::string out = "[";
@@ -48,17 +49,14 @@ inline void check_shape(const char* op, const char* name, const at::Tensor& t, a
                     shape_str(t.sizes()));
 }
 
-// Rows a GEMM needs before converting its weight to fp32 beats ATen's reduced-precision fallback.
-constexpr int64_t kUpcastMinRows = 16;
-
 // An fp32 value rounded to T and widened again: the reference's rounding point after each torch op.
 template <typename T>
 inline float round_to(float v) {
   return static_cast<float>(static_cast<T>(v));
 }
 
-// exp(x) in fp32 without libm calls, so loops over it vectorise (glibc's expf does not, and erff is
-// ~30 ns): Cephes' expf polynomial (about 1 ulp, like the Sleef u10 exp of ATen's vectorised
+// exp(x) in fp32 without libm calls, so the GELU/SiLU loops vectorise (calls to glibc's expf/erff do
+// not, and erff alone cost more than the router's three small GEMMs): Cephes' expf polynomial (about 1 ulp, like the Sleef u10 exp of ATen's vectorised
 // kernels), 2^k applied in two halves so k = 128 and -126 stay normal; inf above ln(FLT_MAX), 0 below
 // ln(FLT_MIN), NaN kept.
 inline float exp_f32(float x) {
@@ -91,8 +89,8 @@ inline float gelu_erf(float x) {
 // SiLU as ATen computes it: x / (1 + exp(-x)).
 inline float silu(float x) { return x / (1.0f + exp_f32(-x)); }
 
-// Whether ATen itself has a fast (oneDNN) GEMM for this reduced-precision dtype on this CPU, mirroring
-// ATen's mkldnn_bf16_device_check / mkldnn_fp16_device_check.
+// Whether ATen itself has a fast (oneDNN) GEMM for this reduced-precision dtype on this CPU: the CPU
+// checks of ATen's mkldnn_bf16_device_check (exactly) and mkldnn_fp16_device_check (approximately).
 inline bool aten_has_fast_gemm(at::ScalarType dt) {
   static const bool bf16 =
       cpuinfo_initialize() &&
@@ -104,14 +102,15 @@ inline bool aten_has_fast_gemm(at::ScalarType dt) {
   return dt == at::kBFloat16 ? bf16 : dt == at::kHalf ? fp16 : true;
 }
 
-// Whether a GEMM with `rows` rows of param dtype `dt` runs upcast to fp32 (see the top of this file).
-inline bool upcast_gemm(at::ScalarType dt, int64_t rows) {
+// Whether GEMMs with `rows` rows of param dtype `dt` run upcast to fp32 (see the top of this file);
+// `min_rows`: from how many rows converting the weights beats ATen's reduced-precision fallback.
+inline bool upcast_gemm(at::ScalarType dt, int64_t rows, int64_t min_rows) {
   if (dt == at::kFloat) return false;
   if (const char* mode = std::getenv("ZAYA_CPU_GEMM")) {
     if (std::strcmp(mode, "native") == 0) return false;
     if (std::strcmp(mode, "upcast") == 0) return true;
   }
-  return rows >= kUpcastMinRows && !aten_has_fast_gemm(dt);
+  return rows >= min_rows && !aten_has_fast_gemm(dt);
 }
 
 // A weight (or bias) in the GEMM dtype `gt`: a view when it already is, else an fp32 copy.
@@ -124,4 +123,4 @@ inline int64_t row_grain(int64_t row_elems) {
   return std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, row_elems));
 }
 
-}  // namespace zaya::cpu
+}  // namespace zaya::router_moe
