@@ -24,8 +24,6 @@ constexpr char kGpu[] = "CUDA/HIP";
 TORCH_LIBRARY_IMPL(zaya, CPU, m) {
   ZAYA_MISSING(m, "cca_qkv", kCpu);
   ZAYA_MISSING(m, "cca_attention", kCpu);
-  ZAYA_MISSING(m, "router", kCpu);
-  ZAYA_MISSING(m, "moe_top1", kCpu);
 }
 
 #if defined(ZAYA_WITH_CUDA) || defined(ZAYA_WITH_HIP)
