@@ -11,5 +11,9 @@ cmake_bin=$("$py" -c 'import cmake, os; print(os.path.join(cmake.CMAKE_BIN_DIR, 
   -DPython_EXECUTABLE="$(command -v "$py")" \
   -Dpybind11_DIR="$("$py" -m pybind11 --cmakedir)" >/dev/null
 "$cmake_bin" --build "$build_dir" -j "${JOBS:-2}"
-cp "$build_dir"/_C*.so python/zaya_ops/
+# copy then rename: a process that has the old module mapped keeps its (unlinked) file intact
+for so in "$build_dir"/_C*.so; do
+  cp "$so" "python/zaya_ops/.$(basename "$so").tmp"
+  mv -f "python/zaya_ops/.$(basename "$so").tmp" "python/zaya_ops/$(basename "$so")"
+done
 echo "built $(ls "$build_dir"/_C*.so) -> python/zaya_ops/"
