@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 venv=${ZAYA_VENV:-.venv}
 torch_spec=${TORCH_SPEC:-torch==2.14.1}
 step() { printf '\n== %s\n' "$*"; }
+# pip warns once per package about find-links folders some machines list but lack: drop that noise.
+quiet_pip() { "$py" -m pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
 
 if [ ! -x "$venv/bin/python" ]; then
   step "creating virtual environment $venv"
@@ -18,7 +20,7 @@ fi
 py="$venv/bin/python"
 
 step "installing $torch_spec and the build/test tools (pinned)"
-"$py" -m pip install -q --disable-pip-version-check "$torch_spec" \
+quiet_pip install -q --disable-pip-version-check "$torch_spec" \
   "scikit-build-core==1.1.2" "pybind11==3.1.0" "cmake==4.4.4" "ninja==1.13.2" \
   "numpy" "safetensors" "tqdm" \
   "pytest==9.2.0" "pytest-benchmark==5.3.1" "expecttest==0.3.0" "transformers==5.18.0"
@@ -31,7 +33,7 @@ export PATH="$(cd "$venv/bin" && pwd):$PATH"   # the PyPI cmake (Debian's is too
 step "building zaya_ops (backends: ${ZAYA_BACKENDS:-auto}, CUDA archs: $TORCH_CUDA_ARCH_LIST)"
 editable=()
 if [ "${ZAYA_EDITABLE:-0}" = 1 ]; then editable=(-e); fi
-ZAYA_BACKENDS=${ZAYA_BACKENDS:-auto} "$py" -m pip install -q --disable-pip-version-check \
+ZAYA_BACKENDS=${ZAYA_BACKENDS:-auto} quiet_pip install -q --disable-pip-version-check \
   --no-build-isolation --no-deps "${editable[@]}" .
 
 step "installed"
