@@ -39,7 +39,11 @@
 #define ZAYA_X86_MULTIVERSION 0
 #endif
 
+#include "arg_checks.h"
+
 namespace {
+
+using namespace zaya::checks;  // NOLINT: the shared argument checks
 
 // ------------------------------------------------------------------------------------------------
 // Element types: load to fp32, round fp32 to the type (returned as the fp32 value of the rounded
@@ -379,49 +383,6 @@ int64_t grain_rows(int64_t H) {
 // ------------------------------------------------------------------------------------------------
 // Argument checks (messages name the argument, like python/zaya_ops/_checks.py)
 // ------------------------------------------------------------------------------------------------
-
-std::string dtype_name(at::ScalarType s) {
-  switch (s) {
-    case at::kFloat: return "float32";
-    case at::kBFloat16: return "bfloat16";
-    case at::kHalf: return "float16";
-    default: return c10::toString(s);
-  }
-}
-
-bool is_float_dtype(at::ScalarType s) {
-  return s == at::kFloat || s == at::kBFloat16 || s == at::kHalf;
-}
-
-void check_float(const char* op, const char* name, const at::Tensor& t) {
-  TORCH_CHECK_TYPE(is_float_dtype(t.scalar_type()), op, ": ", name,
-                   " must have dtype in (float32, bfloat16, float16), got ", dtype_name(t.scalar_type()));
-}
-
-void check_dtype(const char* op, const char* name, const at::Tensor& t, at::ScalarType want,
-                 const char* like) {
-  TORCH_CHECK_TYPE(t.scalar_type() == want, op, ": ", name, " must have dtype ", dtype_name(want), like,
-                   ", got ", dtype_name(t.scalar_type()));
-}
-
-void check_cpu(const char* op, const char* name, const at::Tensor& t) {
-  TORCH_CHECK_VALUE(t.device().is_cpu(), op, ": ", name, " must be on cpu (like the first input), got ",
-                    t.device());
-}
-
-void check_vector(const char* op, const char* name, const at::Tensor& t, int64_t H) {
-  TORCH_CHECK_VALUE(t.dim() == 1 && t.size(0) == H, op, ": ", name, " must have shape [", H, "], got ",
-                    t.sizes());
-}
-
-void check_matrix(const char* op, const char* name, const at::Tensor& t) {
-  TORCH_CHECK_VALUE(t.dim() == 2, op, ": ", name, " must be 2-D [T, H], got shape ", t.sizes());
-}
-
-void check_eps(const char* op, double eps) {
-  TORCH_CHECK_VALUE(eps > 0.0 && std::isfinite(eps), op, ": eps must be a positive finite number, got ",
-                    eps);
-}
 
 // Rows may have any stride; within a row elements must be adjacent (else copy).
 at::Tensor unit_inner_stride(const at::Tensor& t) {

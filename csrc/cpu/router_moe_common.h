@@ -13,6 +13,8 @@
 // kernels stay native. ZAYA_CPU_GEMM=native|upcast overrides the choice (tests, benchmarks).
 #pragma once
 
+#include "arg_checks.h"
+
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <c10/util/bit_cast.h>
@@ -28,26 +30,9 @@
 
 namespace zaya::router_moe {
 
-inline std::string shape_str(at::IntArrayRef s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
-
-// TypeError naming `op` and the argument unless t's dtype is one of `dts`.
-inline void check_dtype(const char* op, const char* name, const at::Tensor& t,
-                        std::initializer_list<at::ScalarType> dts) {
-  if (std::find(dts.begin(), dts.end(), t.scalar_type()) != dts.end()) return;
-  std::string want;
-  for (const at::ScalarType d : dts) want += (want.empty() ? "" : " or ") + std::string(c10::toString(d));
-  TORCH_CHECK_TYPE(false, op, ": ", name, " must have dtype ", want, ", got ", t.scalar_type());
-}
-
-// ValueError naming `op` and the argument unless t has exactly this shape.
-inline void check_shape(const char* op, const char* name, const at::Tensor& t, at::IntArrayRef shape) {
-  TORCH_CHECK_VALUE(t.sizes() == shape, op, ": ", name, " must have shape ", shape_str(shape), ", got ",
-                    shape_str(t.sizes()));
-}
+using zaya::checks::check_dtype;
+using zaya::checks::check_shape;
+using zaya::checks::shape_str;
 
 // An fp32 value rounded to T and widened again: the reference's rounding point after each torch op.
 template <typename T>

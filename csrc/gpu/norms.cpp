@@ -19,9 +19,12 @@
 #include <string>
 #include <tuple>
 
+#include "arg_checks.h"
 #include "kernels/norms_launch.h"
 
 namespace {
+
+using namespace zaya::checks;  // NOLINT: the shared argument checks
 
 using zaya::kernels::DType;
 
@@ -34,18 +37,8 @@ void* current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 #endif
 
 // ------------------------------------------------------------------------------------------------
-// Argument checks: each message names the op and the argument (as the CPU kernels and
-// python/zaya_ops/_checks.py do).
+// GPU-only argument rules (the shared checks are in arg_checks.h).
 // ------------------------------------------------------------------------------------------------
-
-std::string dtype_name(at::ScalarType s) {
-  switch (s) {
-    case at::kFloat: return "float32";
-    case at::kBFloat16: return "bfloat16";
-    case at::kHalf: return "float16";
-    default: return c10::toString(s);
-  }
-}
 
 DType to_dtype(at::ScalarType s) {
   switch (s) {
@@ -56,44 +49,11 @@ DType to_dtype(at::ScalarType s) {
   }
 }
 
-void check_float(const char* op, const char* name, const at::Tensor& t) {
-  const auto s = t.scalar_type();
-  TORCH_CHECK_TYPE(s == at::kFloat || s == at::kBFloat16 || s == at::kHalf, op, ": ", name,
-                   " must have dtype in (float32, bfloat16, float16), got ", dtype_name(s));
-}
-
-void check_dtype(const char* op, const char* name, const at::Tensor& t, at::ScalarType want, const char* like) {
-  TORCH_CHECK_TYPE(t.scalar_type() == want, op, ": ", name, " must have dtype ", dtype_name(want), like,
-                   ", got ", dtype_name(t.scalar_type()));
-}
-
-void check_gpu(const char* op, const char* name, const at::Tensor& t) {
-  TORCH_CHECK_VALUE(t.is_cuda(), op, ": ", name, " must be on a CUDA/HIP device, got ", t.device());
-}
-
-void check_same_device(const char* op, const char* name, const at::Tensor& t, const at::Tensor& first,
-                       const char* first_name) {
-  TORCH_CHECK_VALUE(t.device() == first.device(), op, ": ", name, " must be on ", first.device(), " (like ",
-                    first_name, "), got ", t.device());
-}
-
-void check_matrix(const char* op, const char* name, const at::Tensor& t) {
-  TORCH_CHECK_VALUE(t.dim() == 2, op, ": ", name, " must be 2-D [T, H], got shape ", t.sizes());
-}
-
-void check_vector(const char* op, const char* name, const at::Tensor& t, int64_t H) {
-  TORCH_CHECK_VALUE(t.dim() == 1 && t.size(0) == H, op, ": ", name, " must have shape [", H, "], got ",
-                    t.sizes());
-}
-
 void check_hidden(const char* op, const char* name, int64_t H) {
   TORCH_CHECK_VALUE(H % 8 == 0, op, ": the hidden size (", name,
                     ".shape[1]) must be a multiple of 8 on CUDA/HIP (16-byte vector access), got ", H);
 }
 
-void check_eps(const char* op, double eps) {
-  TORCH_CHECK_VALUE(eps > 0.0 && std::isfinite(eps), op, ": eps must be a positive finite number, got ", eps);
-}
 
 // ------------------------------------------------------------------------------------------------
 // Layout: the kernels read 16 bytes at a time, so they need 16-byte aligned base pointers and row
