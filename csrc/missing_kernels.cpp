@@ -24,8 +24,6 @@ constexpr char kGpu[] = "CUDA/HIP";
 TORCH_LIBRARY_IMPL(zaya, CPU, m) {
   ZAYA_MISSING(m, "rms_norm", kCpu);
   ZAYA_MISSING(m, "residual_scale_rmsnorm", kCpu);
-  ZAYA_MISSING(m, "cca_qkv", kCpu);
-  ZAYA_MISSING(m, "cca_attention", kCpu);
   ZAYA_MISSING(m, "router", kCpu);
   ZAYA_MISSING(m, "moe_top1", kCpu);
 }
