@@ -16,6 +16,7 @@
 
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <unordered_set>
 
 #include "cca_common.h"
@@ -32,7 +33,9 @@ struct QkvParams {
   const T *qt, *kt, *vc, *vd;
   int64_t qt_rs, kt_rs, vc_rs, vd_rs;  // row strides (column stride 1)
   const float *dw_w, *dw_b;            // [C, 2], [C]
-  const float *gw, *gb;                // [C, 2D], [C]
+  const T* gw;                         // [C, 2D] conv_g_weight (contiguous)
+  const float* gw_f32;                 // the same in fp32 when it already is, else null
+  const float* gb;                     // [C]
   const float* temp;                   // [nkv]
   const T* cos_sin;
   int64_t cs_rs;
@@ -152,8 +155,21 @@ ZAYA_CLONES void finish_token(const QkvParams<T>& p, int64_t t, int64_t j, const
   }
 }
 
+// The grouped-conv weights of the g + 1 channel groups of KV group j, in fp32: [G][D][2D].
 template <typename T>
-void qkv_item(const QkvParams<T>& p, int64_t t0, int64_t nt, int64_t j, float* A, float* Y, float* work) {
+const float* group_weights(const QkvParams<T>& p, int64_t j, std::vector<float>& buf) {
+  const int64_t D = p.D, D2 = 2 * D, g = p.g;
+  buf.resize((g + 1) * D * D2);
+  for (int64_t s = 0; s <= g; ++s) {
+    const int64_t gi = s < g ? j * g + s : p.nq + j;
+    row_to_f32(p.gw + gi * D * D2, 1, D * D2, 1.f, buf.data() + s * D * D2);
+  }
+  return buf.data();
+}
+
+template <typename T>
+void qkv_item(const QkvParams<T>& p, int64_t t0, int64_t nt, int64_t j, const float* W, float* A, float* Y,
+              float* work) {
   const int64_t D = p.D, D2 = 2 * D, g = p.g, G = g + 1, qw = p.nq * D;
   auto group_of = [&](int64_t s) { return s < g ? j * g + s : p.nq + j; };
 
@@ -179,9 +195,10 @@ void qkv_item(const QkvParams<T>& p, int64_t t0, int64_t nt, int64_t j, float* A
     }
   }
 
-  // 2. grouped conv (bias added in the epilogue, before its rounding).
+  // 2. grouped conv (bias added in the epilogue, before its rounding); W: this group's weights.
   for (int64_t s = 0; s < G; ++s) {
-    gemm_f32(true, nt, D, D2, A + s * D2, G * D2, p.gw + group_of(s) * D * D2, D2, 0.f, Y + s * D, G * D);
+    const float* w = p.gw_f32 != nullptr ? p.gw_f32 + group_of(s) * D * D2 : W + s * D * D2;
+    gemm_f32(true, nt, D, D2, A + s * D2, G * D2, w, D2, 0.f, Y + s * D, G * D);
   }
 
   // 3. per token.
@@ -192,11 +209,16 @@ template <typename T>
 void run_qkv(const QkvParams<T>& p) {
   const int64_t n_blocks = (p.T_ + kTokBlock - 1) / kTokBlock;
   const int64_t G = p.g + 1, D = p.D;
+  // Items j-major: a thread's contiguous chunk spans few KV groups, so it converts few weight groups
+  // (inside this one parallel region: small decode calls pay for a single one).
   at::parallel_for(0, n_blocks * p.nkv, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> A(kTokBlock * G * 2 * D), Y(kTokBlock * G * D), work(5 * D);
+    std::vector<float> A(kTokBlock * G * 2 * D), Y(kTokBlock * G * D), work(5 * D), wbuf;
+    const float* W = nullptr;
+    int64_t w_group = -1;
     for (int64_t it = begin; it < end; ++it) {
-      const int64_t t0 = (it / p.nkv) * kTokBlock, j = it % p.nkv;
-      qkv_item<T>(p, t0, std::min(kTokBlock, p.T_ - t0), j, A.data(), Y.data(), work.data());
+      const int64_t j = it / n_blocks, t0 = (it % n_blocks) * kTokBlock;
+      if (p.gw_f32 == nullptr && j != w_group) W = group_weights(p, j, wbuf), w_group = j;
+      qkv_item<T>(p, t0, std::min(kTokBlock, p.T_ - t0), j, W, A.data(), Y.data(), work.data());
     }
   });
 }
@@ -205,7 +227,7 @@ void run_qkv(const QkvParams<T>& p) {
 template <typename T>
 void update_states(const QkvParams<T>& p, int64_t B, T* conv_state, T* value_state) {
   const int64_t C = (p.nq + p.nkv) * p.D, qw = p.nq * p.D, hv = p.nkv * p.D / 2;
-  at::parallel_for(0, B, 8, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, B, 64, [&](int64_t begin, int64_t end) {  // ~C copies per sequence: cheap
     for (int64_t b = begin; b < end; ++b) {
       const int64_t n = p.cu[b + 1] - p.cu[b], last = p.cu[b + 1] - 1, slot = p.slots[b];
       if (n <= 0) continue;  // an empty sequence leaves its slot untouched
@@ -312,7 +334,7 @@ at::Tensor cca_qkv_cpu(const at::Tensor& qt, const at::Tensor& kt, const at::Ten
 
   // fp32 copies of the small parameters (no-ops for contiguous fp32).
   auto f32 = [](const at::Tensor& t) { return t.to(at::kFloat).contiguous(); };
-  const auto dw_w = f32(conv_dw_weight), dw_b = f32(conv_dw_bias), gw = f32(conv_g_weight);
+  const auto dw_w = f32(conv_dw_weight), dw_b = f32(conv_dw_bias), gw = conv_g_weight.contiguous();
   const auto gb = f32(conv_g_bias), temp = f32(qk_temp);
   const auto qt_ = rows_unit_stride(qt), kt_ = rows_unit_stride(kt), vc_ = rows_unit_stride(vc);
   const auto vd_ = rows_unit_stride(vd), cs_ = rows_unit_stride(cos_sin);
@@ -324,7 +346,8 @@ at::Tensor cca_qkv_cpu(const at::Tensor& qt, const at::Tensor& kt, const at::Ten
     p.vc = vc_.const_data_ptr<T_>(), p.vd = vd_.const_data_ptr<T_>();
     p.qt_rs = qt_.stride(0), p.kt_rs = kt_.stride(0), p.vc_rs = vc_.stride(0), p.vd_rs = vd_.stride(0);
     p.dw_w = dw_w.const_data_ptr<float>(), p.dw_b = dw_b.const_data_ptr<float>();
-    p.gw = gw.const_data_ptr<float>(), p.gb = gb.const_data_ptr<float>(), p.temp = temp.const_data_ptr<float>();
+    p.gw = gw.const_data_ptr<T_>(), p.gb = gb.const_data_ptr<float>(), p.temp = temp.const_data_ptr<float>();
+    if constexpr (std::is_same_v<T_, float>) p.gw_f32 = p.gw;
     p.cos_sin = cs_.const_data_ptr<T_>(), p.cs_rs = cs_.stride(0);
     p.positions = pos, p.slot_mapping = sm, p.cu = cu.data(), p.slots = slots.data(), p.tok_seq = tok_seq.data();
     p.conv_state = conv_state.const_data_ptr<T_>();
