@@ -136,7 +136,7 @@ def test_qkv_strided_inputs(dt):
 # --- cca_attention: FlashAttention's accuracy rule ---------------------------------------------------
 
 def attn_args(seq_lens, cached, heads, dtype, seed=0, block_size=16, q_scale=1.0):
-    nq, nkv, D, _ = HEADS[heads]
+    nq, nkv, D = HEADS[heads][:3] if isinstance(heads, str) else heads
     shape = samples.SampleShape(seq_lens=tuple(seq_lens), nq=nq, nkv=nkv, head_dim=D, block_size=block_size)
     kw = samples.cca_attention_args(shape, dtype=dtype, seed=seed, cached=tuple(cached))
     kw["q"] = (kw["q"].float() * q_scale).to(dtype)
@@ -259,6 +259,19 @@ def test_prefill_then_decode_equals_one_prefill(dt, heads):
         assert torch.equal(chunked[name], full[name]), name
     assert_rounded_close(out, out_full, dtype, min_exact=0.99)
     torch.testing.assert_close(lse, lse_full, rtol=1e-5, atol=1e-5)
+
+
+def test_fp16():
+    """fp16 takes the same code paths (scalar dtype conversions)."""
+    check_qkv(qkv_args((7, 0, 70, 1), "q8kv2d128", torch.float16, seed=8), torch.float16)
+    kw = attn_args((1, 7, 129), (300, 0, 2), "q4kv4d64", torch.float16, seed=8)
+    check_attention(kw, torch.float16)
+
+
+@pytest.mark.parametrize("D", [8, 40, 300])
+def test_attention_odd_head_dims(D):
+    """Head dims that are not multiples of the 8-wide vectors or the tile sizes (fp32, tight)."""
+    check_attention(attn_args((3, 130), (0, 40), (2, 1, D), torch.float32, seed=9), torch.float32)
 
 
 # --- opcheck on more samples -------------------------------------------------------------------------

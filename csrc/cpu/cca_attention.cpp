@@ -6,6 +6,9 @@
 // the cache (converted to fp32 once) serves all g heads. Per key tile: S = Q K^T and O += P V are
 // fp32 GEMMs; the softmax runs in base 2 on 8-wide vectors (Q is pre-scaled by scale * log2(e)).
 // Items are handed out longest-first from a shared counter, since causal items differ in cost.
+//
+// Limits: q, k_cache and v_cache in fp32, bf16 or fp16 with any strides; any head dim D >= 1 and
+// nq a multiple of nkv; the index tensors are read on the host (int32, any layout).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -215,7 +218,7 @@ std::tuple<at::Tensor, at::Tensor> cca_attention_cpu(const at::Tensor& q, const 
     // D = 256), so that Q, O, K, V and S stay in a 512 KiB L2; bk a multiple of 8 (softmax_tile).
     // Larger query tiles make the GEMMs more efficient (measured 256 > 128 > 64 rows at D = 128).
     p.bq = std::max<int64_t>(1, std::clamp<int64_t>(32768 / D, 16, 256) / p.g);
-    p.bk = std::clamp<int64_t>(16384 / D, 32, 128);
+    p.bk = std::clamp<int64_t>(16384 / D, 32, 128) / 8 * 8;
     p.q = q.const_data_ptr<T_>(), p.q0 = q.stride(0), p.q1 = q.stride(1), p.q2 = q.stride(2);
     p.k_cache = k_cache.const_data_ptr<T_>(), p.v_cache = v_cache.const_data_ptr<T_>();
     p.k0 = k_cache.stride(0), p.k1 = k_cache.stride(1), p.k2 = k_cache.stride(2), p.k3 = k_cache.stride(3);

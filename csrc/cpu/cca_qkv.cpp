@@ -11,6 +11,11 @@
 // Every rounding point of zaya_ops.reference is reproduced (rnd<T> rounds to the param dtype), with
 // fp32 arithmetic in between, as PyTorch's CPU kernels compute reduced-precision dtypes. The conv and
 // value states are overwritten after all items ran, since the first tokens of each sequence read them.
+//
+// Limits: fp32, bf16 or fp16; any even head dim D, even rotary width <= D, nq a multiple of nkv.
+// qt/kt/vc/vd/cos_sin rows may be strided (a fused projection's column slices are used in place;
+// a non-unit column stride costs a copy); states and caches may have any strides. Each non-empty
+// sequence of a call needs its own state slot.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
