@@ -5,8 +5,9 @@
 //   1. depthwise conv: for each token t both taps the grouped conv reads, u[t-1] and u[t], are built
 //      from z[t-2..t] (the slot's conv_state for steps before the sequence start), so a block may mix
 //      tokens of several sequences (decode batches become one GEMM);
-//   2. grouped conv: one fp32 GEMM per channel group, [tokens, 2D] x [2D, D], against the weights
-//      converted once per call (conv_g_weight[C, D, 2] is already [C, 2D] with the taps interleaved);
+//   2. grouped conv: one fp32 GEMM per channel group, [tokens, 2D] x [2D, D] (conv_g_weight[C, D, 2]
+//      is already [C, 2D] with the taps interleaved: fp32 weights are used in place, others are
+//      converted once per thread and KV group);
 //   3. per token: residual means, q/k, QK norm, key temperature, RoPE, q out, k and v cache writes.
 // Every rounding point of zaya_ops.reference is reproduced (rnd<T> rounds to the param dtype), with
 // fp32 arithmetic in between, as PyTorch's CPU kernels compute reduced-precision dtypes. The conv and
