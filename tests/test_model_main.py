@@ -16,8 +16,17 @@ def test_main_job_builds_saves_loads_and_generates(capsys):
     assert re.search(r"decode:  3 steps in [\d.]+ ms = [\d,.]+ tok/s", out)
     for op in ("rms_norm", "residual_scale_rmsnorm", "cca_qkv", "cca_attention", "router", "moe_top1"):
         assert re.search(rf"  {op} +(kernel \(cpu\)|reference \()", out), op
+    # bf16: the kernels (fp32 attention probabilities) may differ from the bf16 reference by more than
+    # the reference differs from itself, so both are held against the fp32 reference model instead.
+    m = re.search(r"kernels' max \|logit diff\| (\S+), bfloat16 reference's (\S+)", out)
+    assert m and float(m.group(1)) <= 2 * float(m.group(2)) + 0.05, m and m.group(0)
+
+
+def test_main_job_fp32_matches_reference(capsys):
+    assert main(["--device", "cpu", "--dtype", "fp32", "--max-new-tokens", "4"]) == 0
+    out = capsys.readouterr().out
     m = re.search(r"vs reference backend: max \|logit diff\| (\S+) .* generated tokens identical", out)
-    assert m and float(m.group(1)) < 0.5
+    assert m and float(m.group(1)) < 1e-3, out
 
 
 def test_main_job_prompt_and_checkpoint(tmp_path, capsys):

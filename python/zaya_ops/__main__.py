@@ -221,6 +221,14 @@ def run_model(args) -> int:
         same = ref_out.tokens[0] == toks
         print(f"\nvs reference backend: max |logit diff| {diff:.3g} (max |logit| {scale:.3g}) over {len(seq)} "
               f"positions; generated tokens {'identical' if same else 'DIFFER'}")
+        if tmp is not None and model.dtype != torch.float32:
+            # In bf16 the reference is not the truth either (transformers rounds attention probabilities
+            # to bf16, the kernels keep them in fp32): measure both against the fp32 reference.
+            truth_model = ZayaForCausalLM.from_pretrained(path, device=device, dtype=torch.float32,
+                                                          backend="reference")
+            truth = truth_model.forward([seq], all_logits=True).logits.float()
+            print(f"vs the fp32 reference model: kernels' max |logit diff| {(got - truth).abs().max().item():.3g}, "
+                  f"{str(model.dtype).replace('torch.', '')} reference's {(want - truth).abs().max().item():.3g}")
         return 0
     finally:
         if tmp is not None:

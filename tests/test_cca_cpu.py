@@ -1,0 +1,345 @@
+"""CPU kernels of cca_qkv and cca_attention against zaya_ops.reference.
+
+cca_qkv reproduces the reference's rounding points, so in bf16/fp16 its outputs agree bit for bit
+except for rare 1-ulp flips (the grouped conv's fp32 sums run in another order than PyTorch's conv):
+we ask for >= 99.8% identical elements and every element within two ulps. Values
+and states are copies and must be identical. cca_attention computes scores in fp32 where the
+reference computes them in the param dtype, so it is held to FlashAttention's rule: its error
+against the reference run on fp32-cast inputs is at most twice the reference's own error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+
+from zaya_ops import ops, reference as ref, samples
+
+pytestmark = pytest.mark.skipif(not hasattr(torch.ops, "zaya"), reason="zaya_ops not built")
+
+# (nq, nkv, D, rotary dims)
+HEADS = {"q8kv2d128": (8, 2, 128, 64), "q4kv4d64": (4, 4, 64, 64), "q8kv1d256": (8, 1, 256, 64),
+         "q2kv1d32": (2, 1, 32, 16)}
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+@contextlib.contextmanager
+def one_thread():
+    """The reference is thousands of small ops: on a shared 2-core machine each parallel region can wait
+    milliseconds for a descheduled worker, so it runs single-threaded (the kernels keep all threads)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def reference(fn):
+    def run(**kw):
+        with one_thread():
+            return fn(**kw)
+    return run
+
+
+def rope_table(rot: int, positions: int, dtype: torch.dtype) -> torch.Tensor:
+    inv_freq = 1.0 / (10000.0 ** (torch.arange(0, rot, 2, dtype=torch.float32) / rot))
+    return ref.rope_cos_sin(inv_freq, positions, dtype)
+
+
+def qkv_args(seq_lens, heads, dtype, seed=0, block_size=16):
+    nq, nkv, D, rot = HEADS[heads]
+    shape = samples.SampleShape(seq_lens=tuple(seq_lens), nq=nq, nkv=nkv, head_dim=D, rot_dim=rot,
+                                block_size=block_size)
+    kw = samples.cca_qkv_args(shape, dtype=dtype, seed=seed)
+    kw["cos_sin"] = rope_table(rot, int(kw["positions"].max()) + 1 if len(kw["positions"]) else 1, dtype)
+    return kw
+
+
+def run_qkv(fn, kw):
+    kw = samples.clone_args(kw)
+    return fn(**kw), kw
+
+
+def assert_rounded_close(got, want, dtype, min_exact=0.998):
+    """fp32: tight; bf16/fp16: within about one ulp everywhere and bit-identical almost everywhere."""
+    if dtype == torch.float32:
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        return
+    eps = torch.finfo(dtype).eps
+    torch.testing.assert_close(got.float(), want.float(), rtol=2 * eps, atol=2 * eps)  # a flip may reach 2 ulps after RoPE
+    exact = (got == want).float().mean().item()
+    assert exact >= min_exact, f"only {exact:.5f} of the elements are bit-identical"
+
+
+def check_qkv(kw, dtype):
+    q_ref, a_ref = run_qkv(reference(ref.cca_qkv), kw)
+    q_ker, a_ker = run_qkv(ops.cca_qkv, kw)
+    assert q_ker.shape == q_ref.shape and q_ker.dtype == q_ref.dtype
+    assert_rounded_close(q_ker, q_ref, dtype)
+    assert_rounded_close(a_ker["k_cache"], a_ref["k_cache"], dtype)
+    for name in ("v_cache", "conv_state", "value_state"):
+        assert torch.equal(a_ker[name], a_ref[name]), name
+    return a_ker
+
+
+# --- cca_qkv against the reference -----------------------------------------------------------------
+
+QKV_CASES = [(d, h, T) for d in DTYPES for h in HEADS for T in (1, 2, 3, 7, 257, 1000)]
+QKV_CASES += [(d, h, 4097) for d in DTYPES for h in ("q8kv2d128", "q2kv1d32")]
+
+
+@pytest.mark.parametrize("dt,heads,T", QKV_CASES, ids=[f"{d}-{h}-T{t}" for d, h, t in QKV_CASES])
+def test_qkv_single_sequence(dt, heads, T):
+    check_qkv(qkv_args((T,), heads, DTYPES[dt], seed=T), DTYPES[dt])
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("heads", HEADS)
+def test_qkv_varlen_batch(dt, heads):
+    """Sequences of different lengths (one empty) in one call, continuing from non-zero slot states,
+    slots in reversed order, some tokens not cached (slot_mapping -1)."""
+    dtype = DTYPES[dt]
+    kw = qkv_args((7, 0, 70, 1, 2, 33), heads, dtype, seed=1)
+    kw["slot_mapping"][[0, 9, -1]] = -1
+    a = check_qkv(kw, dtype)
+    # The empty sequence's slot (state_indices[1]) is untouched, the spare slot 0 too.
+    for slot in (int(kw["state_indices"][1]), 0):
+        assert torch.equal(a["conv_state"][slot], kw["conv_state"][slot])
+        assert torch.equal(a["value_state"][slot], kw["value_state"][slot])
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_qkv_strided_inputs(dt):
+    """qt/kt/vc/vd as column slices of one fused projection, caches as views of a [blocks, 2, ...] KV
+    tensor, conv_state transposed in memory: used in place, same results as contiguous inputs."""
+    dtype = DTYPES[dt]
+    kw = qkv_args((5, 19, 1), "q8kv2d128", dtype, seed=2)
+    fused = torch.cat([kw["qt"], kw["kt"], kw["vc"], kw["vd"]], dim=1)
+    widths = [kw[n].shape[1] for n in ("qt", "kt", "vc", "vd")]
+    strided = dict(kw)
+    strided.update(zip(("qt", "kt", "vc", "vd"), fused.split(widths, dim=1)))
+    kv = torch.stack([kw["k_cache"], kw["v_cache"]], dim=1)
+    strided["k_cache"], strided["v_cache"] = kv[:, 0], kv[:, 1]
+    strided["conv_state"] = kw["conv_state"].transpose(1, 2).contiguous().transpose(1, 2)
+    assert not strided["qt"].is_contiguous() and not strided["k_cache"].is_contiguous()
+    q_ref, a_ref = run_qkv(reference(ref.cca_qkv), kw)
+    q = ops.cca_qkv(**strided)
+    assert_rounded_close(q, q_ref, dtype)
+    assert_rounded_close(strided["k_cache"], a_ref["k_cache"], dtype)
+    assert torch.equal(strided["v_cache"], a_ref["v_cache"])
+    assert torch.equal(strided["conv_state"], a_ref["conv_state"])
+
+
+# --- cca_attention: FlashAttention's accuracy rule ---------------------------------------------------
+
+def attn_args(seq_lens, cached, heads, dtype, seed=0, block_size=16, q_scale=1.0):
+    nq, nkv, D = HEADS[heads][:3] if isinstance(heads, str) else heads
+    shape = samples.SampleShape(seq_lens=tuple(seq_lens), nq=nq, nkv=nkv, head_dim=D, block_size=block_size)
+    kw = samples.cca_attention_args(shape, dtype=dtype, seed=seed, cached=tuple(cached))
+    kw["q"] = (kw["q"].float() * q_scale).to(dtype)
+    return kw
+
+
+def check_attention(kw, dtype):
+    out, lse = ops.cca_attention(**kw)
+    f32 = {k: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in kw.items()}
+    out32, lse32 = reference(ref.cca_attention)(**f32)
+    assert out.dtype == dtype and lse.dtype == torch.float32
+    if dtype == torch.float32:
+        torch.testing.assert_close(out, out32, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(lse, lse32, rtol=1e-5, atol=1e-5)
+        return
+    out_ref, lse_ref = reference(ref.cca_attention)(**kw)
+    for name, got, low in (("out", out, out_ref), ("lse", lse, lse_ref)):
+        err = (got.float() - (out32 if name == "out" else lse32)).abs().max().item()
+        ref_err = (low.float() - (out32 if name == "out" else lse32)).abs().max().item()
+        assert err <= 2 * ref_err + 1e-5, f"{name}: kernel error {err:.3g} > 2 x reference error {ref_err:.3g}"
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_attention_prefill_mixed_lengths(dt):
+    """Lengths 1, 7, 128, 129 and 1000 in one batch (ZAYA1 heads), some after cached context."""
+    kw = attn_args((1, 7, 128, 129, 1000), (0, 0, 5, 0, 0), "q8kv2d128", DTYPES[dt], seed=3)
+    check_attention(kw, DTYPES[dt])
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("heads", ["q4kv4d64", "q8kv1d256", "q2kv1d32"])
+def test_attention_heads(dt, heads):
+    kw = attn_args((1, 7, 128, 129), (0, 3, 0, 200), heads, DTYPES[dt], seed=4, q_scale=3.0)
+    check_attention(kw, DTYPES[dt])
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("heads", HEADS)
+def test_attention_decode(dt, heads):
+    """One query per sequence after 1, 7, 128, 129 and 1000 cached tokens (an empty sequence too)."""
+    kw = attn_args((1, 1, 1, 1, 0, 1), (0, 6, 127, 128, 9, 999), heads, DTYPES[dt], seed=5, block_size=32)
+    check_attention(kw, DTYPES[dt])
+
+
+# --- prefill then decode == one long prefill, through both ops ---------------------------------------
+
+def _stream(lengths, heads, dtype, seed, block_size=8):
+    """Projections of a few sequences, shared parameters and a fresh paged cache / state layout."""
+    nq, nkv, D, rot = HEADS[heads]
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s, sc=1.0: (torch.randn(*s, generator=g) * sc).to(dtype)  # noqa: E731
+    C, hv = (nq + nkv) * D, nkv * D // 2
+    proj = [dict(qt=r(n, nq * D), kt=r(n, nkv * D), vc=r(n, hv), vd=r(n, hv)) for n in lengths]
+    params = dict(conv_dw_weight=r(C, 1, 2, sc=0.5), conv_dw_bias=r(C, sc=0.1), conv_g_weight=r(C, D, 2, sc=D ** -0.5),
+                  conv_g_bias=r(C, sc=0.1), qk_temp=r(nkv) + 1, cos_sin=rope_table(rot, max(lengths), dtype))
+    blocks = [(n + block_size - 1) // block_size for n in lengths]
+    table = torch.randperm(sum(blocks), generator=g).to(torch.int32)
+    table = torch.stack([torch.nn.functional.pad(t, (0, max(blocks) - len(t)), value=-1)
+                         for t in table.split(blocks)])
+    S = len(lengths) + 2
+    state = dict(conv_state=torch.zeros(S, C, 2, dtype=dtype), value_state=torch.zeros(S, hv, dtype=dtype),
+                 k_cache=torch.zeros(sum(blocks), block_size, nkv, D, dtype=dtype),
+                 v_cache=torch.zeros(sum(blocks), block_size, nkv, D, dtype=dtype))
+    slots = torch.tensor([2 + b for b in range(len(lengths))], dtype=torch.int32)  # not 0..B-1
+    return proj, params, table, state, slots, block_size
+
+
+def _step(proj, params, table, state, slots, block_size, spans):
+    """cca_qkv then cca_attention for tokens spans[b] = (start, stop) of each sequence."""
+    take = lambda name: torch.cat([p[name][s:e] for p, (s, e) in zip(proj, spans)])  # noqa: E731
+    positions = torch.cat([torch.arange(s, e) for s, e in spans])
+    seq = torch.cat([torch.full((e - s,), b) for b, (s, e) in enumerate(spans)])
+    slot_mapping = table[seq, positions // block_size].long() * block_size + positions % block_size
+    cu = torch.tensor([0] + [e - s for s, e in spans]).cumsum(0).to(torch.int32)
+    q = ops.cca_qkv(take("qt"), take("kt"), take("vc"), take("vd"), **params, positions=positions, cu_seqlens=cu,
+                    state_indices=slots, slot_mapping=slot_mapping, **state)
+    used = torch.tensor([e for _, e in spans], dtype=torch.int32)
+    out, lse = ops.cca_attention(q, state["k_cache"], state["v_cache"], cu, used, table)
+    return q, out, lse
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("heads", ["q8kv2d128", "q2kv1d32"])
+def test_prefill_then_decode_equals_one_prefill(dt, heads):
+    dtype = DTYPES[dt]
+    lengths, prefill = (37, 20, 9), (30, 12, 1)
+    proj, params, table, state, slots, bs = _stream(lengths, heads, dtype, seed=6)
+    full = {k: v.clone() for k, v in state.items()}
+    q_full, out_full, lse_full = _step(proj, params, table, full, slots, bs, [(0, n) for n in lengths])
+
+    chunked = {k: v.clone() for k, v in state.items()}
+    pieces = [_step(proj, params, table, chunked, slots, bs, [(0, p) for p in prefill])]
+    pos = list(prefill)
+    while any(p < n for p, n in zip(pos, lengths)):  # decode: one token per unfinished sequence
+        spans = [(p, min(p + 1, n)) for p, n in zip(pos, lengths)]
+        pieces.append(_step(proj, params, table, chunked, slots, bs, spans))
+        pos = [e for _, e in spans]
+
+    def by_sequence(x, spans_list):
+        """Reorder rows of the concatenated pieces into sequence order (full prefill's layout)."""
+        rows = {b: [] for b in range(len(lengths))}
+        for piece, spans in zip(x, spans_list):
+            off = 0
+            for b, (s, e) in enumerate(spans):
+                rows[b].append(piece[off:off + e - s])
+                off += e - s
+        return torch.cat([torch.cat(rows[b]) for b in range(len(lengths))])
+
+    spans_list, pos = [[(0, p) for p in prefill]], list(prefill)
+    while any(p < n for p, n in zip(pos, lengths)):
+        spans_list.append([(p, min(p + 1, n)) for p, n in zip(pos, lengths)])
+        pos = [e for _, e in spans_list[-1]]
+    q = by_sequence([p[0] for p in pieces], spans_list)
+    out = by_sequence([p[1] for p in pieces], spans_list)
+    lse = by_sequence([p[2].t() for p in pieces], spans_list).t()
+
+    assert_rounded_close(q, q_full, dtype)
+    assert_rounded_close(chunked["k_cache"], full["k_cache"], dtype)
+    for name in ("v_cache", "conv_state", "value_state"):
+        assert torch.equal(chunked[name], full[name]), name
+    assert_rounded_close(out, out_full, dtype, min_exact=0.99)
+    torch.testing.assert_close(lse, lse_full, rtol=1e-5, atol=1e-5)
+
+
+def test_fp16():
+    """fp16 takes the same code paths (scalar dtype conversions)."""
+    check_qkv(qkv_args((7, 0, 70, 1), "q8kv2d128", torch.float16, seed=8), torch.float16)
+    kw = attn_args((1, 7, 129), (300, 0, 2), "q4kv4d64", torch.float16, seed=8)
+    check_attention(kw, torch.float16)
+
+
+@pytest.mark.parametrize("D", [8, 40, 300])
+def test_attention_odd_head_dims(D):
+    """Head dims that are not multiples of the 8-wide vectors or the tile sizes (fp32, tight)."""
+    check_attention(attn_args((3, 130), (0, 40), (2, 1, D), torch.float32, seed=9), torch.float32)
+
+
+# --- opcheck on more samples -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_opcheck_samples(dt):
+    dtype = DTYPES[dt]
+    qkv = qkv_args((3, 0, 9), "q2kv1d32", dtype, seed=7)
+    torch.library.opcheck(torch.ops.zaya.cca_qkv.default, samples.to_op_args("cca_qkv", qkv))
+    attn = attn_args((1, 1, 4), (5, 0, 9), "q4kv4d64", dtype, seed=7, block_size=4)
+    torch.library.opcheck(torch.ops.zaya.cca_attention.default, samples.to_op_args("cca_attention", attn))
+
+
+# --- bad inputs: the C++ checks name the argument (called through torch.ops, past the wrappers) ----------
+
+def _qkv_bad(change):
+    kw = samples.cca_qkv_args()  # seq_lens (5, 1, 11), 4 state slots, 4 blocks of 8
+    kw.update(change(kw))
+    torch.ops.zaya.cca_qkv(*samples.to_op_args("cca_qkv", kw))
+
+
+def _attn_bad(change):
+    kw = samples.cca_attention_args()  # seq_lens (5, 1, 11) after 0, 3, 6 cached tokens
+    kw.update(change(kw))
+    torch.ops.zaya.cca_attention(*samples.to_op_args("cca_attention", kw))
+
+
+i32 = lambda *v: torch.tensor(v, dtype=torch.int32)  # noqa: E731
+
+BAD = [
+    (_qkv_bad, lambda k: {"cu_seqlens": i32(0, 6, 5, 17)}, ValueError, r"cu_seqlens must be non-decreasing"),
+    (_qkv_bad, lambda k: {"cu_seqlens": i32(0, 5, 6, 18)}, ValueError, r"cu_seqlens\[-1\] must equal"),
+    (_qkv_bad, lambda k: {"cu_seqlens": i32(1, 5, 6, 17)}, ValueError, r"cu_seqlens\[0\] must be 0"),
+    (_qkv_bad, lambda k: {"cu_seqlens": k["cu_seqlens"].long()}, TypeError, r"cu_seqlens must have dtype"),
+    (_qkv_bad, lambda k: {"state_indices": i32(3, 4, 1)}, ValueError, r"state_indices\[1\] = 4 is outside"),
+    (_qkv_bad, lambda k: {"state_indices": i32(-1, 2, 1)}, ValueError, r"state_indices\[0\] = -1 is outside"),
+    (_qkv_bad, lambda k: {"state_indices": i32(2, 1, 2)}, ValueError, r"state_indices\[2\] = 2 is the slot of"),
+    (_qkv_bad, lambda k: {"slot_mapping": k["slot_mapping"].index_fill(0, torch.tensor([4]), 40)}, ValueError,
+     r"slot_mapping\[4\] = 40 is outside the cache"),
+    (_qkv_bad, lambda k: {"slot_mapping": k["slot_mapping"].index_fill(0, torch.tensor([0]), -2)}, ValueError,
+     r"slot_mapping\[0\] = -2"),
+    (_qkv_bad, lambda k: {"positions": k["positions"].index_fill(0, torch.tensor([3]), 64)}, ValueError,
+     r"positions\[3\] = 64 is outside"),
+    (_qkv_bad, lambda k: {"qt": k["qt"][:, :96]}, ValueError, r"query heads \(3\) must be a multiple of KV heads"),
+    (_qkv_bad, lambda k: {"k_cache": k["k_cache"][..., :31], "v_cache": k["v_cache"][..., :31]}, ValueError,
+     r"head dim must be even"),
+    (_qkv_bad, lambda k: {"cos_sin": k["cos_sin"][:, :6].repeat(1, 6)}, ValueError, r"cos_sin width"),
+    (_qkv_bad, lambda k: {"value_state": k["value_state"].float()}, TypeError, r"value_state must have dtype"),
+    (_attn_bad, lambda k: {"block_table": k["block_table"].index_fill(1, torch.tensor([0]), 99)}, ValueError,
+     r"block_table\[0, 0\] = 99 is outside the cache"),
+    (_attn_bad, lambda k: {"seqused_k": i32(5, 0, 17)}, ValueError, r"seqused_k\[1\] = 0 is smaller than"),
+    (_attn_bad, lambda k: {"seqused_k": i32(5, 4, 100)}, ValueError, r"seqused_k\[2\] = 100 exceeds the block_table"),
+    (_attn_bad, lambda k: {"cu_seqlens_q": i32(0, 5, 4, 17)}, ValueError, r"cu_seqlens_q must be non-decreasing"),
+    (_attn_bad, lambda k: {"max_seqlen_q": 3}, ValueError, r"max_seqlen_q = 3 is smaller"),
+    (_attn_bad, lambda k: {"max_seqlen_k": 3}, ValueError, r"max_seqlen_k = 3 is smaller"),
+    (_attn_bad, lambda k: {"q": k["q"][:, :3]}, ValueError, r"q heads \(3\) must be a multiple of k_cache heads"),
+    (_attn_bad, lambda k: {"block_table": k["block_table"].long()}, TypeError, r"block_table must have dtype"),
+]
+
+
+@pytest.mark.parametrize("call,change,exc,match", BAD, ids=[f"{b[0].__name__[1:]}-{i}" for i, b in enumerate(BAD)])
+def test_bad_inputs_name_the_argument(call, change, exc, match):
+    with pytest.raises(exc, match=match):
+        call(change)
+
+
+def test_wrapper_passes_value_errors_through():
+    kw = samples.cca_attention_args()
+    kw["seqused_k"] = i32(5, 0, 17)
+    with pytest.raises(ValueError, match=r"seqused_k\[1\]"):
+        ops.cca_attention(**kw)
