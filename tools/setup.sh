@@ -22,7 +22,7 @@ py="$venv/bin/python"
 step "installing $torch_spec and the build/test tools (pinned)"
 quiet_pip install -q --disable-pip-version-check "$torch_spec" \
   "scikit-build-core==1.1.2" "pybind11==3.1.0" "cmake==4.4.4" "ninja==1.13.2" \
-  "numpy" "safetensors" "tqdm" \
+  "numpy" "safetensors" "tqdm" "matplotlib==3.11.2" \
   "pytest==9.2.0" "pytest-benchmark==5.3.1" "expecttest==0.3.0" "transformers==5.18.0"
 
 # nvcc lives outside PATH on many machines; torch's default arch list is rejected by nvcc 13.

@@ -1,7 +1,9 @@
-"""Command line: ``python -m zaya_ops.bench [--ops ...] [--device cpu|cuda] [--quick] ...``.
+"""Command line: ``python -m zaya_ops.bench [--ops ...] [--device cpu|cuda] [--quick] ...`` and
+``python -m zaya_ops.bench --model [--preset zaya1-8b|tiny] ...``.
 
 Measures the device's copy bandwidth and GEMM rate, times every (op, shape, dtype, provider) on the same
-inputs, prints a table and writes one JSON file of rows per op. See bench/README.md.
+inputs (or the end-to-end model against transformers'), prints a table and writes one JSON file of rows
+per op (``model-<preset>-<stamp>.json`` for the model). See bench/README.md.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch
 
 from . import cases as C
 from . import harness as H
-from .runner import format_table, run_op
+from .runner import format_table, loadavg, run_op, select_providers
 
 
 def _csv(s: str) -> list[str]:
@@ -43,13 +45,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None,
                    help="cpu or cuda (cuda also means ROCm GPUs); default cuda if available, else cpu")
     p.add_argument("--quick", action="store_true",
-                   help="tiny shapes and few reps (a CI smoke run, well under a minute on a CPU)")
-    p.add_argument("--tokens", type=_ints, default=None, help="token counts T, e.g. 1,64,4096")
-    p.add_argument("--hidden", type=int, default=None, help="hidden size H (default 2048; --quick 256)")
+                   help="tiny shapes and few reps, no torch.compile unless --providers names it (a CI smoke "
+                        "run, well under a minute on a CPU)")
+    p.add_argument("--tokens", type=_ints, default=None,
+                   help="token counts T: the norms' T, the other ops' and the model's prefill lengths")
+    p.add_argument("--batch", type=_ints, default=None,
+                   help="decode batch sizes B (sequences x 1 new token) of cca_qkv, cca_attention, router, "
+                        "moe_top1 and the model")
+    p.add_argument("--context", type=int, default=None,
+                   help="tokens already cached per sequence in decode rows (ops default 4096, --quick 40; "
+                        "model: see --model)")
+    p.add_argument("--phases", type=_csv, default=None, help="prefill,decode (default both)")
+    p.add_argument("--hidden", type=int, default=None,
+                   help="hidden size H of the norms, router and experts (default 2048; --quick 256)")
     p.add_argument("--dtype", type=_csv, default=["bf16"], help="bf16, fp16, fp32 (comma-separated)")
-    p.add_argument("--providers", type=_csv, default=list(C.DEFAULT_PROVIDERS),
-                   help="comma-separated: zaya, eager, compile (and zaya-raw: the op without the "
-                        "wrapper's argument checks)")
+    p.add_argument("--providers", type=_csv, default=None,
+                   help="comma-separated (default: each op's own list): zaya, eager, compile, zaya-raw (the "
+                        "norms without the wrapper's checks), sdpa / sdpa-flash / sdpa-efficient / sdpa-cudnn / "
+                        "sdpa-math (attention), grouped_mm, dense-loop (experts); each op runs those it knows. "
+                        "--model: zaya, hf-eager (default), hf-sdpa, zaya-nograph, zaya-reference")
+    p.add_argument("--model", action="store_true",
+                   help="end-to-end model: prefill tokens/s at --tokens, decode tokens/s at --batch after "
+                        "--context tokens, ours against transformers' ZayaForCausalLM on the same weights")
+    p.add_argument("--preset", default=None,
+                   help="--model: zaya1-8b (the real shapes, ~17 GB bf16: a GPU with memory) or tiny "
+                        "(default on CPUs and with --quick; zaya1-8b on GPUs)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="--model: decode steps per measurement at most (warm-up included)")
     p.add_argument("--out", type=Path, default=None,
                    help="directory for the JSON files (default bench/results/<device>/, "
                         "--quick: bench/results/<device>/quick/)")
@@ -60,17 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="overwrite a buffer larger than the last-level cache before each rep "
                         "(auto: on for GPUs, off for CPUs)")
     p.add_argument("--no-roofline", action="store_true", help="skip the copy/GEMM probe (no %% columns)")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on CPU")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch.set_num_threads on CPU (default torch's; 1 for --model on a CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--list", action="store_true", help="list the ops and exit")
     return p
 
 
-def _loadavg() -> list[float] | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except (OSError, AttributeError):
-        return None
+_loadavg = loadavg
 
 
 def log(msg: str) -> None:
@@ -80,14 +99,23 @@ def log(msg: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.list:
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         for name, b in C.REGISTRY.items():
-            print(f"{name}: providers {','.join(b.providers)}")
+            print(f"{name}: providers {','.join(b.providers_for(dev))} (on {dev.type})")
+        from . import model_bench as M
+
+        print(f"--model (presets {','.join(M.PRESETS)}): providers {','.join(M.ALL_PROVIDERS)} "
+              f"(default {','.join(M.DEFAULT_PROVIDERS)})")
         return 0
 
     ops = args.ops or list(C.REGISTRY)
     unknown = [o for o in ops if o not in C.REGISTRY]
-    if unknown:
+    if unknown and not args.model:
         log(f"error: unknown op(s) {', '.join(unknown)}; known: {', '.join(C.REGISTRY)}")
+        return 2
+    bad_phases = [p for p in (args.phases or []) if p not in ("prefill", "decode")]
+    if bad_phases:
+        log(f"error: unknown phase(s) {', '.join(bad_phases)}; use prefill, decode")
         return 2
     bad = [d for d in args.dtype if d not in C.DTYPES]
     if bad:
@@ -103,8 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         log("error: --device cuda but torch sees no GPU (torch.cuda.is_available() is False)")
         return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = args.threads
+    if threads is None and args.model and device.type == "cpu":
+        threads = 1  # as `python -m zaya_ops`: the small model's matrices gain nothing from more, and on a
+        # busy machine every OpenMP barrier of a many-op step stalls on the other processes
+    if threads:
+        torch.set_num_threads(threads)
 
     started = time.perf_counter()
     stamp = H.utc_stamp()
@@ -135,10 +167,46 @@ def main(argv: list[str] | None = None) -> int:
         + (": other processes are busy, expect noisy timings" if busy else ""))
     all_rows = []
     written = []
+    if args.model:
+        from . import model_bench as M
+
+        preset = args.preset or ("zaya1-8b" if H.is_gpu(device) and not args.quick else "tiny")
+        if preset not in M.PRESETS:
+            log(f"error: unknown preset {preset!r}; known: {', '.join(M.PRESETS)}")
+            return 2
+        providers = args.providers or list(M.DEFAULT_PROVIDERS)
+        bad = [p for p in providers if p not in M.ALL_PROVIDERS]
+        if bad:
+            log(f"error: unknown model provider(s) {', '.join(bad)}; known: {', '.join(M.ALL_PROVIDERS)}")
+            return 2
+        toks, batches, ctx, steps = M.QUICK if args.quick else M.DEFAULTS[preset]
+        phases = args.phases or ("prefill", "decode")
+        toks = args.tokens or toks
+        batches = args.batch or batches
+        rows = M.run_model(preset, providers, device, dtypes[0],
+                           prefill_tokens=toks if "prefill" in phases else (),
+                           batches=batches if "decode" in phases else (),
+                           context=args.context or ctx, steps=args.steps or steps, info=info, roof=roof,
+                           cfg=cfg, stamp=stamp, seed=args.seed, log=log)
+        if not args.no_write:
+            written.append(H.write_json(Path(out_dir) / f"model-{preset}-{stamp}.json", rows,
+                                        meta | {"op": f"model-{preset}", "loadavg_end": _loadavg()}))
+        print()
+        _print_header(info, roof, device)
+        print(M.format_table(rows))
+        for p in written:
+            print(f"wrote {p}")
+        log(f"done in {time.perf_counter() - started:.1f} s")
+        return 0
     for op in ops:
         bench = C.get(op)
-        shapes = bench.shapes(quick=args.quick, tokens=args.tokens, hidden=args.hidden)
-        rows = run_op(bench, shapes, dtypes, args.providers, device, info=info, roof=roof, cfg=cfg,
+        shapes = bench.shapes(quick=args.quick, tokens=args.tokens, hidden=args.hidden, batches=args.batch,
+                              context=args.context, phases=args.phases)
+        providers = select_providers(bench, args.providers, device, quick=args.quick)
+        if not providers:
+            log(f"{op}: none of the providers {','.join(args.providers)} applies, skipped")
+            continue
+        rows = run_op(bench, shapes, dtypes, providers, device, info=info, roof=roof, cfg=cfg,
                       stamp=stamp, seed=args.seed, log=log)
         all_rows.extend(rows)
         if not args.no_write:
@@ -147,6 +215,15 @@ def main(argv: list[str] | None = None) -> int:
             written.append(path)
 
     print()
+    _print_header(info, roof, device)
+    print(format_table(all_rows))
+    for p in written:
+        print(f"wrote {p}")
+    log(f"done in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def _print_header(info, roof, device) -> None:
     print(f"{info['device_name']} | {info.get('runtime')} | driver {info.get('driver')} | torch {info['torch']} "
           f"| commit {info.get('commit')}")
     if roof is not None:
@@ -155,11 +232,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"timer: {H.timer_name(device)}; times are per call; GB/s = bytes moved / median; "
           f"%copyBW = GB/s / measured copy GB/s")
     print()
-    print(format_table(all_rows))
-    for p in written:
-        print(f"wrote {p}")
-    log(f"done in {time.perf_counter() - started:.1f} s")
-    return 0
 
 
 if __name__ == "__main__":

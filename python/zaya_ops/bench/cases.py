@@ -6,11 +6,14 @@ timed on those same inputs:
 
 * ``zaya``    - the compiled op through its checked wrapper in ``zaya_ops.ops`` (what users call);
 * ``eager``   - the pure-PyTorch reference in ``zaya_ops.reference``;
-* ``compile`` - ``torch.compile`` (default mode, static shapes) of that reference.
+* ``compile`` - ``torch.compile`` (default mode, static shapes) of that reference;
+
+plus per-op peers (``layer_cases``: torch SDPA for attention, ``torch._grouped_mm`` and a per-expert loop
+for the experts). The norms live here; the CCA, router and expert cases in ``layer_cases`` (registered
+when this module is imported); the end-to-end model in ``model_bench``.
 
 To add an op, subclass ``OpBench`` (``build`` and, if needed, ``shapes``) and ``register`` it; the
-default providers work for any op whose wrapper and reference share a name. The end-to-end model plugs
-in the same way with its own ``make_provider`` (e.g. a transformers provider) and ``reference``.
+default providers work for any op whose wrapper and reference share a name.
 """
 
 from __future__ import annotations
@@ -43,6 +46,12 @@ class Case:
     kwargs: dict[str, Any]
     bytes: int  # minimum bytes a call must read + write (each input and output once)
     flops: int  # arithmetic operations of a call (elementwise ops count 1 each; casts count 0)
+    #: positions in ``args`` of tensors the op writes in place (cca_qkv's states and KV cache): every
+    #: ``bind`` works on its own copies of them, and the bound call returns them after the op's outputs,
+    #: so each provider starts from the same state and the written state is checked too.
+    mutates: tuple[int, ...] = ()
+    #: anything a case wants to keep for its checks or peers (e.g. the router's reference logits)
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def shape(self) -> str:
@@ -54,7 +63,16 @@ class Case:
 
     def bind(self, fn: Callable[..., Any]) -> Callable[[], Any]:
         args, kwargs = self.args, self.kwargs
-        return lambda: fn(*args, **kwargs)
+        if not self.mutates:
+            return lambda: fn(*args, **kwargs)
+        args = tuple(a.clone() if i in self.mutates else a for i, a in enumerate(args))
+        state = tuple(args[i] for i in self.mutates)
+
+        def call():
+            out = fn(*args, **kwargs)
+            return (*(out if isinstance(out, (tuple, list)) else (out,)), *state)
+
+        return call
 
 
 def _nbytes(*tensors: torch.Tensor) -> int:
@@ -111,6 +129,8 @@ class OpBench:
 
     name: str = ""
     providers: tuple[str, ...] = DEFAULT_PROVIDERS
+    #: the provider the "x eager" column divides by
+    baseline: str = "eager"
     #: shape parameters the CLI's --tokens / --hidden map onto
     default_tokens: tuple[int, ...] = (1, 64, 512, 4096, 16384)
     quick_tokens: tuple[int, ...] = (1, 129)
@@ -118,10 +138,21 @@ class OpBench:
     quick_hidden: int = 256
 
     def shapes(self, *, quick: bool, tokens: Sequence[int] | None = None,
-               hidden: int | None = None) -> list[dict[str, Any]]:
+               hidden: int | None = None, **_: Any) -> list[dict[str, Any]]:
+        """The shapes to run. The norms take (T, H); ``layer_cases`` adds prefill/decode phases
+        (``batches``, ``context``, ``phases``), which the norms ignore."""
         toks = tuple(tokens) if tokens else (self.quick_tokens if quick else self.default_tokens)
         h = hidden or (self.quick_hidden if quick else self.default_hidden)
         return [{"T": int(t), "H": int(h)} for t in toks]
+
+    def providers_for(self, device: torch.device) -> tuple[str, ...]:
+        """The providers run by default on ``device`` (peers may depend on it, e.g. SDPA backends)."""
+        return self.providers
+
+    def known_providers(self, device: torch.device) -> tuple[str, ...]:
+        """Every provider this op understands on ``device`` (an explicit ``--providers`` list is
+        filtered to these, so ``--providers zaya,eager,sdpa`` adds SDPA to attention only)."""
+        return (*self.providers_for(device), "zaya-raw")
 
     def build(self, params: dict[str, Any], dtype: torch.dtype, device: torch.device,
               gen: torch.Generator) -> Case:
@@ -161,9 +192,20 @@ class OpBench:
         """The oracle output for the correctness column: the eager reference."""
         return case.bind(self.reference())()
 
+    def check(self, provider: str, case: Case, out: Any, expected: Any) -> tuple[float, float, bool, str]:
+        """(max abs error, max relative error, within tolerance, note) of ``provider``'s first output
+        against ``expected``; override for providers that return only part of the outputs (SDPA) or for
+        outputs that may legitimately differ (the router's choice at a near-tie)."""
+        a, r, ok = compare(out, expected, case.dtype)
+        return a, r, ok, ""
+
 
 def _randn(gen: torch.Generator, *shape: int, dtype: torch.dtype, device: torch.device,
            scale: float = 1.0, shift: float = 0.0) -> torch.Tensor:
+    """Seeded normal values (drawn on the CPU, so every device gets the same inputs); on the meta device
+    just an empty tensor (cost-model use: bytes and FLOPs without allocating anything)."""
+    if torch.device(device).type == "meta":
+        return torch.empty(*shape, dtype=dtype, device="meta")
     t = torch.randn(*shape, generator=gen, dtype=torch.float32) * scale + shift
     return t.to(device=device, dtype=dtype)
 
@@ -222,6 +264,8 @@ def register(bench: OpBench) -> OpBench:
 
 register(RmsNormBench())
 register(ResidualScaleRmsNormBench())
+
+from . import layer_cases  # noqa: E402,F401  (registers cca_qkv, cca_attention, router, moe_top1)
 
 
 def get(name: str) -> OpBench:

@@ -124,15 +124,25 @@ class _CacheFlusher:
         self.buf.zero_()
 
 
-def time_fn(fn: Callable[[], Any], device: torch.device, cfg: TimerConfig) -> Stats:
+def time_fn(fn: Callable[[], Any], device: torch.device, cfg: TimerConfig,
+            setup: Callable[[], Any] | None = None, after: Callable[[], Any] | None = None,
+            max_calls: int | None = None) -> Stats:
     """Time ``fn()`` (already compiled / first-called by the caller): warm-up, then adaptive reps.
 
     GPU: a pair of ``torch.cuda.Event`` around each call, one synchronize at the end (no host sync
     between reps, so launch overhead overlaps as in a real model unless the call is launch-bound).
     CPU: ``time.perf_counter`` around each call.
+
+    ``setup`` / ``after`` run before / after every call (warm-up included) outside the timed region
+    (e.g. a model's host-side cache bookkeeping); ``max_calls`` caps warm-up + reps (a decode run can
+    only take as many steps as its cache holds).
     """
     gpu = is_gpu(device)
     flusher = _CacheFlusher(device) if cfg.flush_cache else None
+    if setup is not None or after is not None:
+        inner, pre, post = fn, setup or (lambda: None), after or (lambda: None)
+    else:
+        inner = pre = post = None
 
     # Warm-up, which also estimates the per-call time.
     synchronize(device)
@@ -141,15 +151,22 @@ def time_fn(fn: Callable[[], Any], device: torch.device, cfg: TimerConfig) -> St
     while True:
         if flusher is not None:
             flusher()
-        fn()
+        if pre is not None:
+            pre()
+            inner()
+            post()
+        else:
+            fn()
         n += 1
         if n >= cfg.min_warmup:
             synchronize(device)
-            if time.perf_counter() - t0 >= cfg.warmup_s:
+            if time.perf_counter() - t0 >= cfg.warmup_s or (max_calls is not None and n >= max_calls // 2):
                 break
     est = (time.perf_counter() - t0) / n  # includes the flush: an over-estimate, which only lowers reps
     reps = int(cfg.budget_s / max(est, 1e-7))
     reps = max(cfg.min_reps, min(cfg.max_reps, reps))
+    if max_calls is not None:
+        reps = max(1, min(reps, max_calls - n))
 
     samples: list[float]
     if gpu:
@@ -158,9 +175,16 @@ def time_fn(fn: Callable[[], Any], device: torch.device, cfg: TimerConfig) -> St
         for i in range(reps):
             if flusher is not None:
                 flusher()
-            starts[i].record()
-            fn()
-            ends[i].record()
+            if pre is not None:
+                pre()
+                starts[i].record()
+                inner()
+                ends[i].record()
+                post()
+            else:
+                starts[i].record()
+                fn()
+                ends[i].record()
         torch.cuda.synchronize(device)
         samples = [s.elapsed_time(e) * 1e3 for s, e in zip(starts, ends)]
     else:
@@ -169,9 +193,16 @@ def time_fn(fn: Callable[[], Any], device: torch.device, cfg: TimerConfig) -> St
         for _ in range(reps):
             if flusher is not None:
                 flusher()
-            a = pc()
-            fn()
-            b = pc()
+            if pre is not None:
+                pre()
+                a = pc()
+                inner()
+                b = pc()
+                post()
+            else:
+                a = pc()
+                fn()
+                b = pc()
             samples.append((b - a) * 1e6)
     return Stats.from_samples(samples)
 
@@ -411,6 +442,7 @@ class Row:
     timer: str = ""
     cache_flushed: bool = False
     threads: int | None = None  # torch intra-op threads (CPU runs)
+    loadavg: list[float] | None = None  # 1/5/15-minute load averages when the row was measured
     # what
     bytes: int = 0
     flops: int = 0
@@ -422,9 +454,15 @@ class Row:
     pct_gemm: float | None = None
     pct_roofline: float | None = None
     roofline_bound_us: float | None = None
-    speedup_vs_eager: float | None = None
+    speedup_vs_eager: float | None = None  # baseline median / this median (baseline: see ``baseline``)
+    baseline: str | None = None  # the provider speedup_vs_eager divides by ("eager"; "hf-eager" for the model)
     max_abs_err: float | None = None
     max_rel_err: float | None = None  # max |err| / max |reference|, worst output
+    # end-to-end model rows (zaya_ops.bench.model_bench); None for op rows
+    tokens: int | None = None  # tokens processed per timed call (prefill: T; decode step: B)
+    tokens_per_s: float | None = None  # tokens / median
+    floor_tokens_per_s: float | None = None  # decode: tokens/s if only the weight reads took time
+    pct_floor: float | None = None  # tokens_per_s as % of floor_tokens_per_s
 
     @property
     def median_us(self) -> float | None:

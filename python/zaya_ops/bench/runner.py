@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -10,12 +11,44 @@ from typing import Any
 import torch
 
 from . import harness as H
-from .cases import Case, OpBench, SkipProvider, compare
+from .cases import Case, OpBench, SkipProvider
 
 
 def _first_line(exc: BaseException) -> str:
     msg = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {msg[0] if msg else ''}"[:300]
+
+
+def loadavg() -> list[float] | None:
+    """The 1/5/15-minute load averages (None where the OS has none)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+def new_row(case_op: str, shape: str, params: dict[str, Any], dtype: str, provider: str, device: torch.device,
+            info: dict[str, Any], cfg: H.TimerConfig, stamp: str, nbytes: int, flops: int) -> H.Row:
+    """A Row with the run's provenance filled in (device, driver, torch, commit, timer, load)."""
+    return H.Row(
+        op=case_op, shape=shape, params=dict(params), dtype=dtype, provider=provider,
+        status=H.STATUS_OK, device=info["device"], device_name=info["device_name"],
+        driver=info.get("driver"), runtime=info.get("runtime"), torch=info["torch"],
+        commit=info.get("commit"), timestamp=stamp, timer=H.timer_name(device),
+        cache_flushed=cfg.flush_cache, threads=info.get("threads"), bytes=int(nbytes),
+        flops=int(flops), loadavg=loadavg(),
+    )
+
+
+def select_providers(bench: OpBench, requested: Sequence[str] | None, device: torch.device,
+                     quick: bool = False) -> list[str]:
+    """The op's default providers on ``device`` (without ``compile`` in a quick run, whose first compile
+    per shape costs seconds to tens of seconds on a small CPU), or the requested ones it knows (in the
+    given order)."""
+    if not requested:
+        return [p for p in bench.providers_for(device) if not (quick and p == "compile")]
+    known = set(bench.known_providers(device))
+    return [p for p in requested if p in known]
 
 
 def run_case(bench: OpBench, case: Case, providers: Sequence[str], *, info: dict[str, Any],
@@ -27,14 +60,8 @@ def run_case(bench: OpBench, case: Case, providers: Sequence[str], *, info: dict
     H.synchronize(dev)
     rows: list[H.Row] = []
     for prov in providers:
-        row = H.Row(
-            op=case.op, shape=case.shape, params=dict(case.params), dtype=case.dtype_name, provider=prov,
-            status=H.STATUS_OK, device=info["device"], device_name=info["device_name"],
-            driver=info.get("driver"), runtime=info.get("runtime"), torch=info["torch"],
-            commit=info.get("commit"), timestamp=stamp, timer=H.timer_name(dev),
-            cache_flushed=cfg.flush_cache, threads=info.get("threads"), bytes=int(case.bytes),
-            flops=int(case.flops),
-        )
+        row = new_row(case.op, case.shape, case.params, case.dtype_name, prov, dev, info, cfg, stamp,
+                      case.bytes, case.flops)
         label = f"{case.op} {case.shape} {case.dtype_name} {prov}"
         fn = None
         try:
@@ -58,14 +85,18 @@ def run_case(bench: OpBench, case: Case, providers: Sequence[str], *, info: dict
             log(f"  {label}: {row.status} ({row.note})")
             rows.append(row)
             continue
+        row.note = getattr(fn, "note", "") or ""
         try:
-            row.max_abs_err, row.max_rel_err, ok = compare(out, expected, case.dtype)
+            row.max_abs_err, row.max_rel_err, ok, note = bench.check(prov, case, out, expected)
+            if note:
+                row.note = f"{row.note}; {note}" if row.note else note
         except Exception as exc:  # noqa: BLE001
             ok, row.note = False, "output check failed: " + _first_line(exc)
         del out
         if not ok:
             row.status = H.STATUS_MISMATCH
-            row.note = row.note or "output differs from the reference beyond tolerance"
+            msg = "output differs from the reference beyond tolerance"
+            row.note = msg if not row.note else (row.note if "differ" in row.note else f"{msg}; {row.note}")
         try:
             stats = H.time_fn(fn, dev, cfg)
         except Exception as exc:  # noqa: BLE001
@@ -80,12 +111,19 @@ def run_case(bench: OpBench, case: Case, providers: Sequence[str], *, info: dict
             + ("" if ok else f"  MISMATCH (max rel err {row.max_rel_err:.3g})"))
         rows.append(row)
         del fn
-    eager = next((r for r in rows if r.provider == "eager" and r.status == H.STATUS_OK), None)
-    if eager is not None:
+    set_speedups(rows, bench.baseline)
+    return rows
+
+
+def set_speedups(rows: Sequence[H.Row], baseline: str) -> None:
+    """speedup_vs_eager = baseline median / row median for the ok rows (baseline: "eager", or the
+    transformers model for the end-to-end rows)."""
+    base = next((r for r in rows if r.provider == baseline and r.status == H.STATUS_OK), None)
+    if base is not None:
         for r in rows:
             if r.status == H.STATUS_OK and r.median_us:
-                r.speedup_vs_eager = eager.median_us / r.median_us
-    return rows
+                r.speedup_vs_eager = base.median_us / r.median_us
+                r.baseline = baseline
 
 
 def run_op(bench: OpBench, shapes: Sequence[dict[str, Any]], dtypes: Sequence[torch.dtype],
