@@ -18,3 +18,12 @@ def device(request) -> str:
     """Each available device in turn."""
     return request.param
 
+
+
+@pytest.fixture(scope="module")
+def one_cpu_thread():
+    """Run a module with one CPU thread (tiny models: faster, and immune to oversubscription), then restore."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

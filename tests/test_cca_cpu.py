@@ -17,8 +17,6 @@ import torch
 
 from zaya_ops import ops, reference as ref, samples
 
-pytestmark = pytest.mark.skipif(not hasattr(torch.ops, "zaya"), reason="zaya_ops not built")
-
 # (nq, nkv, D, rotary dims)
 HEADS = {"q8kv2d128": (8, 2, 128, 64), "q4kv4d64": (4, 4, 64, 64), "q8kv1d256": (8, 1, 256, 64),
          "q2kv1d32": (2, 1, 32, 16)}

@@ -19,12 +19,8 @@ from zaya_ops.model.testing import make_hf_model, max_scaled_error, tolerance  #
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# Tiny matrices: one thread is faster, and immune to a busy machine's oversubscription.
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 def check(got, want, dtype, what):

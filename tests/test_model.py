@@ -41,13 +41,8 @@ CONFIGS = {
 V = 96
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matrices: one thread is faster, and immune to a busy machine's oversubscription."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# Tiny matrices: one thread is faster, and immune to a busy machine's oversubscription.
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 _PAIRS: dict = {}

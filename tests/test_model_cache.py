@@ -17,12 +17,8 @@ SMALL = dict(vocab_size=V, hidden_size=64, num_hidden_layers=2, num_attention_he
              eos_token_id=None, bos_token_id=None)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# Tiny matrices: one thread is faster, and immune to a busy machine's oversubscription.
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 _MODELS: dict = {}
