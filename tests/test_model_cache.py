@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from zaya_ops import ZayaConfig, ZayaForCausalLM
+from zaya_ops import ZayaConfig, ZayaForCausalLM, samples
 from zaya_ops.model import ZayaCache
 from zaya_ops.model.testing import max_scaled_error, tolerance
 
@@ -265,3 +265,17 @@ def test_model_on_gpu_matches_cpu():
         tok = torch.tensor([t + 1, t + 2])
         assert max_scaled_error(gpu.decode(tok.cuda(), b).cpu(), cpu.decode(tok, a)) < 1e-2
     assert gpu.generate(prompts, max_new_tokens=4, temperature=1.0, seed=0).tokens  # a CUDA generator
+
+
+def test_auto_backend_head_dim_rule_survives_other_models():
+    """A model whose head dim the cca kernels do not take runs them on the reference, even after a model
+    with a supported head dim found the kernels for the same device and dtype."""
+    from zaya_ops.model.backend import OpBackend
+
+    wide = OpBackend("auto", torch.device("cpu"), torch.bfloat16, head_dim=64)
+    kwargs = samples.cca_attention_args(samples.SampleShape(head_dim=64, rot_dim=16))
+    wide("cca_attention", **kwargs)
+    assert wide.report()["cca_attention"].startswith("kernel")
+    narrow = OpBackend("auto", torch.device("cpu"), torch.bfloat16, head_dim=16)
+    narrow("cca_attention", **samples.cca_attention_args(samples.SampleShape(head_dim=16, rot_dim=8)))
+    assert narrow.report()["cca_attention"].startswith("reference (head_dim 16")

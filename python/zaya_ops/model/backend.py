@@ -54,12 +54,12 @@ class OpBackend:
         self.ran: dict[str, str] = {}  # op -> "kernel" | "reference", of the calls made so far
         self._fns: dict[str, Callable] = {}
         for name in OP_NAMES:
-            if backend == "reference":
+            # A model-specific reason for the reference (head dim) wins over what another model learnt
+            # about the kernel's existence for this device and dtype.
+            if backend == "reference" or name in self._static_ref or self._known(name) is False:
                 self._fns[name] = getattr(_reference, name)
             elif backend == "ops" or self._known(name) is True:
                 self._fns[name] = getattr(_ops, name)
-            elif name in self._static_ref or self._known(name) is False:
-                self._fns[name] = getattr(_reference, name)
 
     def _key(self, name: str) -> tuple[str, str, torch.dtype]:
         return (name, self.device.type, self.dtype)
