@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from zaya_ops import reference as ref
+from zaya_ops.model.testing import randomise_hf_model
 
 transformers = pytest.importorskip("transformers")
 from transformers import ZayaConfig  # noqa: E402
@@ -36,39 +37,6 @@ BLOCK = 16
 # --------------------------------------------------------------------------------------------------
 
 
-def _randomise(model: ZayaForCausalLM, gen: torch.Generator) -> None:
-    """Give every parameter a random value of a sensible scale (drawn in fp32, rounded to its dtype)."""
-
-    def rnd(shape):
-        return torch.randn(shape, generator=gen)
-
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            leaf = name.rsplit(".", 1)[-1]
-            if leaf in ("hidden_states_scale", "residual_scale", "input_hidden_states_scale",
-                        "router_states_scale") or (p.dim() == 1 and "norm" in name):
-                p.copy_(1.0 + 0.25 * rnd(p.shape))
-            elif leaf == "temp":
-                p.copy_(0.5 + torch.rand(p.shape, generator=gen))  # raw key scale, nonzero
-            elif p.dim() == 1:
-                p.copy_(0.1 * rnd(p.shape))  # biases
-            elif "embed_tokens" in name:
-                p.copy_(rnd(p.shape))
-            elif "router_mlp.out_proj" in name:
-                p.copy_(3.0 * rnd(p.shape) / p.shape[-1] ** 0.5)  # peaked router probabilities
-            elif "conv_qk_depthwise" in name:
-                p.copy_(0.7 * rnd(p.shape))
-            else:
-                fan_in = p.shape[-1] * (p.shape[-2] if p.dim() == 3 and "conv" in name else 1)
-                p.copy_(rnd(p.shape) / fan_in**0.5)
-        for layer in model.model.layers:
-            gate = layer.mlp.gate
-            E = gate.num_experts
-            bb = 0.05 * rnd((E + 1,))
-            bb[-1] = 0.15  # make the skip class win for a good share of the tokens, not all
-            gate.balancing_biases = bb
-
-
 def make_model(shape: str, dtype: torch.dtype, seed: int = 0, attention_bias: bool = False):
     H, nq, nkv, D, E = SHAPES[shape]
     config = ZayaConfig(
@@ -86,7 +54,7 @@ def make_model(shape: str, dtype: torch.dtype, seed: int = 0, attention_bias: bo
         model = ZayaForCausalLM(config).eval()
     finally:
         torch.set_default_dtype(default)
-    _randomise(model, torch.Generator().manual_seed(seed))
+    randomise_hf_model(model, seed)
     return model
 
 
