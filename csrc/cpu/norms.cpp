@@ -39,7 +39,7 @@
 #define ZAYA_X86_MULTIVERSION 0
 #endif
 
-#include "arg_checks.h"
+#include "norm_checks.h"
 
 namespace {
 
@@ -415,16 +415,10 @@ void dispatch_param(at::ScalarType s, Fn&& fn) {
 // ------------------------------------------------------------------------------------------------
 
 at::Tensor rms_norm_cpu(const at::Tensor& x_in, const at::Tensor& weight, double eps) {
-  constexpr const char* op = "zaya::rms_norm";
-  check_float(op, "x", x_in);
-  check_matrix(op, "x", x_in);
-  check_cpu(op, "x", x_in);
-  check_float(op, "weight", weight);
-  check_cpu(op, "weight", weight);
+  check_cpu("zaya::rms_norm", "x", x_in);
+  check_rms_norm_args(x_in, weight, eps);
   const int64_t T = x_in.size(0);
   const int64_t H = x_in.size(1);
-  check_vector(op, "weight", weight, H);
-  check_eps(op, eps);
 
   at::Tensor y = at::empty({T, H}, x_in.options().dtype(weight.scalar_type()));
   if (T == 0 || H == 0) return y;
@@ -449,25 +443,10 @@ std::tuple<at::Tensor, at::Tensor> residual_scale_rmsnorm_cpu(
     const at::Tensor& h_in, const at::Tensor& residual_in, const at::Tensor& h_bias,
     const at::Tensor& h_scale, const at::Tensor& r_bias, const at::Tensor& r_scale,
     const at::Tensor& norm_weight, double eps) {
-  constexpr const char* op = "zaya::residual_scale_rmsnorm";
-  check_float(op, "h", h_in);
-  check_matrix(op, "h", h_in);
-  check_cpu(op, "h", h_in);
+  check_cpu("zaya::residual_scale_rmsnorm", "h", h_in);
+  check_residual_scale_rmsnorm_args(h_in, residual_in, h_bias, h_scale, r_bias, r_scale, norm_weight, eps);
   const int64_t T = h_in.size(0);
   const int64_t H = h_in.size(1);
-  const at::ScalarType pdt = h_in.scalar_type();
-  check_dtype(op, "residual", residual_in, at::kFloat, "");
-  TORCH_CHECK_VALUE(residual_in.dim() == 2 && residual_in.size(0) == T && residual_in.size(1) == H, op,
-                    ": residual must have shape [", T, ", ", H, "], got ", residual_in.sizes());
-  check_cpu(op, "residual", residual_in);
-  const char* names[5] = {"h_bias", "h_scale", "r_bias", "r_scale", "norm_weight"};
-  const at::Tensor* vecs[5] = {&h_bias, &h_scale, &r_bias, &r_scale, &norm_weight};
-  for (int i = 0; i < 5; ++i) {
-    check_dtype(op, names[i], *vecs[i], pdt, " (h's dtype)");
-    check_vector(op, names[i], *vecs[i], H);
-    check_cpu(op, names[i], *vecs[i]);
-  }
-  check_eps(op, eps);
 
   at::Tensor new_r = at::empty({T, H}, residual_in.options());
   at::Tensor y = at::empty({T, H}, h_in.options());
@@ -476,11 +455,12 @@ std::tuple<at::Tensor, at::Tensor> residual_scale_rmsnorm_cpu(
   const at::Tensor residual = unit_inner_stride(residual_in);
 
   std::unique_ptr<float[]> vf(new float[5 * H]);
+  const at::Tensor* vecs[5] = {&h_bias, &h_scale, &r_bias, &r_scale, &norm_weight};
   for (int i = 0; i < 5; ++i) widen_vector(*vecs[i], vf.get() + i * H);
   RsrArgs a{h.const_data_ptr(), h.stride(0), residual.const_data_ptr<float>(), residual.stride(0), vf.get(),
             new_r.mutable_data_ptr<float>(), y.mutable_data_ptr(), H, static_cast<float>(eps)};
 
-  dispatch_param(pdt, [&](auto pt) {
+  dispatch_param(h_in.scalar_type(), [&](auto pt) {
     using P = decltype(pt);
     auto fn = pick_rsr<P>();
     at::parallel_for(0, T, grain_rows(H), [&](int64_t t0, int64_t t1) { fn(a, t0, t1); });

@@ -19,7 +19,7 @@
 #include <string>
 #include <tuple>
 
-#include "arg_checks.h"
+#include "norm_checks.h"
 #include "kernels/norms_launch.h"
 
 namespace {
@@ -86,16 +86,11 @@ void check_launch(const char* op, const char* err) {
 
 at::Tensor rms_norm_gpu(const at::Tensor& x_in, const at::Tensor& weight_in, double eps) {
   constexpr const char* op = "zaya::rms_norm";
-  check_float(op, "x", x_in);
-  check_matrix(op, "x", x_in);
   check_gpu(op, "x", x_in);
-  check_float(op, "weight", weight_in);
-  check_same_device(op, "weight", weight_in, x_in, "x");
+  check_rms_norm_args(x_in, weight_in, eps);
   const int64_t T = x_in.size(0);
   const int64_t H = x_in.size(1);
-  check_vector(op, "weight", weight_in, H);
   check_hidden(op, "x", H);
-  check_eps(op, eps);
 
   const DeviceGuard guard(x_in.device());
   at::Tensor y = at::empty({T, H}, x_in.options().dtype(weight_in.scalar_type()));
@@ -122,25 +117,11 @@ std::tuple<at::Tensor, at::Tensor> residual_scale_rmsnorm_gpu(
     const at::Tensor& h_scale, const at::Tensor& r_bias, const at::Tensor& r_scale,
     const at::Tensor& norm_weight, double eps) {
   constexpr const char* op = "zaya::residual_scale_rmsnorm";
-  check_float(op, "h", h_in);
-  check_matrix(op, "h", h_in);
   check_gpu(op, "h", h_in);
+  check_residual_scale_rmsnorm_args(h_in, residual_in, h_bias, h_scale, r_bias, r_scale, norm_weight, eps);
   const int64_t T = h_in.size(0);
   const int64_t H = h_in.size(1);
-  const at::ScalarType pdt = h_in.scalar_type();
-  check_dtype(op, "residual", residual_in, at::kFloat, "");
-  TORCH_CHECK_VALUE(residual_in.dim() == 2 && residual_in.size(0) == T && residual_in.size(1) == H, op,
-                    ": residual must have shape [", T, ", ", H, "], got ", residual_in.sizes());
-  check_same_device(op, "residual", residual_in, h_in, "h");
-  const char* names[5] = {"h_bias", "h_scale", "r_bias", "r_scale", "norm_weight"};
-  const at::Tensor* vecs_in[5] = {&h_bias, &h_scale, &r_bias, &r_scale, &norm_weight};
-  for (int i = 0; i < 5; ++i) {
-    check_dtype(op, names[i], *vecs_in[i], pdt, " (h's dtype)");
-    check_vector(op, names[i], *vecs_in[i], H);
-    check_same_device(op, names[i], *vecs_in[i], h_in, "h");
-  }
   check_hidden(op, "h", H);
-  check_eps(op, eps);
 
   const DeviceGuard guard(h_in.device());
   at::Tensor new_r = at::empty({T, H}, residual_in.options());
@@ -148,6 +129,7 @@ std::tuple<at::Tensor, at::Tensor> residual_scale_rmsnorm_gpu(
   if (T == 0 || H == 0) return {new_r, y};
   const at::Tensor h = kernel_rows(h_in);
   const at::Tensor residual = kernel_rows(residual_in);
+  const at::Tensor* vecs_in[5] = {&h_bias, &h_scale, &r_bias, &r_scale, &norm_weight};
   at::Tensor vecs[5];
   for (int i = 0; i < 5; ++i) vecs[i] = kernel_vector(*vecs_in[i]);
 
@@ -161,7 +143,7 @@ std::tuple<at::Tensor, at::Tensor> residual_scale_rmsnorm_gpu(
   a.r_bias = vecs[2].const_data_ptr();
   a.r_scale = vecs[3].const_data_ptr();
   a.norm_weight = vecs[4].const_data_ptr();
-  a.dtype = to_dtype(pdt);
+  a.dtype = to_dtype(h_in.scalar_type());
   a.new_residual = new_r.mutable_data_ptr<float>();
   a.normed = y.mutable_data_ptr();
   a.rows = T;

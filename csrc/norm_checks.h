@@ -1,0 +1,43 @@
+// Argument rules of zaya::rms_norm and zaya::residual_scale_rmsnorm, shared by the CPU and GPU glue.
+// The caller checks that the first input (x or h) is on its backend's device; everything else must
+// sit on that same device.
+#pragma once
+
+#include "arg_checks.h"
+
+namespace zaya::checks {
+
+inline void check_rms_norm_args(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  constexpr const char* op = "zaya::rms_norm";
+  check_float(op, "x", x);
+  check_matrix(op, "x", x);
+  check_float(op, "weight", weight);
+  check_same_device(op, "weight", weight, x, "x");
+  check_vector(op, "weight", weight, x.size(1));
+  check_eps(op, eps);
+}
+
+inline void check_residual_scale_rmsnorm_args(const at::Tensor& h, const at::Tensor& residual,
+                                              const at::Tensor& h_bias, const at::Tensor& h_scale,
+                                              const at::Tensor& r_bias, const at::Tensor& r_scale,
+                                              const at::Tensor& norm_weight, double eps) {
+  constexpr const char* op = "zaya::residual_scale_rmsnorm";
+  check_float(op, "h", h);
+  check_matrix(op, "h", h);
+  const int64_t T = h.size(0);
+  const int64_t H = h.size(1);
+  check_dtype(op, "residual", residual, at::kFloat, "");
+  TORCH_CHECK_VALUE(residual.dim() == 2 && residual.size(0) == T && residual.size(1) == H, op,
+                    ": residual must have shape [", T, ", ", H, "], got ", residual.sizes());
+  check_same_device(op, "residual", residual, h, "h");
+  const char* names[5] = {"h_bias", "h_scale", "r_bias", "r_scale", "norm_weight"};
+  const at::Tensor* vecs[5] = {&h_bias, &h_scale, &r_bias, &r_scale, &norm_weight};
+  for (int i = 0; i < 5; ++i) {
+    check_dtype(op, names[i], *vecs[i], h.scalar_type(), " (h's dtype)");
+    check_vector(op, names[i], *vecs[i], H);
+    check_same_device(op, names[i], *vecs[i], h, "h");
+  }
+  check_eps(op, eps);
+}
+
+}  // namespace zaya::checks
