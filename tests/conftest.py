@@ -13,6 +13,41 @@ import torch
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
+def _emulators() -> list[str]:
+    found = []
+    for w in (32, 64):
+        try:
+            __import__(f"zaya_ops._emu_w{w}")
+            found.append(f"emu{w}")
+        except ImportError:
+            pass
+    return found
+
+
+# The GPU kernels under the SIMT emulator (built with ZAYA_BACKENDS=...,emu): "emu32" runs their CUDA
+# paths (32-lane warps, mma.sync layouts), "emu64" their CDNA paths (64-lane wavefronts, MFMA
+# layouts), on CPU tensors. CI has no GPU, so this is where the GPU code is tested there.
+EMULATORS = _emulators()
+# Where a kernel test runs: every real device plus the emulated GPU kernels.
+KERNEL_TARGETS = DEVICES + EMULATORS
+
+
+def use_target(target: str, monkeypatch) -> str:
+    """Route the zaya_ops wrappers to ``target``'s kernels; returns the torch device for its tensors."""
+    if target.startswith("emu"):
+        import zaya_ops.ops
+
+        monkeypatch.setattr(zaya_ops.ops, "_OPS", getattr(torch.ops, "zaya_" + target))
+        return "cpu"
+    return target
+
+
+@pytest.fixture(params=KERNEL_TARGETS)
+def kernel_device(request, monkeypatch) -> str:
+    """Each kernel target in turn (see KERNEL_TARGETS); the value is the device for the tensors."""
+    return use_target(request.param, monkeypatch)
+
+
 @pytest.fixture(params=DEVICES)
 def device(request) -> str:
     """Each available device in turn."""

@@ -12,8 +12,9 @@ cmake_bin=$("$py" -c 'import cmake, os; print(os.path.join(cmake.CMAKE_BIN_DIR, 
   -Dpybind11_DIR="$("$py" -m pybind11 --cmakedir)" >/dev/null
 "$cmake_bin" --build "$build_dir" -j "${JOBS:-2}"
 # copy then rename: a process that has the old module mapped keeps its (unlinked) file intact
-for so in "$build_dir"/_C*.so; do
+for so in "$build_dir"/_C*.so "$build_dir"/_emu_w*.so; do
+  [ -e "$so" ] || continue
   cp "$so" "python/zaya_ops/.$(basename "$so").tmp"
   mv -f "python/zaya_ops/.$(basename "$so").tmp" "python/zaya_ops/$(basename "$so")"
 done
-echo "built $(ls "$build_dir"/_C*.so) -> python/zaya_ops/"
+echo "built $(ls "$build_dir"/_C*.so "$build_dir"/_emu_w*.so 2>/dev/null | tr '\n' ' ')-> python/zaya_ops/"

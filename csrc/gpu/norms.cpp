@@ -1,83 +1,32 @@
 // CUDA/HIP torch glue of zaya::rms_norm and zaya::residual_scale_rmsnorm: argument checks, device
 // guard, current stream, output allocation, and the launch through the plain contract of
 // csrc/kernels/norms_launch.h (kernels in csrc/kernels/norms.cuh, built by cuda/norms.cu or
-// hip/norms.hip). Compiled by the host C++ compiler. ROCm torch registers its GPUs under the CUDA
-// dispatch key too, so one TORCH_LIBRARY_IMPL(zaya, CUDA) serves both.
+// hip/norms.hip). Compiled by the host C++ compiler; glue.h says where it registers.
 #include <ATen/ATen.h>
 #include <torch/library.h>
-
-#ifdef USE_ROCM
-#include <ATen/hip/impl/HIPGuardImplMasqueradingAsCUDA.h>
-#include <ATen/hip/impl/HIPStreamMasqueradingAsCUDA.h>
-#else
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>  // not ATen/cuda/CUDAContext.h: it needs cusparse.h
-#endif
 
 #include <cmath>
 #include <cstdint>
 #include <string>
 #include <tuple>
 
+#include "glue.h"
 #include "norm_checks.h"
 #include "kernels/norms_launch.h"
 
 namespace {
 
 using namespace zaya::checks;  // NOLINT: the shared argument checks
-
-using zaya::kernels::DType;
-
-#ifdef USE_ROCM
-using DeviceGuard = c10::hip::HIPGuardMasqueradingAsCUDA;
-void* current_stream() { return c10::hip::getCurrentHIPStreamMasqueradingAsCUDA().stream(); }
-#else
-using DeviceGuard = c10::cuda::CUDAGuard;
-void* current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
-#endif
-
-// ------------------------------------------------------------------------------------------------
-// GPU-only argument rules (the shared checks are in arg_checks.h).
-// ------------------------------------------------------------------------------------------------
-
-DType to_dtype(at::ScalarType s) {
-  switch (s) {
-    case at::kFloat: return DType::F32;
-    case at::kBFloat16: return DType::BF16;
-    case at::kHalf: return DType::F16;
-    default: TORCH_CHECK_TYPE(false, "zaya norms: unsupported dtype ", dtype_name(s));
-  }
-}
+using namespace zaya::gpu;     // NOLINT: the shared GPU glue
 
 void check_hidden(const char* op, const char* name, int64_t H) {
   TORCH_CHECK_VALUE(H % 8 == 0, op, ": the hidden size (", name,
                     ".shape[1]) must be a multiple of 8 on CUDA/HIP (16-byte vector access), got ", H);
 }
 
-
-// ------------------------------------------------------------------------------------------------
-// Layout: the kernels read 16 bytes at a time, so they need 16-byte aligned base pointers and row
-// strides and unit stride within a row. Anything else (a column slice, a view at an odd offset) is
-// copied into a fresh, aligned contiguous tensor first. `contiguous()` alone would not do: it
-// returns a contiguous but misaligned view unchanged.
-// ------------------------------------------------------------------------------------------------
-
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
-at::Tensor kernel_rows(const at::Tensor& t) {  // [T, H]
-  const int64_t es = static_cast<int64_t>(t.element_size());
-  const bool ok = (t.size(1) <= 1 || t.stride(1) == 1) &&
-                  (t.size(0) <= 1 || (t.stride(0) * es) % 16 == 0) && aligned16(t.data_ptr());
-  return ok ? t : t.clone(at::MemoryFormat::Contiguous);
-}
-
 at::Tensor kernel_vector(const at::Tensor& t) {  // [H]
   const bool ok = (t.size(0) <= 1 || t.stride(0) == 1) && aligned16(t.data_ptr());
   return ok ? t : t.clone(at::MemoryFormat::Contiguous);
-}
-
-void check_launch(const char* op, const char* err) {
-  TORCH_CHECK(err == nullptr, op, ": kernel launch failed: ", err);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -86,7 +35,7 @@ void check_launch(const char* op, const char* err) {
 
 at::Tensor rms_norm_gpu(const at::Tensor& x_in, const at::Tensor& weight_in, double eps) {
   constexpr const char* op = "zaya::rms_norm";
-  check_gpu(op, "x", x_in);
+  check_device(op, "x", x_in);
   check_rms_norm_args(x_in, weight_in, eps);
   const int64_t T = x_in.size(0);
   const int64_t H = x_in.size(1);
@@ -117,7 +66,7 @@ std::tuple<at::Tensor, at::Tensor> residual_scale_rmsnorm_gpu(
     const at::Tensor& h_scale, const at::Tensor& r_bias, const at::Tensor& r_scale,
     const at::Tensor& norm_weight, double eps) {
   constexpr const char* op = "zaya::residual_scale_rmsnorm";
-  check_gpu(op, "h", h_in);
+  check_device(op, "h", h_in);
   check_residual_scale_rmsnorm_args(h_in, residual_in, h_bias, h_scale, r_bias, r_scale, norm_weight, eps);
   const int64_t T = h_in.size(0);
   const int64_t H = h_in.size(1);
@@ -155,7 +104,7 @@ std::tuple<at::Tensor, at::Tensor> residual_scale_rmsnorm_gpu(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(zaya, CUDA, m) {
+TORCH_LIBRARY_IMPL(ZAYA_GPU_LIB, ZAYA_GPU_KEY, m) {
   m.impl("rms_norm", &rms_norm_gpu);
   m.impl("residual_scale_rmsnorm", &residual_scale_rmsnorm_gpu);
 }

@@ -437,11 +437,6 @@ const char* with_dtype(DType d, F&& f) {
 inline int64_t elem_size(DType d) { return d == DType::F32 ? 4 : 2; }
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-inline const char* after_launch() {
-  const vendor::error_t e = vendor::get_last_error();
-  return e == vendor::kSuccess ? nullptr : vendor::error_string(e);
-}
-
 // Common checks of the contract; fills `shape`.
 inline const char* prepare(int64_t rows, int64_t hidden, Shape* shape) {
   if (rows < 0 || hidden < 0) return "zaya norms: negative size";
@@ -466,16 +461,17 @@ inline const char* launch_rms_norm_impl(const RmsNormArgs& a, vendor::stream_t s
     return with_dtype(a.w_dtype, [&](auto wt) -> const char* {
       using X = decltype(xt);
       using W = decltype(wt);
+      const char* err = nullptr;
       if (s.looped) {
-        rms_norm_looped<X, W><<<grid, block, 0, stream>>>(a);
+        err = vendor::launch(&rms_norm_looped<X, W>, grid, block, 0, stream, a);
       } else if (s.npt == 1) {
-        rms_norm_rows<X, W, 1><<<grid, block, 0, stream>>>(a, s.tpr_log2);
+        err = vendor::launch(&rms_norm_rows<X, W, 1>, grid, block, 0, stream, a, s.tpr_log2);
       } else if (s.npt == 2) {
-        rms_norm_rows<X, W, 2><<<grid, block, 0, stream>>>(a, s.tpr_log2);
+        err = vendor::launch(&rms_norm_rows<X, W, 2>, grid, block, 0, stream, a, s.tpr_log2);
       } else {
-        rms_norm_rows<X, W, 4><<<grid, block, 0, stream>>>(a, s.tpr_log2);
+        err = vendor::launch(&rms_norm_rows<X, W, 4>, grid, block, 0, stream, a, s.tpr_log2);
       }
-      return after_launch();
+      return err;
     });
   });
 }
@@ -494,16 +490,17 @@ inline const char* launch_residual_scale_rmsnorm_impl(const ResidualScaleRmsNorm
   const dim3 grid(static_cast<unsigned>(s.grid)), block(static_cast<unsigned>(s.block));
   return with_dtype(a.dtype, [&](auto pt) -> const char* {
     using P = decltype(pt);
+    const char* err = nullptr;
     if (s.looped) {
-      residual_scale_rmsnorm_looped<P><<<grid, block, 0, stream>>>(a);
+      err = vendor::launch(&residual_scale_rmsnorm_looped<P>, grid, block, 0, stream, a);
     } else if (s.npt == 1) {
-      residual_scale_rmsnorm_rows<P, 1><<<grid, block, 0, stream>>>(a, s.tpr_log2);
+      err = vendor::launch(&residual_scale_rmsnorm_rows<P, 1>, grid, block, 0, stream, a, s.tpr_log2);
     } else if (s.npt == 2) {
-      residual_scale_rmsnorm_rows<P, 2><<<grid, block, 0, stream>>>(a, s.tpr_log2);
+      err = vendor::launch(&residual_scale_rmsnorm_rows<P, 2>, grid, block, 0, stream, a, s.tpr_log2);
     } else {
-      residual_scale_rmsnorm_rows<P, 4><<<grid, block, 0, stream>>>(a, s.tpr_log2);
+      err = vendor::launch(&residual_scale_rmsnorm_rows<P, 4>, grid, block, 0, stream, a, s.tpr_log2);
     }
-    return after_launch();
+    return err;
   });
 }
 

@@ -5,7 +5,8 @@
 //
 // It also compiles as plain host C++ (no CUDA/HIP compiler): then only the dtype tags and the
 // conversion helpers exist, so tests can check them against torch on the CPU
-// (tests/test_gpu_rounding.py).
+// (tests/test_gpu_rounding.py). With ZAYA_SIMT_EMU defined, a host compile instead gets the SIMT
+// emulator (simt_emu.h): the whole kernel bodies then run on the CPU, for tests without a GPU.
 #pragma once
 
 #include <cstdint>
@@ -17,12 +18,18 @@
 #elif defined(__CUDACC__)
 #define ZAYA_CUDA 1
 #include <cuda_runtime.h>
+#elif defined(ZAYA_SIMT_EMU)
+#define ZAYA_EMU 1
+#include "simt_emu.h"
 #else
 #define ZAYA_HOST_ONLY 1
 #endif
 
 #if defined(ZAYA_HOST_ONLY)
 #define ZAYA_HD inline
+#elif defined(ZAYA_EMU)
+#define ZAYA_HD inline
+#define ZAYA_DEV inline
 #else
 #define ZAYA_HD __host__ __device__ __forceinline__
 #define ZAYA_DEV __device__ __forceinline__
@@ -55,6 +62,36 @@ inline error_t sm_count(int* n, int dev) {
   return hipDeviceGetAttribute(n, hipDeviceAttributeMultiprocessorCount, dev);
 }
 inline error_t warp_size(int* n, int dev) { return hipDeviceGetAttribute(n, hipDeviceAttributeWarpSize, dev); }
+#elif defined(ZAYA_EMU)
+using stream_t = void*;
+using error_t = int;
+inline constexpr error_t kSuccess = 0;
+inline error_t get_last_error() { return 0; }  // emulated launches report through launch()
+inline const char* error_string(error_t) { return "no error"; }
+inline error_t get_device(int* d) { *d = 0; return 0; }
+inline error_t sm_count(int* n, int) { *n = 4; return 0; }  // small, so grid-shape logic gets exercised
+inline error_t warp_size(int* n, int) { *n = ZAYA_EMU_WARP_SIZE; return 0; }
+#endif
+
+// ------------------------------------------------------------------------------------------------
+// Kernel launch: kernel<<<grid, block, smem, stream>>>(args...), written once for both vendors and
+// the emulator. Returns nullptr or the launch error's message (static storage).
+// ------------------------------------------------------------------------------------------------
+#if !defined(ZAYA_HOST_ONLY)
+template <typename... KArgs, typename... Args>
+inline const char* launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, stream_t stream,
+                          Args... args) {
+#if defined(ZAYA_EMU)
+  (void)stream;
+  auto call = [&] { kernel(static_cast<KArgs>(args)...); };
+  using Call = decltype(call);
+  return emu::launch(grid, block, smem, [](void* c) { (*static_cast<Call*>(c))(); }, &call);
+#else
+  kernel<<<grid, block, smem, stream>>>(static_cast<KArgs>(args)...);
+  const error_t e = get_last_error();
+  return e == kSuccess ? nullptr : error_string(e);
+#endif
+}
 #endif
 
 // ------------------------------------------------------------------------------------------------
@@ -65,6 +102,8 @@ inline error_t warp_size(int* n, int dev) { return hipDeviceGetAttribute(n, hipD
 // ------------------------------------------------------------------------------------------------
 #if defined(ZAYA_CUDA)
 #define ZAYA_WARP_SIZE 32
+#elif defined(ZAYA_EMU)
+#define ZAYA_WARP_SIZE ZAYA_EMU_WARP_SIZE
 #elif defined(ZAYA_HIP)
 #if defined(__AMDGCN_WAVEFRONT_SIZE)
 #define ZAYA_WARP_SIZE __AMDGCN_WAVEFRONT_SIZE
@@ -84,8 +123,39 @@ static_assert(kWarpSize == 32 || kWarpSize == 64, "unexpected warp size");
 ZAYA_DEV float shfl_xor(float v, int lane_mask) {
 #if defined(ZAYA_CUDA)
   return __shfl_xor_sync(0xffffffffu, v, lane_mask, kWarpSize);
+#elif defined(ZAYA_EMU)
+  return emu::shfl(v, emu::lane_id() ^ lane_mask);
 #else
   return __shfl_xor(v, lane_mask, kWarpSize);
+#endif
+}
+
+// Lane `src`'s value of v (every lane must take part, as for shfl_xor).
+template <typename T>
+ZAYA_DEV T shfl(T v, int src) {
+#if defined(ZAYA_CUDA)
+  return __shfl_sync(0xffffffffu, v, src, kWarpSize);
+#elif defined(ZAYA_EMU)
+  return emu::shfl(v, src);
+#else
+  return __shfl(v, src, kWarpSize);
+#endif
+}
+
+ZAYA_DEV int lane_id() {
+#if defined(ZAYA_EMU)
+  return emu::lane_id();
+#else
+  return static_cast<int>(threadIdx.x) % kWarpSize;  // kernels use 1-D blocks
+#endif
+}
+
+// Device-wide relaxed atomic add (counters of the token grouping).
+ZAYA_DEV int atomic_add(int* p, int v) {
+#if defined(ZAYA_EMU)
+  return emu::atomic_add(p, v);
+#else
+  return atomicAdd(p, v);
 #endif
 }
 #endif  // !ZAYA_HOST_ONLY
@@ -165,6 +235,8 @@ ZAYA_HD float fdiv(float a, float b) {
 ZAYA_DEV float sqrt_rn(float x) {
 #if defined(ZAYA_CUDA)
   return __fsqrt_rn(x);
+#elif defined(ZAYA_EMU)
+  return __builtin_sqrtf(x);  // IEEE sqrt on the host
 #else
   if (!(x > 0.f) || !(x < __builtin_huge_valf())) return __builtin_sqrtf(x);  // 0, <0, inf, NaN
   const bool tiny = x < 0x1p-96f;

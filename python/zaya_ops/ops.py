@@ -25,6 +25,10 @@ import torch
 from . import _library  # noqa: F401  (loads torch.ops.zaya)
 from ._checks import FLOAT_DTYPES, INDEX_DTYPES, check_positive_finite, check_same_dtype, check_tensor
 
+# The op namespace the wrappers call. Tests point it at a SIMT-emulator namespace (torch.ops.zaya_emu32,
+# zaya_emu64: the GPU kernels run on the CPU, see csrc/emu/) to run the same checks on the GPU code.
+_OPS = torch.ops.zaya
+
 __all__ = [
     "rms_norm",
     "residual_scale_rmsnorm",
@@ -54,7 +58,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.
     """
     check_tensor("x", x, dtypes=FLOAT_DTYPES, ndim=2)
     check_tensor("weight", weight, dtypes=FLOAT_DTYPES, shape=(x.shape[1],), device=x.device)
-    return torch.ops.zaya.rms_norm(x, weight, check_positive_finite("eps", eps))
+    return _OPS.rms_norm(x, weight, check_positive_finite("eps", eps))
 
 
 def residual_scale_rmsnorm(
@@ -87,7 +91,7 @@ def residual_scale_rmsnorm(
     for name, t in (("h_bias", h_bias), ("h_scale", h_scale), ("r_bias", r_bias), ("r_scale", r_scale),
                     ("norm_weight", norm_weight)):
         _check_vector(name, t, H, h)
-    return torch.ops.zaya.residual_scale_rmsnorm(
+    return _OPS.residual_scale_rmsnorm(
         h, residual, h_bias, h_scale, r_bias, r_scale, norm_weight, check_positive_finite("eps", eps)
     )
 
@@ -177,7 +181,7 @@ def cca_qkv(
     check_tensor("state_indices", state_indices, dtypes=(torch.int32,), shape=(B,), device=dev)
     check_tensor("slot_mapping", slot_mapping, dtypes=(torch.int64,), shape=(T,), device=dev)
     eps = torch.finfo(dt).eps if qk_norm_eps is None else check_positive_finite("qk_norm_eps", qk_norm_eps)
-    return torch.ops.zaya.cca_qkv(
+    return _OPS.cca_qkv(
         qt, kt, vc, vd, conv_dw_weight, conv_dw_bias, conv_g_weight, conv_g_bias, qk_temp, cos_sin,
         positions, cu_seqlens, conv_state, value_state, state_indices, k_cache, v_cache, slot_mapping, eps,
     )
@@ -234,7 +238,7 @@ def cca_attention(
         max_seqlen_q = int((cu_seqlens_q[1:] - cu_seqlens_q[:-1]).max().item())
     if max_seqlen_k is None:
         max_seqlen_k = int(seqused_k.max().item())
-    return torch.ops.zaya.cca_attention(
+    return _OPS.cca_attention(
         q, k_cache, v_cache, cu_seqlens_q, seqused_k, block_table, float(scale), int(max_seqlen_q),
         int(max_seqlen_k),
     )
@@ -297,7 +301,7 @@ def router(
     check_tensor("fc1_weight", fc1_weight, dtypes=(dt,), shape=(R, R), device=dev)
     check_tensor("fc2_weight", fc2_weight, dtypes=(dt,), shape=(R, R), device=dev)
     check_tensor("balancing_biases", balancing_biases, dtypes=(torch.float32,), shape=(E1,), device=dev)
-    return torch.ops.zaya.router(
+    return _OPS.router(
         x, prev_state, down_weight, down_bias, states_scale, norm_weight, fc1_weight, fc1_bias,
         fc2_weight, fc2_bias, out_weight, balancing_biases, check_positive_finite("eps", eps),
         bool(return_logits),
@@ -341,5 +345,5 @@ def moe_top1(
     end = E if expert_end is None or expert_end < 0 else int(expert_end)
     if not 0 <= int(expert_start) <= end <= E:
         raise ValueError(f"expert range [{expert_start}, {expert_end}) must lie within [0, {E}]")
-    return torch.ops.zaya.moe_top1(x, expert_index, expert_weight, gate_up_proj, down_proj,
+    return _OPS.moe_top1(x, expert_index, expert_weight, gate_up_proj, down_proj,
                                    int(expert_start), end)

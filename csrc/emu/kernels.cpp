@@ -1,0 +1,4 @@
+// The CUDA entry files, compiled by the host compiler under the SIMT emulator (see module.cpp).
+// Each cuda/*.cu is a thin instantiation of a portable kernel header, so including it here runs the
+// very code nvcc and hip-clang build.
+#include "../../cuda/norms.cu"

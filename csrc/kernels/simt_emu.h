@@ -1,0 +1,254 @@
+// SIMT emulator: runs the portable CUDA/HIP kernel bodies of csrc/kernels/ on the host CPU, so that
+// their indexing, barriers, warp collectives and matrix-fragment layouts are tested on machines
+// without a GPU (CI has none). Included by vendor.h when ZAYA_SIMT_EMU is defined and the compiler
+// is a plain host compiler; kernels need no change beyond using vendor.h's names.
+//
+// Model. A launch runs its blocks in parallel over OpenMP threads; inside a block, every GPU thread
+// is a fiber (ucontext) on one OS thread, run round-robin until it reaches a barrier. __syncthreads
+// releases when every live thread of the block waits on it; warp collectives (shuffles, the
+// emulated mma/MFMA of mma.cuh) release when every lane of the warp waits. Anything a real GPU
+// would hang on or leave undefined is reported as a launch error instead: a block barrier that some
+// threads never reach while others wait on a warp collective (deadlock), and a warp collective with
+// lanes that have already exited. `__shared__` maps to `static thread_local`: the fibers of a block
+// share one OS thread, so they share it, and blocks on other OS threads get their own copy. Dynamic
+// shared memory is filled with 0xFF bytes (NaN for every float type) at each block's start, so a
+// read before a write shows up in the results.
+//
+// ZAYA_EMU_WARP_SIZE (32 or 64) picks the warp the kernels see: 32 runs their CUDA paths (mma.sync
+// fragment layouts), 64 their CDNA paths (MFMA layouts).
+#pragma once
+
+#include <ucontext.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#ifndef ZAYA_EMU_WARP_SIZE
+#define ZAYA_EMU_WARP_SIZE 32
+#endif
+
+struct dim3 {
+  unsigned x, y, z;
+  constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+struct alignas(16) uint4 {
+  unsigned x, y, z, w;
+};
+struct alignas(8) uint2 {
+  unsigned x, y;
+};
+
+namespace zaya::emu {
+
+inline constexpr int kWarpSize = ZAYA_EMU_WARP_SIZE;
+static_assert(kWarpSize == 32 || kWarpSize == 64, "ZAYA_EMU_WARP_SIZE must be 32 or 64");
+// Bytes each lane may put into a warp collective at once (an mma fragment set fits).
+inline constexpr int kLaneScratch = 128;
+inline constexpr size_t kStackBytes = 256 * 1024;
+
+enum class State { kRunnable, kBlockBarrier, kWarpBarrier, kDone };
+
+struct Fiber {
+  ucontext_t ctx;
+  dim3 idx;
+  State state = State::kRunnable;
+};
+
+struct Block {
+  dim3 block_idx, block_dim, grid_dim;
+  std::vector<Fiber> fibers;
+  std::vector<std::unique_ptr<char[]>> stacks;  // kept across blocks of one OS thread
+  std::vector<unsigned char> warp_scratch;      // [warps][kWarpSize][kLaneScratch]
+  std::vector<unsigned char> dynamic_smem;
+  ucontext_t scheduler;
+  int current = -1;
+  void (*body)(void*) = nullptr;
+  void* body_arg = nullptr;
+};
+
+inline thread_local Block* tl_block = nullptr;
+
+inline Block& block() { return *tl_block; }
+inline Fiber& me() { return tl_block->fibers[tl_block->current]; }
+inline int linear_tid() {
+  const Fiber& f = me();
+  const dim3& d = tl_block->block_dim;
+  return static_cast<int>(f.idx.x + d.x * (f.idx.y + d.y * f.idx.z));
+}
+
+inline dim3 thread_idx() { return me().idx; }
+inline dim3 block_idx() { return tl_block->block_idx; }
+inline dim3 block_dim() { return tl_block->block_dim; }
+inline dim3 grid_dim() { return tl_block->grid_dim; }
+inline void* dynamic_smem() { return tl_block->dynamic_smem.data(); }
+
+inline void wait(State s) {
+  Fiber& f = me();
+  f.state = s;
+  swapcontext(&f.ctx, &tl_block->scheduler);
+}
+inline void syncthreads() { wait(State::kBlockBarrier); }
+inline void syncwarp() { wait(State::kWarpBarrier); }
+
+// This lane's slot in its warp's exchange buffer, and lane `lane`'s slot of the same warp.
+inline unsigned char* lane_slot(int lane) {
+  const int warp = linear_tid() / kWarpSize;
+  return tl_block->warp_scratch.data() + (static_cast<size_t>(warp) * kWarpSize + lane) * kLaneScratch;
+}
+inline int lane_id() { return linear_tid() % kWarpSize; }
+
+// Warp-wide exchange: every lane publishes `bytes` bytes, then reads lane `src`'s.
+template <typename T>
+T shfl(T v, int src) {
+  static_assert(sizeof(T) <= kLaneScratch);
+  std::memcpy(lane_slot(lane_id()), &v, sizeof(T));
+  syncwarp();
+  T r;
+  std::memcpy(&r, lane_slot(((src % kWarpSize) + kWarpSize) % kWarpSize), sizeof(T));
+  syncwarp();
+  return r;
+}
+
+template <typename T>
+T atomic_add(T* p, T v) {
+  return std::atomic_ref<T>(*p).fetch_add(v, std::memory_order_relaxed);
+}
+
+inline void fiber_entry() {
+  Block& b = *tl_block;
+  b.body(b.body_arg);
+  b.fibers[b.current].state = State::kDone;  // returning resumes uc_link = the scheduler
+}
+
+// Runs one block to completion; returns an empty string or what went wrong.
+inline std::string run_block(Block& b) {
+  const int n = static_cast<int>(b.fibers.size());
+  for (int i = 0; i < n; ++i) {
+    Fiber& f = b.fibers[i];
+    getcontext(&f.ctx);
+    f.ctx.uc_stack.ss_sp = b.stacks[i].get();
+    f.ctx.uc_stack.ss_size = kStackBytes;
+    f.ctx.uc_link = &b.scheduler;
+    makecontext(&f.ctx, fiber_entry, 0);
+    f.state = State::kRunnable;
+  }
+  const int warps = (n + kWarpSize - 1) / kWarpSize;
+  for (;;) {
+    for (int i = 0; i < n; ++i) {
+      if (b.fibers[i].state != State::kRunnable) continue;
+      b.current = i;
+      swapcontext(&b.scheduler, &b.fibers[i].ctx);
+    }
+    int done = 0, at_block = 0;
+    for (const Fiber& f : b.fibers) {
+      done += f.state == State::kDone;
+      at_block += f.state == State::kBlockBarrier;
+    }
+    if (done == n) return {};
+    bool released = false;
+    for (int w = 0; w < warps; ++w) {
+      const int lo = w * kWarpSize, hi = std::min(n, lo + kWarpSize);
+      int waiting = 0, exited = 0;
+      for (int i = lo; i < hi; ++i) {
+        waiting += b.fibers[i].state == State::kWarpBarrier;
+        exited += b.fibers[i].state == State::kDone;
+      }
+      if (waiting == 0) continue;
+      if (exited > 0) {
+        return "warp collective (shuffle or mma) in warp " + std::to_string(w) + " after " +
+               std::to_string(exited) + " of its lanes exited";
+      }
+      if (waiting == hi - lo) {
+        for (int i = lo; i < hi; ++i) b.fibers[i].state = State::kRunnable;
+        released = true;
+      }
+    }
+    if (!released && at_block > 0 && at_block + done == n) {
+      for (Fiber& f : b.fibers) {
+        if (f.state == State::kBlockBarrier) f.state = State::kRunnable;
+      }
+      released = true;
+    }
+    if (!released) {
+      return "deadlock: " + std::to_string(at_block) + " threads wait at __syncthreads, " +
+             std::to_string(n - done - at_block) + " at a warp collective that not all lanes reach";
+    }
+  }
+}
+
+inline std::string& first_error() {
+  static std::string e;
+  return e;
+}
+
+// Runs body(arg) as every thread of every block of the grid. Returns nullptr or an error message
+// (static storage, valid until the next failing launch).
+inline const char* launch(dim3 grid, dim3 blk, size_t smem_bytes, void (*body)(void*), void* arg) {
+  const int64_t nblocks = static_cast<int64_t>(grid.x) * grid.y * grid.z;
+  const int nthreads = static_cast<int>(blk.x * blk.y * blk.z);
+  if (nthreads <= 0 || nthreads > 1024) return "emulated launch: block size must be 1..1024 threads";
+  std::mutex mu;
+  std::string err;
+#pragma omp parallel
+  {
+    thread_local Block tb;
+    if (static_cast<int>(tb.stacks.size()) < nthreads) {
+      while (static_cast<int>(tb.stacks.size()) < nthreads) tb.stacks.emplace_back(new char[kStackBytes]);
+    }
+    tb.fibers.assign(nthreads, Fiber{});
+    tb.warp_scratch.assign(static_cast<size_t>((nthreads + kWarpSize - 1) / kWarpSize) * kWarpSize * kLaneScratch, 0);
+    tb.dynamic_smem.resize(smem_bytes);
+    tb.block_dim = blk;
+    tb.grid_dim = grid;
+    tb.body = body;
+    tb.body_arg = arg;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t i = 0; i < nblocks; ++i) {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        if (!err.empty()) continue;
+      }
+      tb.block_idx = dim3(static_cast<unsigned>(i % grid.x), static_cast<unsigned>((i / grid.x) % grid.y),
+                          static_cast<unsigned>(i / (static_cast<int64_t>(grid.x) * grid.y)));
+      for (int t = 0; t < nthreads; ++t) {
+        tb.fibers[t].idx = dim3(t % blk.x, (t / blk.x) % blk.y, t / (blk.x * blk.y));
+      }
+      std::memset(tb.dynamic_smem.data(), 0xFF, smem_bytes);
+      Block* saved = tl_block;
+      tl_block = &tb;
+      std::string e = run_block(tb);
+      tl_block = saved;
+      if (!e.empty()) {
+        std::lock_guard<std::mutex> lock(mu);
+        if (err.empty()) {
+          err = "block (" + std::to_string(tb.block_idx.x) + "," + std::to_string(tb.block_idx.y) + "," +
+                std::to_string(tb.block_idx.z) + "): " + e;
+        }
+      }
+    }
+  }
+  if (err.empty()) return nullptr;
+  first_error() = "emulated kernel: " + err;
+  return first_error().c_str();
+}
+
+}  // namespace zaya::emu
+
+// The CUDA names kernel bodies use, mapped onto the emulator.
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __shared__ static thread_local
+#define threadIdx (::zaya::emu::thread_idx())
+#define blockIdx (::zaya::emu::block_idx())
+#define blockDim (::zaya::emu::block_dim())
+#define gridDim (::zaya::emu::grid_dim())
+#define __syncthreads() ::zaya::emu::syncthreads()

@@ -1,0 +1,51 @@
+// The schemas of every zaya op, in one place: csrc/ops.cpp defines them for torch.ops.zaya, and the
+// SIMT-emulator modules (csrc/emu/) define the same schemas under their own namespaces. Backend files
+// add only their own TORCH_LIBRARY_IMPL blocks; the meta (fake) kernels live in
+// python/zaya_ops/_fake.py. Shapes and semantics are documented once, in the Python wrappers
+// (python/zaya_ops/ops.py).
+#pragma once
+
+#include <torch/library.h>
+
+namespace zaya {
+
+inline void define_schemas(torch::Library& m) {
+  // y = w * round_w(round_w(x) * rsqrt(mean(round_w(x)^2) + eps)), round_w = cast to w's dtype.
+  m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");
+
+  // Spec steps 10/14 then the next RMSNorm: returns (new fp32 residual, its RMSNorm in w's dtype).
+  m.def(
+      "residual_scale_rmsnorm(Tensor h, Tensor residual, Tensor h_bias, Tensor h_scale, "
+      "Tensor r_bias, Tensor r_scale, Tensor norm_weight, float eps) -> (Tensor, Tensor)");
+
+  // CCA prologue, spec steps 3-7 and the KV-cache writes of step 8. Mutates the conv and value
+  // states of the sequences' slots and writes k, v into the paged cache; returns q [T, nq, D].
+  m.def(
+      "cca_qkv(Tensor qt, Tensor kt, Tensor vc, Tensor vd, "
+      "Tensor conv_dw_weight, Tensor conv_dw_bias, Tensor conv_g_weight, Tensor conv_g_bias, "
+      "Tensor qk_temp, Tensor cos_sin, Tensor positions, Tensor cu_seqlens, "
+      "Tensor(a!) conv_state, Tensor(b!) value_state, Tensor state_indices, "
+      "Tensor(c!) k_cache, Tensor(d!) v_cache, Tensor slot_mapping, float qk_norm_eps) -> Tensor");
+
+  // Causal GQA attention over the paged KV cache, varlen prefill and decode alike.
+  // Returns (out [T, nq*D], lse [nq, T] fp32).
+  m.def(
+      "cca_attention(Tensor q, Tensor k_cache, Tensor v_cache, Tensor cu_seqlens_q, "
+      "Tensor seqused_k, Tensor block_table, float scale, int max_seqlen_q, int max_seqlen_k) "
+      "-> (Tensor, Tensor)");
+
+  // MLP router, spec step 12. Returns (expert_index int32 [T] (E = skip), expert_weight [T],
+  // router_state [T, R], logits [T, E+1] or [0, E+1], counts int32 [E+1]).
+  m.def(
+      "router(Tensor x, Tensor? prev_state, Tensor down_weight, Tensor down_bias, "
+      "Tensor? states_scale, Tensor norm_weight, Tensor fc1_weight, Tensor fc1_bias, "
+      "Tensor fc2_weight, Tensor fc2_bias, Tensor out_weight, Tensor balancing_biases, "
+      "float eps, bool return_logits=False) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+
+  // Top-1 experts, spec step 13, restricted to experts [expert_start, expert_end).
+  m.def(
+      "moe_top1(Tensor x, Tensor expert_index, Tensor expert_weight, Tensor gate_up_proj, "
+      "Tensor down_proj, int expert_start=0, int expert_end=-1) -> Tensor");
+}
+
+}  // namespace zaya
