@@ -27,6 +27,5 @@ TORCH_LIBRARY_IMPL(zaya, CUDA, m) {
   ZAYA_MISSING(m, "cca_qkv", kGpu);
   ZAYA_MISSING(m, "cca_attention", kGpu);
   ZAYA_MISSING(m, "router", kGpu);
-  ZAYA_MISSING(m, "moe_top1", kGpu);
 }
 #endif

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <vector>
 
+#include "moe_checks.h"
 #include "router_moe_common.h"
 
 namespace {
@@ -136,26 +137,10 @@ void run_expert(const at::Tensor& x, const scalar_t* ew, const at::Tensor& gate_
 at::Tensor moe_top1_cpu(const at::Tensor& x_in, const at::Tensor& expert_index_in,
                         const at::Tensor& expert_weight, const at::Tensor& gate_up_proj,
                         const at::Tensor& down_proj, int64_t expert_start, int64_t expert_end) {
-  using zaya::router_moe::check_dtype;
-  using zaya::router_moe::check_shape;
-  TORCH_CHECK_VALUE(x_in.dim() == 2, "moe_top1: x must be 2-D [T, H], got shape ", shape_str(x_in.sizes()));
-  check_dtype("moe_top1", "x", x_in, {at::kBFloat16, at::kHalf, at::kFloat});
+  const zaya::checks::MoeDims dims = zaya::checks::check_moe_top1_args(
+      x_in, expert_index_in, expert_weight, gate_up_proj, down_proj, expert_start, expert_end);
+  const int64_t T = dims.T, H = dims.H, E = dims.E, end = dims.end;
   const at::ScalarType dt = x_in.scalar_type();
-  const int64_t T = x_in.size(0), H = x_in.size(1);
-  check_dtype("moe_top1", "expert_index", expert_index_in, {at::kInt, at::kLong});
-  check_shape("moe_top1", "expert_index", expert_index_in, {T});
-  check_dtype("moe_top1", "expert_weight", expert_weight, {dt});
-  check_shape("moe_top1", "expert_weight", expert_weight, {T});
-  check_dtype("moe_top1", "gate_up_proj", gate_up_proj, {dt});
-  TORCH_CHECK_VALUE(gate_up_proj.dim() == 3 && gate_up_proj.size(1) % 2 == 0 && gate_up_proj.size(2) == H,
-                    "moe_top1: gate_up_proj must have shape [E, 2I, ", H, "], got ",
-                    shape_str(gate_up_proj.sizes()));
-  const int64_t E = gate_up_proj.size(0), I = gate_up_proj.size(1) / 2;
-  check_dtype("moe_top1", "down_proj", down_proj, {dt});
-  check_shape("moe_top1", "down_proj", down_proj, {E, H, I});
-  const int64_t end = expert_end < 0 ? E : expert_end;
-  TORCH_CHECK_VALUE(0 <= expert_start && expert_start <= end && end <= E, "moe_top1: expert range [",
-                    expert_start, ", ", expert_end, ") must lie within [0, ", E, "]");
 
   // Rows may be strided (a row-strided view is read in place); the gather needs unit column stride.
   const at::Tensor x = x_in.stride(1) == 1 ? x_in : x_in.contiguous();

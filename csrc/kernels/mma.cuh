@@ -179,25 +179,35 @@ ZAYA_DEV void mma(FragC& c, const FragA& a, const FragB& b) {
   const LaneFrags mine{a, b, c};
   std::memcpy(emu::lane_slot(lane), &mine, sizeof mine);
   emu::syncwarp();
-  float A[16][16], B[16][16];
-  for (int l = 0; l < W; ++l) {
-    LaneFrags f;
-    std::memcpy(&f, emu::lane_slot(l), sizeof f);
-    uint16_t av[nA], bv[nA];
-    std::memcpy(av, f.a.x, sizeof av);
-    std::memcpy(bv, f.b.x, sizeof bv);
-    for (int e = 0; e < nA; ++e) {
-      const Coord pa = a_elem(l, e), pb = b_elem(l, e);
-      A[pa.r][pa.c] = D::to_float(av[e]);
-      B[pb.r][pb.c] = D::to_float(bv[e]);
+  // Lane 0 rebuilds the operands from every lane's registers and computes the product once.
+  float* P = reinterpret_cast<float*>(emu::warp_buffer());  // [16][16] = A * B
+  static_assert(16 * 16 * sizeof(float) <= static_cast<size_t>(emu::kWarpShared));
+  if (lane == 0) {
+    float A[16][16], B[16][16];
+    for (int l = 0; l < W; ++l) {
+      LaneFrags f;
+      std::memcpy(&f, emu::lane_slot(l), sizeof f);
+      uint16_t av[nA], bv[nA];
+      std::memcpy(av, f.a.x, sizeof av);
+      std::memcpy(bv, f.b.x, sizeof bv);
+      for (int e = 0; e < nA; ++e) {
+        const Coord pa = a_elem(l, e), pb = b_elem(l, e);
+        A[pa.r][pa.c] = D::to_float(av[e]);
+        B[pb.r][pb.c] = D::to_float(bv[e]);
+      }
     }
+    for (int r = 0; r < 16; ++r)
+      for (int cc = 0; cc < 16; ++cc) {
+        float acc = 0.f;
+        for (int k = 0; k < 16; ++k) acc += A[r][k] * B[k][cc];
+        P[r * 16 + cc] = acc;
+      }
   }
+  emu::syncwarp();
   FragC d = c;
   for (int e = 0; e < nC; ++e) {
     const Coord pc = c_elem(lane, e);
-    float acc = c.x[e];
-    for (int k = 0; k < 16; ++k) acc += A[pc.r][k] * B[k][pc.c];
-    d.x[e] = acc;
+    d.x[e] = c.x[e] + P[pc.r * 16 + pc.c];
   }
   emu::syncwarp();
   c = d;

@@ -18,6 +18,7 @@
 // fragment layouts), 64 their CDNA paths (MFMA layouts).
 #pragma once
 
+#include <setjmp.h>
 #include <ucontext.h>
 
 #include <atomic>
@@ -50,14 +51,20 @@ inline constexpr int kWarpSize = ZAYA_EMU_WARP_SIZE;
 static_assert(kWarpSize == 32 || kWarpSize == 64, "ZAYA_EMU_WARP_SIZE must be 32 or 64");
 // Bytes each lane may put into a warp collective at once (an mma fragment set fits).
 inline constexpr int kLaneScratch = 128;
+// Bytes of per-warp scratch for collectives that one lane computes for the whole warp.
+inline constexpr int kWarpShared = 2048;
 inline constexpr size_t kStackBytes = 256 * 1024;
 
 enum class State { kRunnable, kBlockBarrier, kWarpBarrier, kDone };
 
+// A fiber starts once through its ucontext (makecontext gives it its own stack) and from then on
+// switches with _setjmp/_longjmp, which, unlike swapcontext, make no signal-mask system call.
 struct Fiber {
   ucontext_t ctx;
+  jmp_buf jb;
   dim3 idx;
   State state = State::kRunnable;
+  bool started = false;
 };
 
 struct Block {
@@ -65,8 +72,9 @@ struct Block {
   std::vector<Fiber> fibers;
   std::vector<std::unique_ptr<char[]>> stacks;  // kept across blocks of one OS thread
   std::vector<unsigned char> warp_scratch;      // [warps][kWarpSize][kLaneScratch]
+  std::vector<unsigned char> warp_shared;       // [warps][kWarpShared]
   std::vector<unsigned char> dynamic_smem;
-  ucontext_t scheduler;
+  jmp_buf scheduler;
   int current = -1;
   void (*body)(void*) = nullptr;
   void* body_arg = nullptr;
@@ -91,7 +99,7 @@ inline void* dynamic_smem() { return tl_block->dynamic_smem.data(); }
 inline void wait(State s) {
   Fiber& f = me();
   f.state = s;
-  swapcontext(&f.ctx, &tl_block->scheduler);
+  if (_setjmp(f.jb) == 0) _longjmp(tl_block->scheduler, 1);
 }
 inline void syncthreads() { wait(State::kBlockBarrier); }
 inline void syncwarp() { wait(State::kWarpBarrier); }
@@ -102,6 +110,9 @@ inline unsigned char* lane_slot(int lane) {
   return tl_block->warp_scratch.data() + (static_cast<size_t>(warp) * kWarpSize + lane) * kLaneScratch;
 }
 inline int lane_id() { return linear_tid() % kWarpSize; }
+inline unsigned char* warp_buffer() {
+  return tl_block->warp_shared.data() + static_cast<size_t>(linear_tid() / kWarpSize) * kWarpShared;
+}
 
 // Warp-wide exchange: every lane publishes `bytes` bytes, then reads lane `src`'s.
 template <typename T>
@@ -120,10 +131,11 @@ T atomic_add(T* p, T v) {
   return std::atomic_ref<T>(*p).fetch_add(v, std::memory_order_relaxed);
 }
 
-inline void fiber_entry() {
+[[noreturn]] inline void fiber_entry() {
   Block& b = *tl_block;
   b.body(b.body_arg);
-  b.fibers[b.current].state = State::kDone;  // returning resumes uc_link = the scheduler
+  b.fibers[b.current].state = State::kDone;
+  _longjmp(tl_block->scheduler, 1);
 }
 
 // Runs one block to completion; returns an empty string or what went wrong.
@@ -134,16 +146,24 @@ inline std::string run_block(Block& b) {
     getcontext(&f.ctx);
     f.ctx.uc_stack.ss_sp = b.stacks[i].get();
     f.ctx.uc_stack.ss_size = kStackBytes;
-    f.ctx.uc_link = &b.scheduler;
+    f.ctx.uc_link = nullptr;
     makecontext(&f.ctx, fiber_entry, 0);
     f.state = State::kRunnable;
+    f.started = false;
   }
   const int warps = (n + kWarpSize - 1) / kWarpSize;
   for (;;) {
     for (int i = 0; i < n; ++i) {
       if (b.fibers[i].state != State::kRunnable) continue;
       b.current = i;
-      swapcontext(&b.scheduler, &b.fibers[i].ctx);
+      Fiber& f = b.fibers[i];
+      if (_setjmp(b.scheduler) == 0) {
+        if (!f.started) {
+          f.started = true;
+          setcontext(&f.ctx);
+        }
+        _longjmp(f.jb, 1);
+      }
     }
     int done = 0, at_block = 0;
     for (const Fiber& f : b.fibers) {
@@ -203,6 +223,7 @@ inline const char* launch(dim3 grid, dim3 blk, size_t smem_bytes, void (*body)(v
     }
     tb.fibers.assign(nthreads, Fiber{});
     tb.warp_scratch.assign(static_cast<size_t>((nthreads + kWarpSize - 1) / kWarpSize) * kWarpSize * kLaneScratch, 0);
+    tb.warp_shared.assign(static_cast<size_t>((nthreads + kWarpSize - 1) / kWarpSize) * kWarpShared, 0);
     tb.dynamic_smem.resize(smem_bytes);
     tb.block_dim = blk;
     tb.grid_dim = grid;

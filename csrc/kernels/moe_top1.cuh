@@ -1,0 +1,245 @@
+// zaya::moe_top1 on GPUs (spec step 13; maths in zaya_ops.reference.moe_top1): top-1 SiLU-gated
+// experts, one portable source for CUDA (mma.sync) and CDNA (MFMA) through mma.cuh.
+//
+// Three launches, no host synchronisation (capturable in a CUDA graph):
+//   1. group: one block counts tokens per class (shared-memory atomics), writes class offsets, the
+//      M-tile schedule of the local experts, and the token order (a counting sort; order within an
+//      expert is arbitrary, which cannot change results: every output row depends on its own row only).
+//   2. gate_up: a block owns 64 grouped tokens of one expert x 64 intermediate columns, accumulates
+//      gate = x W_g^T and up = x W_u^T side by side (the 2I-wide product never reaches memory), and
+//      writes act = round(round(SiLU(round(gate))) * round(up)) [rows, I], the reference's rounding.
+//   3. down: a block owns 64 grouped tokens x 64 output columns, d = act W_d^T, and writes
+//      out[token] = round(round(d) * w[token]) straight to the token's row (the scatter).
+// Skip-class tokens and tokens of experts outside [expert_start, expert_end) are never computed; the
+// caller zero-fills out. Blocks past the schedule's end exit at once: the grid is sized for the worst
+// case (T / 64 + local experts M-tiles) because the real count is only known on the device.
+//
+// Tiles: BM = BN = 64, BK = 32, four warps in a 2 x 2 grid, each 32 x 32 (2 x 2 mma tiles; gate_up
+// keeps gate and up accumulators: 8 tiles). Operands are staged through shared memory with 16-byte
+// loads, rows padded by 8 elements (80-byte pitch) against bank conflicts.
+//
+// Roofline (ZAYA1: H = 2048, I = 2048, E = 16, bf16). FLOPs per computed token: 2*H*2I + 2*I*H =
+// 6*H*I = 25.2 MFLOP. Prefill T = 8192 (no skips): 206 GFLOP, ~0.21 ms at 989 dense bf16 TFLOP/s on
+// H100; weights 16 * 3 * H * I * 2 B = 403 MB are read once per M-tile column of blocks (from L2 after
+// the first), so the kernel is compute-bound. Decode: each hit expert's 3*H*I*2 = 25 MB of weights is
+// read once for all of its tokens (n <= 64 fits one M-tile), so T = 1 is 25 MB: ~7.5 us at 3.35 TB/s.
+// This version has no asynchronous copy pipeline (cp.async/TMA) and no wgmma; see the README for
+// what a GPU run has to measure.
+//
+// HIP (check_hip.sh, gfx940 / gfx90a): see the numbers in hip/moe_top1.hip's header.
+#pragma once
+
+#include <cmath>
+
+#include "mma.cuh"
+#include "moe_top1_launch.h"
+#include "vendor.h"
+
+namespace zaya::kernels::moe {
+
+using vendor::kWarpSize;
+
+inline constexpr int kBM = 64, kBN = 64, kBK = 32, kPitch = kBK + 8;
+inline constexpr int kWarps = 4;
+inline constexpr int kThreads = kWarps * ZAYA_WARP_SIZE;
+inline constexpr int kGroupThreads = 512;
+
+struct Workspace {
+  int32_t* offsets;     // [E + 2]: class c's tokens are order[offsets[c] .. offsets[c + 1])
+  int32_t* tile_start;  // [local + 1]: M-tiles of local expert lo + j start at tile_start[j]
+  int32_t* order;       // [T]
+};
+
+ZAYA_DEV Workspace workspace(const MoeTop1Args& a) {
+  return {a.workspace, a.workspace + (a.E + 2), a.workspace + 2 * (a.E + 2)};
+}
+
+ZAYA_DEV int class_of(const MoeTop1Args& a, int64_t t) {
+  const int64_t e = a.index_int64 ? static_cast<const int64_t*>(a.expert_index)[t]
+                                  : static_cast<const int32_t*>(a.expert_index)[t];
+  return (e < 0 || e > a.E) ? static_cast<int>(a.E) : static_cast<int>(e);
+}
+
+__global__ void __launch_bounds__(kGroupThreads) group_tokens(MoeTop1Args a) {
+  __shared__ int count[kMoeMaxExperts + 1];
+  __shared__ int cursor[kMoeMaxExperts + 1];
+  const Workspace ws = workspace(a);
+  const int tid = static_cast<int>(threadIdx.x), nt = static_cast<int>(blockDim.x);
+  const int E = static_cast<int>(a.E);
+  for (int c = tid; c <= E; c += nt) count[c] = 0;
+  __syncthreads();
+  for (int64_t t = tid; t < a.T; t += nt) vendor::atomic_add(&count[class_of(a, t)], 1);
+  __syncthreads();
+  if (tid == 0) {
+    int off = 0;
+    for (int c = 0; c <= E; ++c) {
+      ws.offsets[c] = off;
+      cursor[c] = off;
+      off += count[c];
+    }
+    ws.offsets[E + 1] = off;
+    int tiles = 0;
+    const int lo = static_cast<int>(a.expert_start), hi = static_cast<int>(a.expert_end);
+    for (int e = lo; e < hi; ++e) {
+      ws.tile_start[e - lo] = tiles;
+      tiles += (count[e] + kBM - 1) / kBM;
+    }
+    ws.tile_start[hi - lo] = tiles;
+  }
+  __syncthreads();
+  for (int64_t t = tid; t < a.T; t += nt) {
+    const int pos = vendor::atomic_add(&cursor[class_of(a, t)], 1);
+    ws.order[pos] = static_cast<int32_t>(t);
+  }
+}
+
+// 16-byte chunk of a row, or zeros where the chunk lies past `valid` (chunks never straddle it:
+// row lengths are multiples of 8).
+ZAYA_DEV uint4 load16(const uint16_t* row, int64_t k, int64_t valid, bool row_ok) {
+  uint4 v{0u, 0u, 0u, 0u};
+  if (row_ok && k < valid) v = *reinterpret_cast<const uint4*>(row + k);
+  return v;
+}
+
+ZAYA_DEV float silu(float x) { return vendor::fdiv(x, vendor::fadd(1.0f, expf(-x))); }
+
+// kGateUp: phase 2 (A = gathered x rows, B = gate and up rows of gate_up[e], writes act);
+// otherwise phase 3 (A = act rows, B = down[e], writes out). blockIdx.x: M-tile in the schedule,
+// blockIdx.y: N-tile.
+template <class D, bool kGateUp>
+__global__ void __launch_bounds__(kThreads) expert_gemm(MoeTop1Args a) {
+  struct alignas(16) Tiles {  // 16-byte stores into the tiles
+    uint16_t a[kBM * kPitch], b0[kBN * kPitch], b1[kGateUp ? kBN * kPitch : 8];
+    int32_t tok[kBM];
+  };
+  __shared__ Tiles sm;
+  uint16_t* const sA = sm.a;
+  uint16_t* const sB0 = sm.b0;
+  uint16_t* const sB1 = sm.b1;
+  int32_t* const tok = sm.tok;
+
+  const Workspace ws = workspace(a);
+  const int lo = static_cast<int>(a.expert_start), local = static_cast<int>(a.expert_end) - lo;
+  const int g = static_cast<int>(blockIdx.x);
+  if (g >= ws.tile_start[local]) return;  // the whole block: past the schedule's end
+  int j = 0;
+  while (ws.tile_start[j + 1] <= g) ++j;
+  const int e = lo + j;
+  const int row0 = ws.offsets[e] + (g - ws.tile_start[j]) * kBM;  // first grouped row of the tile
+  const int rows = ws.offsets[e + 1] - row0 < kBM ? ws.offsets[e + 1] - row0 : kBM;
+  const int64_t n0 = static_cast<int64_t>(blockIdx.y) * kBN;
+  const int64_t H = a.H, I = a.I;
+  const int64_t N = kGateUp ? I : H, K = kGateUp ? H : I;
+
+  const int tid = static_cast<int>(threadIdx.x);
+  for (int r = tid; r < kBM; r += kThreads) tok[r] = r < rows ? ws.order[row0 + r] : -1;
+  __syncthreads();
+
+  const uint16_t* x = static_cast<const uint16_t*>(a.x);
+  uint16_t* act = static_cast<uint16_t*>(a.act);
+  const uint16_t* w0;  // B rows n of this expert: gate (phase 2) or down (phase 3)
+  const uint16_t* w1;  // up rows (phase 2)
+  if constexpr (kGateUp) {
+    w0 = static_cast<const uint16_t*>(a.gate_up) + static_cast<int64_t>(e) * 2 * I * H;
+    w1 = w0 + I * H;
+  } else {
+    w0 = static_cast<const uint16_t*>(a.down) + static_cast<int64_t>(e) * H * I;
+    w1 = w0;
+  }
+
+  const int warp = tid / kWarpSize, lane = vendor::lane_id();
+  const int wm = (warp >> 1) * 32, wn = (warp & 1) * 32;
+  mma::FragC acc0[2][2], acc1[2][2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int jj = 0; jj < 2; ++jj) {
+      mma::zero(acc0[i][jj]);
+      mma::zero(acc1[i][jj]);
+    }
+
+  constexpr int kChunks = kBM * kBK / 8;  // 16-byte chunks per tile (kBM == kBN)
+  for (int64_t k0 = 0; k0 < K; k0 += kBK) {
+    for (int c = tid; c < kChunks; c += kThreads) {
+      const int r = c / (kBK / 8), kc = (c % (kBK / 8)) * 8;
+      const int64_t k = k0 + kc;
+      const int t = tok[r];
+      const uint16_t* arow = kGateUp ? x + static_cast<int64_t>(t) * a.x_row_stride
+                                     : act + static_cast<int64_t>(row0 + r) * I;
+      *reinterpret_cast<uint4*>(sA + r * kPitch + kc) = load16(arow, k, K, t >= 0);
+      const int64_t n = n0 + r;
+      *reinterpret_cast<uint4*>(sB0 + r * kPitch + kc) = load16(w0 + n * K, k, K, n < N);
+      if constexpr (kGateUp) {
+        *reinterpret_cast<uint4*>(sB1 + r * kPitch + kc) = load16(w1 + n * K, k, K, n < N);
+      }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int ks = 0; ks < kBK; ks += 16) {
+      mma::FragA fa[2];
+#pragma unroll
+      for (int i = 0; i < 2; ++i) fa[i] = mma::load_a(sA + (wm + 16 * i) * kPitch + ks, kPitch, lane);
+#pragma unroll
+      for (int jj = 0; jj < 2; ++jj) {
+        const mma::FragB fb0 = mma::load_b_nk(sB0 + (wn + 16 * jj) * kPitch + ks, kPitch, lane);
+#pragma unroll
+        for (int i = 0; i < 2; ++i) mma::mma<D>(acc0[i][jj], fa[i], fb0);
+        if constexpr (kGateUp) {
+          const mma::FragB fb1 = mma::load_b_nk(sB1 + (wn + 16 * jj) * kPitch + ks, kPitch, lane);
+#pragma unroll
+          for (int i = 0; i < 2; ++i) mma::mma<D>(acc1[i][jj], fa[i], fb1);
+        }
+      }
+    }
+    __syncthreads();
+  }
+
+  // Epilogue: the reference's rounding points, in D.
+  const auto* ew = static_cast<const typename D::storage*>(a.expert_weight);
+  auto* out = static_cast<typename D::storage*>(a.out);
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int jj = 0; jj < 2; ++jj)
+#pragma unroll
+      for (int q = 0; q < mma::kAccum; ++q) {
+        const int r = wm + 16 * i + mma::c_row(lane, q);
+        const int64_t n = n0 + wn + 16 * jj + mma::c_col(lane, q);
+        if (r >= rows || n >= N) continue;
+        if constexpr (kGateUp) {
+          const float gate = D::round(acc0[i][jj].x[q]), up = D::round(acc1[i][jj].x[q]);
+          const float h = vendor::fmul(D::round(silu(gate)), up);
+          act[static_cast<int64_t>(row0 + r) * I + n] = D::from_float(h);
+        } else {
+          const int64_t t = tok[r];
+          const float w = D::to_float(ew[t]);
+          out[t * H + n] = D::from_float(vendor::fmul(D::round(acc0[i][jj].x[q]), w));
+        }
+      }
+}
+
+inline const char* launch_moe_top1_impl(const MoeTop1Args& a, vendor::stream_t stream) {
+  if (a.T == 0 || a.expert_start == a.expert_end) return nullptr;
+  if (a.dtype != DType::BF16 && a.dtype != DType::F16) return "zaya moe_top1: GPU kernels take bf16 or fp16";
+  if (a.H % 8 != 0 || a.I % 8 != 0) return "zaya moe_top1: H and I must be multiples of 8";
+  if (a.E < 1 || a.E > kMoeMaxExperts) return "zaya moe_top1: unsupported number of experts";
+  if (a.T > int64_t{0x7fffffff} - kBM * (a.E + 1)) return "zaya moe_top1: too many tokens for one call";
+  int dev = 0, warp = 0;
+  if (vendor::get_device(&dev) != vendor::kSuccess || vendor::warp_size(&warp, dev) != vendor::kSuccess)
+    return "zaya moe_top1: cannot query the current device";
+  if (warp != ZAYA_WARP_SIZE) return "zaya moe_top1: the matrix kernels need a 64-lane wavefront (CDNA) on AMD";
+
+  const int64_t m_tiles = (a.T + kBM - 1) / kBM + (a.expert_end - a.expert_start);
+  if (const char* err = vendor::launch(&group_tokens, dim3(1), dim3(kGroupThreads), 0, stream, a)) return err;
+  const dim3 block(kThreads);
+  const dim3 grid_gu(static_cast<unsigned>(m_tiles), static_cast<unsigned>((a.I + kBN - 1) / kBN));
+  const dim3 grid_dn(static_cast<unsigned>(m_tiles), static_cast<unsigned>((a.H + kBN - 1) / kBN));
+  auto run = [&](auto tag) -> const char* {
+    using D = decltype(tag);
+    if (const char* err = vendor::launch(&expert_gemm<D, true>, grid_gu, block, 0, stream, a)) return err;
+    return vendor::launch(&expert_gemm<D, false>, grid_dn, block, 0, stream, a);
+  };
+  return a.dtype == DType::BF16 ? run(dtype::BF16{}) : run(dtype::F16{});
+}
+
+}  // namespace zaya::kernels::moe

@@ -1,0 +1,116 @@
+"""zaya::moe_top1's GPU kernels (csrc/kernels/moe_top1.cuh) against zaya_ops.reference.
+
+Runs on a CUDA/ROCm GPU when present and always under the SIMT emulator (emu32: the CUDA mma.sync
+paths, emu64: the CDNA MFMA paths), see tests/conftest.py. The CPU kernel has its own tests
+(test_router_moe_cpu.py). Tolerance: 2 ulps at row scale (eps * max |reference| of the row), and at
+least 99% of the elements bit-equal. The kernels accumulate in fp32 on the matrix units in another
+order than the reference, so a few elements per thousand of gate/up or of the output land on the
+neighbouring bf16/fp16 value; a row whose largest element sits just under a power of two measures
+such a step as slightly more than 1 ulp at row scale (seen: 1.016).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import KERNEL_TARGETS, use_target
+from test_router_moe_cpu import _ulps_at_row_scale
+from zaya_ops import ops, reference, samples
+
+GPU_TARGETS = [t for t in KERNEL_TARGETS if t != "cpu"]
+BF16, FP16 = torch.bfloat16, torch.float16
+SIZES = [(264, 48, 4), (200, 136, 16), (72, 40, 1)]  # (H, I, E)
+
+
+@pytest.fixture(params=GPU_TARGETS)
+def device(request, monkeypatch) -> str:
+    """The GPU kernels: a real GPU, or the emulators (tensors on the CPU)."""
+    return use_target(request.param, monkeypatch)
+
+
+def _args(device, T, H, I, E, dtype=BF16, seed=0):
+    kw = samples.moe_top1_args(T=T, H=H, I=I, E=E, dtype=dtype, seed=seed)
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
+
+
+def _check(kw):
+    out = ops.moe_top1(**kw)
+    ref = reference.moe_top1(**{k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in kw.items()})
+    assert out.dtype == ref.dtype and out.shape == ref.shape
+    got = out.cpu()
+    assert _ulps_at_row_scale(got, ref) <= 2
+    if ref.numel():
+        assert float((got == ref).float().mean()) >= 0.99
+    return out
+
+
+@pytest.mark.parametrize("T", [1, 3, 64, 257, 1000])
+@pytest.mark.parametrize("dtype", [BF16, FP16], ids=["bf16", "fp16"])
+def test_matches_reference(device, T, dtype):
+    H, I, E = SIZES[T % len(SIZES)]
+    _check(_args(device, T, H, I, E, dtype, seed=T))
+
+
+@pytest.mark.parametrize("case", ["all_skip", "one_expert", "empty_experts", "no_tokens", "uneven"])
+def test_routing_edge_cases(device, case):
+    E = 4
+    T = {"all_skip": 50, "one_expert": 300, "empty_experts": 150, "no_tokens": 0, "uneven": 260}[case]
+    kw = _args(device, T, 72, 40, E, seed=2)
+    g = torch.Generator().manual_seed(3)
+    idx = kw["expert_index"].cpu()
+    if case == "all_skip":
+        idx.fill_(E)
+    elif case == "one_expert":  # several M-tiles of one expert
+        idx.fill_(2)
+    elif case == "empty_experts":
+        idx = torch.tensor([0, 3, E], dtype=torch.int32)[torch.randint(0, 3, (T,), generator=g)]
+    elif case == "uneven":  # 1, 64, 65 and 130 tokens: tile edges
+        idx = torch.tensor([0] * 1 + [1] * 64 + [2] * 65 + [3] * 130, dtype=torch.int32)[torch.randperm(T, generator=g)]
+    kw["expert_index"] = idx.to(device)
+    out = _check(kw)
+    if case == "all_skip":
+        assert bool((out == 0).all())
+
+
+@pytest.mark.parametrize("start,end", [(0, None), (1, 3), (2, 2), (3, 4)])
+def test_expert_range_and_int64_index(device, start, end):
+    kw = _args(device, 90, 72, 40, 4, seed=11)
+    kw.update(expert_index=kw["expert_index"].long(), expert_start=start, expert_end=end)
+    out = _check(kw)
+    stop = 4 if end is None else end
+    outside = (kw["expert_index"] < start) | (kw["expert_index"] >= stop)
+    assert bool((out[outside] == 0).all())
+
+
+@pytest.mark.parametrize("layout", ["row_strided", "offset_slice", "transposed", "strided_weight"])
+def test_non_contiguous_inputs(device, layout):
+    kw = _args(device, 120, 72, 40, 4, seed=4)
+    x = kw["x"]
+    if layout == "transposed":
+        kw["x"] = x.t().contiguous().t()
+    elif layout == "strided_weight":
+        kw["expert_weight"] = torch.stack([kw["expert_weight"]] * 2, dim=1)[:, 1]
+    else:  # rows 2H + 8 apart (16-byte aligned, read in place) or at an odd offset (copied)
+        off = 0 if layout == "row_strided" else 3
+        wide = torch.zeros(120, 2 * 72 + 8, dtype=x.dtype, device=device)
+        wide[:, off : off + 72] = x
+        kw["x"] = wide[:, off : off + 72]
+    _check(kw)
+
+
+@pytest.mark.parametrize("bad", [-1, 5])
+def test_bad_expert_index(device, bad):
+    kw = _args(device, 9, 72, 40, 4)
+    kw["expert_index"][6] = bad
+    with pytest.raises(ValueError, match=rf"expert_index.*got {bad} at position 6"):
+        ops._OPS.moe_top1(*samples.to_op_args("moe_top1", kw))
+
+
+def test_unsupported_inputs_name_the_argument(device):
+    kw = _args(device, 9, 72, 40, 4, dtype=torch.float32)
+    with pytest.raises(TypeError, match="x is float32; the GPU kernels take bfloat16 or float16"):
+        ops._OPS.moe_top1(*samples.to_op_args("moe_top1", kw))
+    kw = _args(device, 9, 68, 40, 4)
+    with pytest.raises(ValueError, match="multiples of 8"):
+        ops._OPS.moe_top1(*samples.to_op_args("moe_top1", kw))
