@@ -234,10 +234,11 @@ def test_empty_inputs(device):
 def test_single_column(device, request):
     """H = 1, with a column view whose inner stride is not 1 (any stride is fine for a size-1 dim).
 
-    The GPU kernels move 8 elements per access and reject such hidden sizes with a clear error."""
+    The GPU kernels move 8 elements per access and reject such hidden sizes (NotImplementedError, so
+    that callers such as the model's "auto" backend fall back to the reference)."""
     if request.node.callspec.params["device"] != "cpu":
         x = torch.randn(5, 1, device=device)
-        with pytest.raises(ValueError, match="multiple of 8"):
+        with pytest.raises(NotImplementedError, match="multiple of 8"):
             zaya_ops.rms_norm(x, torch.ones(1, device=device), EPS)
         return
     for pdt in PARAM_DTYPES:

@@ -21,13 +21,15 @@ at::Tensor moe_top1_gpu(const at::Tensor& x_in, const at::Tensor& expert_index_i
   check_device(op, "x", x_in);
   const zaya::checks::MoeDims d = zaya::checks::check_moe_top1_args(x_in, expert_index_in, expert_weight_in,
                                                                     gate_up_in, down_in, expert_start, expert_end);
-  TORCH_CHECK_TYPE(x_in.scalar_type() != at::kFloat, op,
-                   ": x is float32; the GPU kernels take bfloat16 or float16 (float32 runs on the CPU kernel or "
-                   "zaya_ops.reference)");
-  TORCH_CHECK_VALUE(d.H % 8 == 0 && d.I % 8 == 0, op, ": the GPU kernels need H (x.shape[1]) and I "
-                    "(gate_up_proj.shape[1] / 2) to be multiples of 8, got H=", d.H, ", I=", d.I);
-  TORCH_CHECK_VALUE(d.E <= zaya::kernels::kMoeMaxExperts, op, ": the GPU kernels take at most ",
-                    zaya::kernels::kMoeMaxExperts, " experts, got E=", d.E);
+  // Valid inputs outside the kernels' coverage: NotImplementedError, like a missing kernel, so that
+  // callers (the model's "auto" backend) fall back to the reference.
+  TORCH_CHECK_NOT_IMPLEMENTED(x_in.scalar_type() != at::kFloat, op,
+                              ": x is float32; the GPU kernels take bfloat16 or float16 (float32 runs on the "
+                              "CPU kernel or zaya_ops.reference)");
+  TORCH_CHECK_NOT_IMPLEMENTED(d.H % 8 == 0 && d.I % 8 == 0, op, ": the GPU kernels need H (x.shape[1]) and I "
+                              "(gate_up_proj.shape[1] / 2) to be multiples of 8, got H=", d.H, ", I=", d.I);
+  TORCH_CHECK_NOT_IMPLEMENTED(d.E <= zaya::kernels::kMoeMaxExperts, op, ": the GPU kernels take at most ",
+                              zaya::kernels::kMoeMaxExperts, " experts, got E=", d.E);
 
   const DeviceGuard guard(x_in.device());
   at::Tensor out = at::zeros({d.T, d.H}, x_in.options());

@@ -20,7 +20,8 @@ using namespace zaya::checks;  // NOLINT: the shared argument checks
 using namespace zaya::gpu;     // NOLINT: the shared GPU glue
 
 void check_hidden(const char* op, const char* name, int64_t H) {
-  TORCH_CHECK_VALUE(H % 8 == 0, op, ": the hidden size (", name,
+  // A valid size outside the kernels' coverage: NotImplementedError, so callers can fall back.
+  TORCH_CHECK_NOT_IMPLEMENTED(H % 8 == 0, op, ": the hidden size (", name,
                     ".shape[1]) must be a multiple of 8 on CUDA/HIP (16-byte vector access), got ", H);
 }
 
