@@ -45,11 +45,17 @@ def _check(kw):
     return out
 
 
-@pytest.mark.parametrize("T", [1, 3, 64, 257, 1000])
+@pytest.mark.parametrize("T", [1, 3, 8, 9, 64, 257, 1000])
 @pytest.mark.parametrize("dtype", [BF16, FP16], ids=["bf16", "fp16"])
 def test_matches_reference(device, T, dtype):
+    """T <= 8 runs the weight-streaming decode kernels, larger T the matrix-tile kernels."""
     H, I, E = SIZES[T % len(SIZES)]
     _check(_args(device, T, H, I, E, dtype, seed=T))
+
+
+def test_long_prefill(device):
+    """T = 4096 (64+ M-tiles per expert) at small H, I to keep the emulated run short."""
+    _check(_args(device, 4096, 72, 40, 4, seed=41))
 
 
 @pytest.mark.parametrize("case", ["all_skip", "one_expert", "empty_experts", "no_tokens", "uneven"])
@@ -73,9 +79,10 @@ def test_routing_edge_cases(device, case):
         assert bool((out == 0).all())
 
 
+@pytest.mark.parametrize("T", [5, 90], ids=["decode", "prefill"])
 @pytest.mark.parametrize("start,end", [(0, None), (1, 3), (2, 2), (3, 4)])
-def test_expert_range_and_int64_index(device, start, end):
-    kw = _args(device, 90, 72, 40, 4, seed=11)
+def test_expert_range_and_int64_index(device, start, end, T):
+    kw = _args(device, T, 72, 40, 4, seed=11)
     kw.update(expert_index=kw["expert_index"].long(), expert_start=start, expert_end=end)
     out = _check(kw)
     stop = 4 if end is None else end

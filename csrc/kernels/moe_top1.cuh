@@ -1,7 +1,8 @@
 // zaya::moe_top1 on GPUs (spec step 13; maths in zaya_ops.reference.moe_top1): top-1 SiLU-gated
 // experts, one portable source for CUDA (mma.sync) and CDNA (MFMA) through mma.cuh.
 //
-// Three launches, no host synchronisation (capturable in a CUDA graph):
+// Three launches, no host synchronisation (capturable in a CUDA graph); decode (T <= 8) swaps the
+// two matrix-tile kernels for weight-streaming ones (expert_gemv below):
 //   1. group: one block counts tokens per class (shared-memory atomics), writes class offsets, the
 //      M-tile schedule of the local experts, and the token order (a counting sort; order within an
 //      expert is arbitrary, which cannot change results: every output row depends on its own row only).
@@ -26,7 +27,9 @@
 // This version has no asynchronous copy pipeline (cp.async/TMA) and no wgmma; see the README for
 // what a GPU run has to measure.
 //
-// HIP (check_hip.sh, gfx940 / gfx90a): see the numbers in hip/moe_top1.hip's header.
+// HIP (check_hip.sh, gfx940 / gfx90a): see the numbers in hip/moe_top1.hip's header. CUDA (ptxas -v):
+// no spills on sm_80/sm_90a except expert_gemv<BF16, down>, where ptxas keeps 32 registers and
+// spills 8 bytes (the PTX has no local memory; not investigated further without a GPU to time it).
 #pragma once
 
 #include <cmath>
@@ -218,6 +221,95 @@ __global__ void __launch_bounds__(kThreads) expert_gemm(MoeTop1Args a) {
       }
 }
 
+// ------------------------------------------------------------------------------------------------
+// Decode (T <= kGemvTokens): every expert has at most that many tokens, too few rows for a matrix
+// tile. A block of kWarps warps owns kGemvCols output columns of one expert; each warp streams its
+// columns' weight rows once with 16-byte loads, dots them with all of the expert's token rows (read
+// from L1/L2: they are tiny), and reduces over the warp. Grid: column blocks x local experts, so T = 1
+// on ZAYA1 spreads 2048 / 16 = 128 blocks over the GPU in each phase.
+// ------------------------------------------------------------------------------------------------
+inline constexpr int kGemvTokens = 8;
+inline constexpr int kGemvColsPerWarp = 4;
+inline constexpr int kGemvCols = kWarps * kGemvColsPerWarp;
+
+template <class D>
+ZAYA_DEV void fma2(float* acc, uint32_t w, uint32_t x) {
+  *acc += D::to_float(static_cast<uint16_t>(w & 0xffffu)) * D::to_float(static_cast<uint16_t>(x & 0xffffu));
+  *acc += D::to_float(static_cast<uint16_t>(w >> 16)) * D::to_float(static_cast<uint16_t>(x >> 16));
+}
+
+template <class D>
+ZAYA_DEV void fma8(float* acc, const uint4& w, const uint4& x) {
+  fma2<D>(acc, w.x, x.x);
+  fma2<D>(acc, w.y, x.y);
+  fma2<D>(acc, w.z, x.z);
+  fma2<D>(acc, w.w, x.w);
+}
+
+ZAYA_DEV float warp_sum(float v) {
+  for (int off = kWarpSize / 2; off > 0; off >>= 1) v += vendor::shfl_xor(v, off);
+  return v;  // the same bits in every lane
+}
+
+// kGateUp: columns j of I, act[row] = round(round(SiLU(round(x.Wg[j]))) * round(x.Wu[j])); otherwise
+// columns j of H, out[token][j] = round(round(act.Wd[j]) * w[token]).
+template <class D, bool kGateUp>
+__global__ void __launch_bounds__(kThreads) expert_gemv(MoeTop1Args a) {
+  const Workspace ws = workspace(a);
+  const int e = static_cast<int>(a.expert_start) + static_cast<int>(blockIdx.y);
+  const int first = ws.offsets[e], n = ws.offsets[e + 1] - first;  // n <= kGemvTokens
+  if (n == 0) return;  // the whole block
+  const int64_t H = a.H, I = a.I, N = kGateUp ? I : H, K = kGateUp ? H : I;
+  const uint16_t* x = static_cast<const uint16_t*>(a.x);
+  uint16_t* act = static_cast<uint16_t*>(a.act);
+  const uint16_t* w0 = kGateUp ? static_cast<const uint16_t*>(a.gate_up) + static_cast<int64_t>(e) * 2 * I * H
+                               : static_cast<const uint16_t*>(a.down) + static_cast<int64_t>(e) * H * I;
+  const auto* ew = static_cast<const typename D::storage*>(a.expert_weight);
+  auto* out = static_cast<typename D::storage*>(a.out);
+  const int warp = static_cast<int>(threadIdx.x) / kWarpSize, lane = vendor::lane_id();
+
+  for (int cc = 0; cc < kGemvColsPerWarp; ++cc) {
+    const int64_t j = static_cast<int64_t>(blockIdx.x) * kGemvCols + warp * kGemvColsPerWarp + cc;
+    if (j >= N) return;  // uniform over the warp; later columns are larger
+    float acc0[kGemvTokens] = {}, acc1[kGemvTokens] = {};
+    const uint16_t* r0 = w0 + j * K;
+    const uint16_t* r1 = w0 + (I + j) * K;  // up row (gate_up only)
+    for (int64_t k = static_cast<int64_t>(lane) * 8; k < K; k += static_cast<int64_t>(kWarpSize) * 8) {
+      const uint4 wa = *reinterpret_cast<const uint4*>(r0 + k);
+      uint4 wb{0u, 0u, 0u, 0u};
+      if constexpr (kGateUp) wb = *reinterpret_cast<const uint4*>(r1 + k);
+#pragma unroll
+      for (int t = 0; t < kGemvTokens; ++t) {  // predicated, not broken out of: keeps acc in registers
+        if (t < n) {
+          const int row = first + t;
+          const uint16_t* src = kGateUp ? x + static_cast<int64_t>(ws.order[row]) * a.x_row_stride
+                                        : act + static_cast<int64_t>(row) * I;
+          const uint4 xv = *reinterpret_cast<const uint4*>(src + k);
+          fma8<D>(&acc0[t], wa, xv);
+          if constexpr (kGateUp) fma8<D>(&acc1[t], wb, xv);
+        }
+      }
+    }
+#pragma unroll
+    for (int t = 0; t < kGemvTokens; ++t) {
+      if (t < n) {  // n is uniform over the block: every lane takes part in the sums
+        const float s0 = warp_sum(acc0[t]);
+        const float s1 = kGateUp ? warp_sum(acc1[t]) : 0.f;
+        const int row = first + t;
+        if (lane == 0) {
+          if constexpr (kGateUp) {
+            act[static_cast<int64_t>(row) * I + j] =
+                D::from_float(vendor::fmul(D::round(silu(D::round(s0))), D::round(s1)));
+          } else {
+            const int64_t tok = ws.order[row];
+            out[tok * H + j] = D::from_float(vendor::fmul(D::round(s0), D::to_float(ew[tok])));
+          }
+        }
+      }
+    }
+  }
+}
+
 inline const char* launch_moe_top1_impl(const MoeTop1Args& a, vendor::stream_t stream) {
   if (a.T == 0 || a.expert_start == a.expert_end) return nullptr;
   if (a.dtype != DType::BF16 && a.dtype != DType::F16) return "zaya moe_top1: GPU kernels take bf16 or fp16";
@@ -234,8 +326,15 @@ inline const char* launch_moe_top1_impl(const MoeTop1Args& a, vendor::stream_t s
   const dim3 block(kThreads);
   const dim3 grid_gu(static_cast<unsigned>(m_tiles), static_cast<unsigned>((a.I + kBN - 1) / kBN));
   const dim3 grid_dn(static_cast<unsigned>(m_tiles), static_cast<unsigned>((a.H + kBN - 1) / kBN));
+  const unsigned local = static_cast<unsigned>(a.expert_end - a.expert_start);
+  const dim3 gemv_gu(static_cast<unsigned>((a.I + kGemvCols - 1) / kGemvCols), local);
+  const dim3 gemv_dn(static_cast<unsigned>((a.H + kGemvCols - 1) / kGemvCols), local);
   auto run = [&](auto tag) -> const char* {
     using D = decltype(tag);
+    if (a.T <= kGemvTokens) {
+      if (const char* err = vendor::launch(&expert_gemv<D, true>, gemv_gu, block, 0, stream, a)) return err;
+      return vendor::launch(&expert_gemv<D, false>, gemv_dn, block, 0, stream, a);
+    }
     if (const char* err = vendor::launch(&expert_gemm<D, true>, grid_gu, block, 0, stream, a)) return err;
     return vendor::launch(&expert_gemm<D, false>, grid_dn, block, 0, stream, a);
   };
