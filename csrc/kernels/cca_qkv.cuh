@@ -35,8 +35,14 @@
 // FLOPs: 2 x C x 2D = 655 kFLOP per token on the tensor cores (4096 tokens: 2.7 GFLOP, ~3.4 us at
 // 790 TFLOP/s against ~7 us for 22 MB at 3 TB/s): memory-bound at every T, decode by the weights.
 //
-// Resources (tools/check_hip.sh; not measured on a GPU): see the report in the commit history;
-// nvcc sm_80 / sm_90a: no spills.
+// Launches, in stream order: the query-group kernel (grid ceil(T/BM) x nq), the key-group kernel
+// (x nkv; two instantiations so that each keeps only its own arguments in scalar registers), the v
+// cache copy (one block per token) and the state kernel (one block per sequence).
+//
+// Resources (compile checks only, no GPU run): nvcc sm_80/sm_90a 91-110 registers, 0 spills, 44-45 KB
+// static shared memory (2 blocks per SM). tools/check_hip.sh gfx940/gfx90a: 82-90 VGPRs, 90-102
+// SGPRs, no scratch or spills, 45056 B LDS, occupancy 2 waves/SIMD (LDS-bound: one 8-wave
+// workgroup per CU); 16 v_mfma per arch (4 instantiations x 4 unrolled n-tiles).
 #pragma once
 
 #include <cmath>
@@ -113,11 +119,15 @@ ZAYA_DEV void load_z(const CcaQkvArgs& a, const uint16_t* zsrc, int64_t zrs, int
   }
 }
 
-template <class P>
+// IsK: the key-head groups (blockIdx.y = KV head), else the query-head groups (blockIdx.y = query
+// head). Two instantiations instead of one branch: each keeps only its own arguments live (the AMD
+// build ran out of scalar registers with both).
+template <class P, bool IsK>
 __global__ void __launch_bounds__(kThreads) cca_qkv_kernel(CcaQkvArgs a) {
   __shared__ uint4 smem_raw[kSmemBytes / 16];
-  __shared__ int64_t r_pos[kMaxBM];  // cos_sin row
-  __shared__ int64_t r_sm[kMaxBM];   // cache slot (-1: none)
+  // Per row, resolved once so that the epilogue keeps no cache or table strides live.
+  __shared__ int64_t r_cs[kMaxBM];    // offset of the token's cos_sin row
+  __shared__ int64_t r_kdst[kMaxBM];  // offset of its k_cache row (key groups; -1: not cached)
   __shared__ int r_i[kMaxBM];        // index in its sequence; -1: no token, -2: invalid indices
   __shared__ int r_slot[kMaxBM];
   __shared__ float r_scale[kMaxBM];
@@ -126,9 +136,9 @@ __global__ void __launch_bounds__(kThreads) cca_qkv_kernel(CcaQkvArgs a) {
   const int D = static_cast<int>(a.D), D2 = 2 * D;
   const int bm = block_tokens(D);
   const int64_t t0 = static_cast<int64_t>(blockIdx.x) * bm;
-  const int gi = static_cast<int>(blockIdx.y);
   const int nq = static_cast<int>(a.nq), g = static_cast<int>(a.nq / a.nkv);
-  const bool is_k = gi >= nq;
+  constexpr bool is_k = IsK;
+  const int gi = static_cast<int>(blockIdx.y) + (IsK ? nq : 0);
   const int j = is_k ? gi - nq : gi / g;  // KV head of the group
   const int64_t c0 = static_cast<int64_t>(gi) * D;
   const uint16_t* qt = static_cast<const uint16_t*>(a.qt);
@@ -138,7 +148,7 @@ __global__ void __launch_bounds__(kThreads) cca_qkv_kernel(CcaQkvArgs a) {
   for (int r = tid; r < bm; r += kThreads) {
     const int64_t t = t0 + r;
     int i = -1, slot = 0;
-    int64_t pos = 0, sm = -1;
+    int64_t pos = 0, sm = -1, kdst = -1;
     if (t < a.T) {
       const int64_t b = sequence_of(a.cu_seqlens, a.B, t);
       i = -2;
@@ -149,9 +159,10 @@ __global__ void __launch_bounds__(kThreads) cca_qkv_kernel(CcaQkvArgs a) {
         const bool ok = slot >= 0 && slot < a.S && pos >= 0 && pos < a.P && sm >= -1 && sm < a.cache_slots &&
                         a.cu_seqlens[b] >= 0;
         if (ok) i = static_cast<int>(t - a.cu_seqlens[b]);
+        if (ok && IsK && sm >= 0) kdst = (sm / a.block_size) * a.kc0 + (sm % a.block_size) * a.kc1 + j * a.kc2;
       }
     }
-    r_i[r] = i, r_slot[r] = slot, r_pos[r] = pos, r_sm[r] = sm;
+    r_i[r] = i, r_slot[r] = slot, r_cs[r] = pos * a.cs_rs, r_kdst[r] = kdst;
   }
   __syncthreads();
 
@@ -305,7 +316,7 @@ __global__ void __launch_bounds__(kThreads) cca_qkv_kernel(CcaQkvArgs a) {
       const float v = P::round(fmul(x[d], sc));
       return is_k ? P::round(fmul(v, tk)) : v;
     };
-    const uint16_t* cs = cos_sin + r_pos[r] * a.cs_rs;
+    const uint16_t* cs = cos_sin + r_cs[r];
     Raw8 o;
 #pragma unroll
     for (int e = 0; e < 8; ++e) {
@@ -324,27 +335,29 @@ __global__ void __launch_bounds__(kThreads) cca_qkv_kernel(CcaQkvArgs a) {
       store8(qo, o);
       continue;
     }
-    const int64_t sm = r_sm[r];
-    if (sm < 0) continue;
-    const int64_t blk = sm / a.block_size, off = sm % a.block_size;
-    uint16_t* kd = static_cast<uint16_t*>(a.k_cache) + blk * a.kc0 + off * a.kc1 + j * a.kc2;
-    uint16_t* vdst = static_cast<uint16_t*>(a.v_cache) + blk * a.vc0 + off * a.vc1 + j * a.vc2;
-    const int64_t hv = a.nkv * D / 2;
-    // v = concat(vc[t], vd[t-1]) as nkv heads: head j is elements j*D .. j*D+D-1 of it.
+    if (r_kdst[r] < 0) continue;
+    uint16_t* kd = static_cast<uint16_t*>(a.k_cache) + r_kdst[r];
 #pragma unroll
-    for (int e = 0; e < 8; ++e) {
-      const int64_t d = d8 + e, ve = static_cast<int64_t>(j) * D + d;
-      kd[d * a.kc3] = o.h[e];
-      uint16_t v;
-      if (ve < hv) {
-        v = static_cast<const uint16_t*>(a.vc)[t * a.vc_rs + ve];
-      } else if (i > 0) {
-        v = static_cast<const uint16_t*>(a.vd)[(t - 1) * a.vd_rs + ve - hv];
-      } else {
-        v = static_cast<const uint16_t*>(a.value_state)[r_slot[r] * a.vs0 + (ve - hv) * a.vs1];
-      }
-      vdst[d * a.vc3] = v;
-    }
+    for (int e = 0; e < 8; ++e) kd[static_cast<int64_t>(d8 + e) * a.kc3] = o.h[e];
+  }
+}
+
+// v of token blockIdx.x into the paged cache: concat(vc[t], vd[t-1]) as nkv heads (vd[t-1] is the
+// slot's value_state for a sequence's first token). A plain copy, apart from the conv kernels so that
+// their scalar registers hold only their own arguments; it must run before the state kernel.
+__global__ void __launch_bounds__(kStateThreads) cca_qkv_values_kernel(CcaQkvArgs a) {
+  const int64_t t = blockIdx.x, b = sequence_of(a.cu_seqlens, a.B, t), sm = a.slot_mapping[t];
+  if (b < 0 || sm < 0 || sm >= a.cache_slots || a.cu_seqlens[b] < 0) return;
+  const int64_t i = t - a.cu_seqlens[b], slot = a.state_indices[b];
+  if (i == 0 && !(0 <= slot && slot < a.S)) return;
+  const int64_t blk = sm / a.block_size, off = sm % a.block_size, hv = a.nkv * a.D / 2;
+  uint16_t* dst = static_cast<uint16_t*>(a.v_cache) + blk * a.vc0 + off * a.vc1;
+  const uint16_t* vc = static_cast<const uint16_t*>(a.vc) + t * a.vc_rs;
+  const uint16_t* vd = i > 0 ? static_cast<const uint16_t*>(a.vd) + (t - 1) * a.vd_rs : nullptr;
+  const uint16_t* vs = static_cast<const uint16_t*>(a.value_state) + slot * a.vs0;
+  for (int64_t e = threadIdx.x; e < 2 * hv; e += blockDim.x) {
+    const uint16_t v = e < hv ? vc[e] : (i > 0 ? vd[e - hv] : vs[(e - hv) * a.vs1]);
+    dst[(e / a.D) * a.vc2 + (e % a.D) * a.vc3] = v;
   }
 }
 
@@ -386,12 +399,17 @@ inline const char* launch_cca_qkv_impl(const CcaQkvArgs& a, vendor::stream_t str
   if (a.T == 0 || a.B == 0) return nullptr;
   const int bm = block_tokens(static_cast<int>(a.D));
   const int64_t blocks = (a.T + bm - 1) / bm;
-  if (blocks > int64_t{0x7fffffff} || a.nq + a.nkv > 65535 || a.B > int64_t{0x7fffffff})
+  if (a.T > int64_t{0x7fffffff} || a.nq > 65535 || a.B > int64_t{0x7fffffff})
     return "zaya cca_qkv: too many tokens, heads or sequences for one launch";
-  const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(a.nq + a.nkv));
   auto run = [&](auto pt) -> const char* {
     using P = decltype(pt);
-    if (const char* err = vendor::launch(&cca_qkv_kernel<P>, grid, dim3(kThreads), 0, stream, a)) return err;
+    const dim3 qgrid(static_cast<unsigned>(blocks), static_cast<unsigned>(a.nq));
+    const dim3 kgrid(static_cast<unsigned>(blocks), static_cast<unsigned>(a.nkv));
+    if (const char* err = vendor::launch(&cca_qkv_kernel<P, false>, qgrid, dim3(kThreads), 0, stream, a)) return err;
+    if (const char* err = vendor::launch(&cca_qkv_kernel<P, true>, kgrid, dim3(kThreads), 0, stream, a)) return err;
+    if (const char* err = vendor::launch(&cca_qkv_values_kernel, dim3(static_cast<unsigned>(a.T)),
+                                         dim3(kStateThreads), 0, stream, a))
+      return err;
     return vendor::launch(&cca_qkv_state_kernel, dim3(static_cast<unsigned>(a.B)), dim3(kStateThreads), 0, stream, a);
   };
   return a.dtype == DType::BF16 ? run(dtype::BF16{}) : run(dtype::F16{});
