@@ -12,7 +12,7 @@
 // q/k = round(round(Y + bias) + residual), QK norm, key temperature and partial NeoX RoPE.
 //
 // Design: one pass per (token block, channel group); no intermediate leaves the block.
-//   * Grid (ceil(T / BM), nq + nkv), 8 warps per block. Tokens of several sequences may share a
+//   * Grid (ceil(T / BM), heads) per kind of group, 8 warps per block. Tokens of several sequences may share a
 //     block (decode batches fill the mma rows): each row finds its sequence by binary search over
 //     cu_seqlens, and its first two rows read their left context from conv_state.
 //   * The K = 2D reduction runs in chunks of 64: the block builds the A chunk [BM][64] (depthwise
@@ -22,7 +22,8 @@
 //     every warp has one (m-tile, 64 columns) job and shared memory stays under 48 KB.
 //   * The accumulators go to shared memory (fp32 [BM][D], over the staging buffers); the epilogue
 //     adds bias and residual (element-parallel), takes each row's norm (a warp per row, butterfly
-//     sum), applies scale, temperature and RoPE and stores q, or k and v into the paged cache.
+//     sum), applies scale, temperature and RoPE and stores q, or k into the paged cache (v, a plain
+//     copy, has its own kernel).
 //   * The new conv_state / value_state depend only on the raw inputs, but the first tokens of a
 //     sequence read the old ones, possibly in another block: a second small kernel, launched after
 //     the first on the same stream, writes each non-empty sequence's slot (one block per sequence).
