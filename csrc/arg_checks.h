@@ -9,6 +9,7 @@
 #include <cmath>
 #include <initializer_list>
 #include <string>
+#include <vector>
 
 namespace zaya::checks {
 
@@ -84,6 +85,32 @@ inline void check_same_device(const char* op, const char* name, const at::Tensor
 
 inline void check_eps(const char* op, double eps) {
   TORCH_CHECK_VALUE(eps > 0.0 && std::isfinite(eps), op, ": eps must be a positive finite number, got ", eps);
+}
+
+// The values of a small int32/int64 index tensor, row-major, as int64 (a device tensor is copied to
+// the host first: a synchronising read, so GPU glue calls it only outside graph capture).
+inline std::vector<int64_t> host_ints(const at::Tensor& t) {
+  auto c = t.cpu().contiguous();
+  std::vector<int64_t> out(c.numel());
+  if (c.scalar_type() == at::kInt) {
+    const int32_t* p = c.const_data_ptr<int32_t>();
+    for (size_t i = 0; i < out.size(); ++i) out[i] = p[i];
+  } else {
+    const int64_t* p = c.const_data_ptr<int64_t>();
+    for (size_t i = 0; i < out.size(); ++i) out[i] = p[i];
+  }
+  return out;
+}
+
+// Values of a cumulative-offsets vector (cu_seqlens): cu[0] = 0, non-decreasing, cu[B] = T.
+inline void check_cu_seqlens_values(const char* name, const std::vector<int64_t>& cu, int64_t T) {
+  TORCH_CHECK_VALUE(cu.size() >= 2, name, " must hold at least two entries (one sequence)");
+  TORCH_CHECK_VALUE(cu[0] == 0, name, "[0] must be 0, got ", cu[0]);
+  for (size_t b = 1; b < cu.size(); ++b) {
+    TORCH_CHECK_VALUE(cu[b] >= cu[b - 1], name, " must be non-decreasing, but ", name, "[", b, "] = ", cu[b],
+                      " < ", name, "[", b - 1, "] = ", cu[b - 1]);
+  }
+  TORCH_CHECK_VALUE(cu.back() == T, name, "[-1] must equal the number of tokens ", T, ", got ", cu.back());
 }
 
 }  // namespace zaya::checks

@@ -61,8 +61,12 @@ def run_qkv(fn, kw):
     return fn(**kw), kw
 
 
-def assert_rounded_close(got, want, dtype, min_exact=0.998):
-    """fp32: tight; bf16/fp16: within about one ulp everywhere and bit-identical almost everywhere."""
+def assert_rounded_close(got, want, dtype, min_exact=None):
+    """fp32: tight; bf16/fp16: within about one ulp everywhere and bit-identical almost everywhere.
+    fp16 keeps 3 more mantissa bits than bf16, so a different fp32 summation order flips it more often,
+    and a flipped row norm changes a whole head row: its floor is lower."""
+    if min_exact is None:
+        min_exact = 0.995 if dtype == torch.float16 else 0.998
     if dtype == torch.float32:
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
         return
@@ -109,26 +113,39 @@ def test_qkv_varlen_batch(dt, heads):
         assert torch.equal(a["value_state"][slot], kw["value_state"][slot])
 
 
-@pytest.mark.parametrize("dt", DTYPES)
-def test_qkv_strided_inputs(dt):
-    """qt/kt/vc/vd as column slices of one fused projection, caches as views of a [blocks, 2, ...] KV
-    tensor, conv_state transposed in memory: used in place, same results as contiguous inputs."""
-    dtype = DTYPES[dt]
-    kw = qkv_args((5, 19, 1), "q8kv2d128", dtype, seed=2)
-    fused = torch.cat([kw["qt"], kw["kt"], kw["vc"], kw["vd"]], dim=1)
+def strided_qkv_args(kw, misalign=False):
+    """kw with qt/kt/vc/vd as column slices of one fused projection (one element off a 16-byte boundary
+    when misalign), caches as views of a [blocks, 2, ...] KV tensor, conv_state and value_state
+    transposed in memory."""
+    lead = [kw["vc"][:, :1]] if misalign else []
+    fused = torch.cat(lead + [kw["qt"], kw["kt"], kw["vc"], kw["vd"]], dim=1)[:, len(lead):]
     widths = [kw[n].shape[1] for n in ("qt", "kt", "vc", "vd")]
     strided = dict(kw)
     strided.update(zip(("qt", "kt", "vc", "vd"), fused.split(widths, dim=1)))
     kv = torch.stack([kw["k_cache"], kw["v_cache"]], dim=1)
     strided["k_cache"], strided["v_cache"] = kv[:, 0], kv[:, 1]
     strided["conv_state"] = kw["conv_state"].transpose(1, 2).contiguous().transpose(1, 2)
+    strided["value_state"] = kw["value_state"].t().contiguous().t()
     assert not strided["qt"].is_contiguous() and not strided["k_cache"].is_contiguous()
+    return strided
+
+
+def check_strided_qkv(kw, dtype, misalign=False):
+    """The strided views of kw give the reference's results on contiguous copies; the mutated views
+    are written in place."""
+    strided = strided_qkv_args(kw, misalign)
     q_ref, a_ref = run_qkv(reference(ref.cca_qkv), kw)
     q = ops.cca_qkv(**strided)
     assert_rounded_close(q, q_ref, dtype)
     assert_rounded_close(strided["k_cache"], a_ref["k_cache"], dtype)
-    assert torch.equal(strided["v_cache"], a_ref["v_cache"])
-    assert torch.equal(strided["conv_state"], a_ref["conv_state"])
+    for name in ("v_cache", "conv_state", "value_state"):
+        assert torch.equal(strided[name], a_ref[name]), name
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_qkv_strided_inputs(dt):
+    """Column slices of a fused projection and strided states/caches are used in place."""
+    check_strided_qkv(qkv_args((5, 19, 1), "q8kv2d128", DTYPES[dt], seed=2), DTYPES[dt])
 
 
 # --- cca_attention: FlashAttention's accuracy rule ---------------------------------------------------

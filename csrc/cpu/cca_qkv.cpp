@@ -23,9 +23,9 @@
 #include <cmath>
 #include <limits>
 #include <type_traits>
-#include <unordered_set>
 
 #include "cca_common.h"
+#include "cca_qkv_checks.h"
 
 namespace {
 
@@ -259,81 +259,22 @@ at::Tensor cca_qkv_cpu(const at::Tensor& qt, const at::Tensor& kt, const at::Ten
                        const at::Tensor& conv_state, const at::Tensor& value_state,
                        const at::Tensor& state_indices, const at::Tensor& k_cache, const at::Tensor& v_cache,
                        const at::Tensor& slot_mapping, double qk_norm_eps) {
-  // --- shapes and dtypes (the Python wrapper checks these too; direct op calls rely on these) ---
+  // --- shapes, dtypes and index values (csrc/cca_qkv_checks.h, shared with the GPU glue) ---
   check_cpu("qt", qt);
+  const auto dims = zaya::checks::check_cca_qkv_args(qt, kt, vc, vd, conv_dw_weight, conv_dw_bias, conv_g_weight,
+                                                     conv_g_bias, qk_temp, cos_sin, positions, cu_seqlens, conv_state,
+                                                     value_state, state_indices, k_cache, v_cache, slot_mapping,
+                                                     qk_norm_eps);
+  const auto ix = zaya::checks::check_cca_qkv_indices(dims, cu_seqlens, state_indices, positions, slot_mapping);
   const auto dt = qt.scalar_type();
-  TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kBFloat16 || dt == at::kHalf,
-                   "qt must have dtype float32, bfloat16 or float16, got ", dt);
-  TORCH_CHECK_VALUE(qt.dim() == 2, "qt must be 2-D, got shape ", qt.sizes());
-  check_cpu("k_cache", k_cache);
-  TORCH_CHECK_VALUE(k_cache.dim() == 4, "k_cache must be 4-D [num_blocks, block_size, nkv, D], got shape ",
-                    k_cache.sizes());
-  check_float("k_cache", k_cache, dt, k_cache.sizes());
-  check_float("v_cache", v_cache, dt, k_cache.sizes());
-  const int64_t T = qt.size(0), num_blocks = k_cache.size(0), block_size = k_cache.size(1);
-  const int64_t nkv = k_cache.size(2), D = k_cache.size(3);
-  TORCH_CHECK_VALUE(D > 0 && D % 2 == 0, "k_cache head dim must be even and positive, got ", D);
-  TORCH_CHECK_VALUE(nkv > 0, "k_cache must have at least one KV head");
-  TORCH_CHECK_VALUE(qt.size(1) > 0 && qt.size(1) % D == 0, "qt width ", qt.size(1),
-                    " must be a positive multiple of the head dim ", D);
-  const int64_t nq = qt.size(1) / D;
-  TORCH_CHECK_VALUE(nq % nkv == 0, "query heads (", nq, ") must be a multiple of KV heads (", nkv, ")");
-  const int64_t C = (nq + nkv) * D, hv = nkv * D / 2;
-  check_float("kt", kt, dt, {T, nkv * D});
-  check_float("vc", vc, dt, {T, hv});
-  check_float("vd", vd, dt, {T, hv});
-  check_float("conv_dw_weight", conv_dw_weight, dt, {C, 1, 2});
-  check_float("conv_dw_bias", conv_dw_bias, dt, {C});
-  check_float("conv_g_weight", conv_g_weight, dt, {C, D, 2});
-  check_float("conv_g_bias", conv_g_bias, dt, {C});
-  check_float("qk_temp", qk_temp, dt, {nkv});
-  check_cpu("cos_sin", cos_sin);
-  TORCH_CHECK_VALUE(cos_sin.dim() == 2, "cos_sin must be 2-D [P, rot], got shape ", cos_sin.sizes());
-  check_float("cos_sin", cos_sin, dt, cos_sin.sizes());
-  const int64_t P = cos_sin.size(0), rot = cos_sin.size(1);
-  TORCH_CHECK_VALUE(rot % 2 == 0 && rot <= D, "cos_sin width (rotary dims) must be even and <= head dim ", D,
-                    ", got ", rot);
-  check_index("positions", positions, at::kLong, 1);
-  TORCH_CHECK_VALUE(positions.size(0) == T, "positions must have shape [", T, "], got ", positions.sizes());
-  check_index("slot_mapping", slot_mapping, at::kLong, 1);
-  TORCH_CHECK_VALUE(slot_mapping.size(0) == T, "slot_mapping must have shape [", T, "], got ",
-                    slot_mapping.sizes());
-  check_cpu("conv_state", conv_state);
-  TORCH_CHECK_VALUE(conv_state.dim() == 3, "conv_state must be 3-D [S, C, 2], got shape ", conv_state.sizes());
-  const int64_t S = conv_state.size(0);
-  check_float("conv_state", conv_state, dt, {S, C, 2});
-  check_float("value_state", value_state, dt, {S, hv});
-  TORCH_CHECK_VALUE(std::isfinite(qk_norm_eps) && qk_norm_eps > 0, "qk_norm_eps must be a positive finite number, got ",
-                    qk_norm_eps);
-
-  // --- index values, read on the host ---
-  const auto cu = checked_cu_seqlens("cu_seqlens", cu_seqlens, T);
-  const int64_t B = static_cast<int64_t>(cu.size()) - 1;
-  check_index("state_indices", state_indices, at::kInt, 1);
-  TORCH_CHECK_VALUE(state_indices.size(0) == B, "state_indices must have shape [", B, "] (one slot per sequence), got ",
-                    state_indices.sizes());
-  const auto slots = host_ints(state_indices);
-  std::unordered_set<int64_t> seen;
-  for (int64_t b = 0; b < B; ++b) {
-    TORCH_CHECK_VALUE(slots[b] >= 0 && slots[b] < S, "state_indices[", b, "] = ", slots[b],
-                      " is outside the ", S, " state slots");
-    if (cu[b + 1] > cu[b]) {
-      TORCH_CHECK_VALUE(seen.insert(slots[b]).second, "state_indices[", b, "] = ", slots[b],
-                        " is the slot of an earlier sequence of this call: each sequence needs its own slot");
-    }
-  }
-  const auto pos_t = positions.contiguous();
-  const auto sm_t = slot_mapping.contiguous();
-  const int64_t* pos = pos_t.data_ptr<int64_t>();
-  const int64_t* sm = sm_t.data_ptr<int64_t>();
+  const int64_t T = dims.T, nq = dims.nq, nkv = dims.nkv, D = dims.D, rot = dims.rot, B = dims.B;
+  const int64_t block_size = dims.block_size;
+  const auto& cu = ix.cu;
+  const auto& slots = ix.slots;
+  const int64_t* pos = ix.positions.data();
+  const int64_t* sm = ix.slot_mapping.data();
   std::vector<int32_t> tok_seq(T);
   for (int64_t b = 0; b < B; ++b) std::fill(tok_seq.begin() + cu[b], tok_seq.begin() + cu[b + 1], int32_t(b));
-  for (int64_t t = 0; t < T; ++t) {
-    TORCH_CHECK_VALUE(pos[t] >= 0 && pos[t] < P, "positions[", t, "] = ", pos[t], " is outside the ", P,
-                      " rows of cos_sin");
-    TORCH_CHECK_VALUE(sm[t] >= -1 && sm[t] < num_blocks * block_size, "slot_mapping[", t, "] = ", sm[t],
-                      " is outside the cache (", num_blocks, " blocks of ", block_size, " slots; -1 skips)");
-  }
 
   auto q_out = at::empty({T, nq, D}, qt.options());
   if (T == 0) return q_out;

@@ -3,3 +3,4 @@
 // very code nvcc and hip-clang build.
 #include "../../cuda/norms.cu"
 #include "../../cuda/moe_top1.cu"
+#include "../../cuda/cca_qkv.cu"
