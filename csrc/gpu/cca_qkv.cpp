@@ -33,11 +33,13 @@ at::Tensor cca_qkv_gpu(const at::Tensor& qt_in, const at::Tensor& kt_in, const a
                                                   conv_g_weight, conv_g_bias, qk_temp, cos_sin_in, positions,
                                                   cu_seqlens, conv_state, value_state, state_indices, k_cache,
                                                   v_cache, slot_mapping, qk_norm_eps);
-  TORCH_CHECK_TYPE(qt_in.scalar_type() != at::kFloat, op,
-                   ": qt has dtype float32; the CUDA/HIP kernel takes bfloat16 or float16 "
-                   "(float32 runs on the CPU kernel or in zaya_ops.reference)");
-  TORCH_CHECK_VALUE(d.D % 16 == 0 && d.D <= 256, op, ": the CUDA/HIP kernel needs a head dim that is a multiple of 16 "
-                    "and at most 256 (k_cache.shape[3]), got ", d.D);
+  // Valid inputs outside the kernel's coverage: NotImplementedError, so callers can fall back.
+  TORCH_CHECK_NOT_IMPLEMENTED(qt_in.scalar_type() != at::kFloat, op,
+                              ": qt has dtype float32; the CUDA/HIP kernel takes bfloat16 or float16 "
+                              "(float32 runs on the CPU kernel or in zaya_ops.reference)");
+  TORCH_CHECK_NOT_IMPLEMENTED(d.D % 16 == 0 && d.D <= 256, op,
+                              ": the CUDA/HIP kernel needs a head dim that is a multiple of 16 "
+                              "and at most 256 (k_cache.shape[3]), got ", d.D);
   // Index values: a host read (a sync), skipped while a CUDA graph is captured; the kernel itself
   // never follows an out-of-range index.
   if (!capturing()) zaya::checks::check_cca_qkv_indices(d, cu_seqlens, state_indices, positions, slot_mapping);
