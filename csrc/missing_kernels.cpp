@@ -26,7 +26,6 @@ constexpr char kGpu[] = "CUDA/HIP";
 TORCH_LIBRARY_IMPL(zaya, CUDA, m) {
   ZAYA_MISSING(m, "cca_qkv", kGpu);
   ZAYA_MISSING(m, "cca_attention", kGpu);
-  ZAYA_MISSING(m, "router", kGpu);
   ZAYA_MISSING(m, "moe_top1", kGpu);
 }
 #endif
