@@ -146,3 +146,13 @@ def test_router_kernel_checks_name_the_argument(kernel_device, change, exc, matc
     kw.update(change(kw))
     with pytest.raises(exc, match=match):
         ops._OPS.router(*samples.to_op_args("router", kw))
+
+
+def test_router_large_batch_on_gpu(kernel_device, request):
+    """On a real GPU the 64-token tiles start where ceil(T / 64) reaches the SM count (the emulator
+    reports 4 SMs, so the tests above cover both tile sizes there)."""
+    if request.node.callspec.params["kernel_device"] != "cuda":
+        pytest.skip("only a real GPU needs this many tokens to reach the 64-token tiles")
+    T = 64 * torch.cuda.get_device_properties(0).multi_processor_count + 5
+    stats = check_router(_kwargs(kernel_device, T, 2048, 256, 16, seed=11))
+    assert stats["agree"] >= 0.995
