@@ -19,13 +19,13 @@
 #include <utility>
 #include <vector>
 
+#include "router_checks.h"
 #include "router_moe_common.h"
 
 namespace {
 
 using zaya::router_moe::round_to;
 using zaya::router_moe::row_grain;
-using zaya::router_moe::shape_str;
 
 // Tokens per block: bounds the fp32 copies of x and the intermediates (a few MiB), and keeps the
 // [block, R] intermediates cache-warm from one GEMM to the next.
@@ -33,13 +33,6 @@ constexpr int64_t kBlockRows = 1024;
 // Upcasting the router's small weights (R*H + 2R^2 + (E+1)*R) beats ATen's bf16 fallback from 2 tokens
 // on (measured at ZAYA1 sizes, AVX2: 0.33 vs 0.27 ms at T = 2, 0.59 vs 0.39 ms at T = 4).
 constexpr int64_t kUpcastMinRows = 2;
-
-// The dtype and shape checks of one argument (ValueError/TypeError naming it).
-void check_arg(const at::Tensor& t, const char* name, at::ScalarType dt,
-               std::initializer_list<int64_t> shape) {
-  zaya::router_moe::check_dtype("router", name, t, {dt});
-  zaya::router_moe::check_shape("router", name, t, shape);
-}
 
 // torch.topk's order on CPU: NaN above everything, then larger first.
 inline bool topk_greater(double x, double y) { return (std::isnan(x) && !std::isnan(y)) || x > y; }
@@ -219,35 +212,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> router_cp
     const at::Tensor& fc1_weight, const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
     const at::Tensor& fc2_bias, const at::Tensor& out_weight, const at::Tensor& balancing_biases, double eps,
     bool return_logits) {
-  TORCH_CHECK_VALUE(x.dim() == 2, "router: x must be 2-D [T, H], got shape ", shape_str(x.sizes()));
+  zaya::checks::check_router_args(x, prev_state, down_weight, down_bias, states_scale, norm_weight, fc1_weight,
+                                  fc1_bias, fc2_weight, fc2_bias, out_weight, balancing_biases, eps);
   const at::ScalarType dt = x.scalar_type();
-  zaya::router_moe::check_dtype("router", "x", x, {at::kBFloat16, at::kHalf, at::kFloat});
-  const int64_t T = x.size(0), H = x.size(1);
-  TORCH_CHECK_VALUE(down_weight.dim() == 2, "router: down_weight must be 2-D [R, H], got shape ",
-                    shape_str(down_weight.sizes()));
-  const int64_t R = down_weight.size(0);
-  TORCH_CHECK_VALUE(out_weight.dim() == 2 && out_weight.size(0) >= 2,
-                    "router: out_weight must be [E+1, R] with at least 2 rows, got shape ",
-                    shape_str(out_weight.sizes()));
-  const int64_t E1 = out_weight.size(0);
-  check_arg(down_weight, "down_weight", dt, {R, H});
-  check_arg(down_bias, "down_bias", dt, {R});
-  check_arg(norm_weight, "norm_weight", dt, {R});
-  check_arg(fc1_weight, "fc1_weight", dt, {R, R});
-  check_arg(fc1_bias, "fc1_bias", dt, {R});
-  check_arg(fc2_weight, "fc2_weight", dt, {R, R});
-  check_arg(fc2_bias, "fc2_bias", dt, {R});
-  check_arg(out_weight, "out_weight", dt, {E1, R});
-  check_arg(balancing_biases, "balancing_biases", at::kFloat, {E1});
-  TORCH_CHECK_VALUE(prev_state.has_value() == states_scale.has_value(),
-                    "router: prev_state and states_scale must be given together (layers after the first) "
-                    "or both be None (first layer)");
-  if (prev_state) {
-    check_arg(*prev_state, "prev_state", dt, {T, R});
-    check_arg(*states_scale, "states_scale", dt, {R});
-  }
-  TORCH_CHECK_VALUE(eps > 0.0 && std::isfinite(eps), "router: eps must be a positive finite number, got ",
-                    eps);
+  const int64_t T = x.size(0), R = down_weight.size(0), E1 = out_weight.size(0);
 
   RouterArgs a{x, prev_state.value_or(at::Tensor()), down_weight, down_bias,
                states_scale.value_or(at::Tensor()), norm_weight, fc1_weight, fc1_bias,

@@ -4,3 +4,4 @@
 #include "../../cuda/norms.cu"
 #include "../../cuda/moe_top1.cu"
 #include "../../cuda/cca_qkv.cu"
+#include "../../cuda/router.cu"

@@ -28,7 +28,7 @@
 #define ZAYA_GPU_KEY CUDA
 #endif
 
-#include "kernels/norms_launch.h"  // zaya::kernels::DType
+#include "kernels/launch_common.h"  // zaya::kernels::DType
 
 namespace zaya::gpu {
 

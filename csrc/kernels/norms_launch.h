@@ -13,9 +13,9 @@
 
 #include <cstdint>
 
-namespace zaya::kernels {
+#include "launch_common.h"
 
-enum class DType : int32_t { F32 = 0, BF16 = 1, F16 = 2 };
+namespace zaya::kernels {
 
 // y[t, :] = w * round_w(v * rsqrt(mean(v^2) + eps)), v = round_w(x[t, :]) (see python/zaya_ops/ops.py).
 struct RmsNormArgs {

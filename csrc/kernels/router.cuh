@@ -1,0 +1,449 @@
+// Portable kernel body of zaya::router (spec step 12), compiled by nvcc (cuda/router.cu), hip-clang
+// (hip/router.hip) and the SIMT emulator; the launcher at the bottom implements router_launch.h.
+// One fused kernel per call: a block owns a tile of tokens and everything from x to the routing
+// decision stays on chip, so the only global traffic is x, the weights, prev_state and the outputs.
+//
+// Semantics and rounding points (zaya_ops.reference.router, csrc/cpu/router.cpp): every linear
+// accumulates in fp32 and rounds once to the param dtype after adding its bias in fp32;
+// rho = round(x down^T + b), after the first layer rho = round(rho + round(prev * scale)) (= router_state);
+// h = round(w * round(rho * inv)), inv = 1 / sqrt(mean(rho^2) + eps) correctly rounded;
+// two layers h = round(gelu(round(fc(h) + b))) with the exact erf GELU; logits = round(out(h));
+// p = round(exp(l - max) * (1 / sum)); biased = p + balancing_biases (fp32); the choice is the
+// torch.topk(biased, 1) index with the CPU kernel's tie rule (below); weight = p[e], 0 for the skip
+// class E. Every fp32 add/multiply goes through vendor::fadd/fmul (never contracted into FMAs), so
+// the only differences from the reference are fp32 summation orders (the MMA dot products and the
+// row reductions) and the last ulp of expf/erff: rare one-step roundings, and routing differences
+// only at near-ties of the top two biased probabilities.
+//
+// Ties: the CPU kernel returns what torch.topk's CPU kernel returns, std::nth_element (libstdc++'s
+// introselect) over (value, index) pairs for fewer than 64 classes and the lowest index among the
+// maxima (std::partial_sort) from 64 on. The kernel finds the maximum and the number of classes
+// that share it with a warp reduction; on an exact tie with fewer than 64 classes, lane 0 runs a
+// port of libstdc++'s introselect (nth_element_first below) on the row, so GPU and CPU pick the
+// same class.
+//
+// Tiling. A block of kWarps (8) warps owns BT tokens. Warp w owns every m tile (BT / 16) and the
+// n tiles w, w + 8, ... of each GEMM output, so its accumulators are BT x 16 x (W / 128) fp32 values.
+//   1. down: [BT, H] x [R, H]^T on mma.cuh, K loop over H in chunks of KD columns: each chunk of x
+//      and of down_weight is staged in shared memory (16-byte loads, zero-filled past the edges).
+//   2. epilogue: + bias (+ EDA with prev_state), rounded into the on-chip activation tile hs
+//      [BT, W + 8] (16-bit); one warp per row then reduces the squares, writes router_state (from
+//      hs, coalesced) and normalises hs in place.
+//   3. fc1, fc2 and out: hs stays resident as the A operand; the weight is streamed through shared
+//      memory in chunks of 16 columns of all its rows; the GELU epilogues write hs again, and the
+//      rounded logits overwrite it.
+//   4. softmax and biased argmax, one warp per row; logits written if asked for.
+//   5. counts: the block's chosen classes in shared memory; one vendor::atomic_add per distinct
+//      class present in the block (the glue zeroes counts).
+// Shared memory: the down phase (x chunk + down_weight chunk) and the MLP phase (hs + weight chunk)
+// reuse one static array; sizes below stay under the 48 KiB static limit of CUDA.
+//   Big   (BT 64, W <= 256, KD 64): 46,080 B + 256 B;  used when ceil(T / 64) fills every SM.
+//   Small (BT 16, W <= 512, KD 32): 42,240 B +  64 B;  decode / small T (more blocks), R or E+1 > 256.
+// W = max(R, E+1) rounded up to 16; columns past R (or E+1) are zeros in every staged tile.
+//
+// Roofline, ZAYA1 sizes (H = 2048, R = 256, E+1 = 17), bf16, T = 8192 tokens per call:
+//   FLOPs: down 2 T H R = 8.59 G; fc1 + fc2 4 T R^2 = 2.15 G; out 2 T R (E+1) = 0.07 G; 10.8 G total.
+//   HBM bytes: x T H 2 = 33.6 MB; weights 1.3 MB; prev_state and router_state T R 2 = 4.2 MB each;
+//   index/weight 49 KB; logits (optional) 0.28 MB: 39-43 MB. On an H100 (~3.0 TB/s measured copy
+//   rate, ~990 TFLOP/s dense bf16) both floors are ~11-14 us: the down GEMM dominates, x bytes set
+//   its floor, and the 2048x256 GEMM alone costs about the same. Goal: <= 1.3x that GEMM alone.
+//   NOT MEASURED: this session had no GPU. Expected shortfalls a GPU run must quantify: each
+//   64-token block streams all of down_weight (1 MB) from L2, 134 MB of L2 reads per call; the
+//   tiles are staged synchronously (cp.async is outside the portable subset, and register double
+//   buffering is not written yet), so global latency is not hidden behind the MMAs.
+//
+// Resources (written without a GPU; re-measure after changing the tiles):
+//   nvcc 13.0 -Xptxas -v, 256-thread blocks: sm_80 Big 116 (fp16) / 123 (bf16) registers, Small 91;
+//     sm_90a Big 115 / 124, Small 89 / 89; 0 spills, 0 stack, smem 46,336 (Big) / 42,304 (Small) B.
+//   tools/check_hip.sh, 512-thread blocks, no scratch or spills, occupancy 2 waves/SIMD:
+//     gfx940 VGPRs Big 80 (bf16) / 82 (fp16), Small 66 / 68; gfx90a Big 88 / 88, Small 74 / 76;
+//     LDS 46,336 / 42,304 B; 72 v_mfma per arch (36 bf16, 36 f16).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "mma.cuh"
+#include "router_launch.h"
+#include "vendor.h"
+
+namespace zaya::kernels::router {
+
+using vendor::fadd;
+using vendor::fmul;
+using vendor::kWarpSize;
+
+inline constexpr int kWarps = 8;  // warps per block (256 threads on CUDA, 512 on CDNA)
+inline constexpr int kPad = 8;    // shared-tile row padding (elements), against bank conflicts
+inline constexpr int kMlpK = 16;  // K chunk of the streamed fc1 / fc2 / out weights
+inline constexpr int kTieScratch = 64;  // classes below which ties need the introselect port
+
+template <int BT, int W, int KD>
+struct Cfg {
+  static constexpr int kTokens = BT;
+  static constexpr int kWidth = W;
+  static constexpr int kDownK = KD;
+  static constexpr int kMT = BT / 16;           // m tiles, all owned by every warp
+  static constexpr int kNT = W / 16 / kWarps;   // n tiles per warp: w, w + kWarps, ...
+  static constexpr int kHld = W + kPad;         // ld of hs [BT, W]
+  static constexpr int kDownElems = (BT + W) * (KD + kPad);
+  static constexpr int kMlpElems = BT * kHld + W * (kMlpK + kPad);
+  static constexpr int kElems = kDownElems > kMlpElems ? kDownElems : kMlpElems;
+  static_assert(BT % 16 == 0 && W % (16 * kWarps) == 0 && KD % 16 == 0);
+  static_assert(kElems * 2 + BT * 4 <= 48 * 1024, "static shared memory is limited to 48 KiB");
+  static_assert(kWarps * kTieScratch * 8 <= W * (kMlpK + kPad) * 2, "tie scratch must fit the weight tile");
+};
+using Big = Cfg<64, 256, 64>;
+using Small = Cfg<16, 512, 32>;
+static_assert(Small::kWidth == kRouterMaxWidth);
+
+// A row-major 16-bit matrix in global memory: rows x (its K) elements, row stride ld.
+struct Mat {
+  const uint16_t* p;
+  int64_t ld;
+  int64_t rows;
+};
+
+// Stages columns [k0, k0 + KC) of rows [0, rows) of g into the shared tile s (ld KC + kPad), with
+// zeros past g.rows and past column K. 16-byte loads where the chunk is whole and aligned.
+template <int KC>
+ZAYA_DEV void stage(uint16_t* s, const Mat& g, int rows, int k0, int K) {
+  constexpr int kChunks = KC / 8;
+  const bool vec = reinterpret_cast<uintptr_t>(g.p) % 16 == 0 && g.ld % 8 == 0;
+  const int total = rows * kChunks;
+  for (int c = static_cast<int>(threadIdx.x); c < total; c += static_cast<int>(blockDim.x)) {
+    const int r = c / kChunks, k = k0 + (c % kChunks) * 8;
+    uint16_t* d = s + r * (KC + kPad) + (c % kChunks) * 8;
+    const bool in = r < g.rows;
+    const uint16_t* src = g.p + (in ? r * g.ld + k : 0);
+    if (in && vec && k + 8 <= K) {
+      *reinterpret_cast<uint4*>(d) = *reinterpret_cast<const uint4*>(src);
+    } else {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) d[e] = in && k + e < K ? src[e] : uint16_t{0};
+    }
+  }
+}
+
+template <class C>
+using Acc = mma::FragC[C::kMT][C::kNT];
+
+template <class C>
+ZAYA_DEV void zero(Acc<C>& acc) {
+#pragma unroll
+  for (int mi = 0; mi < C::kMT; ++mi)
+#pragma unroll
+    for (int j = 0; j < C::kNT; ++j) mma::zero(acc[mi][j]);
+}
+
+// acc += A [BT, K] x B^T, B = w [n_tiles * 16 rows, K] streamed through ws in chunks of KC columns.
+// A is either staged per chunk from global x (kStageA: into a, ld KC + kPad) or resident in shared
+// memory (a, ld a_ld, all K columns). Every thread of the block calls it (it holds barriers); it
+// starts and ends with the tiles free for reuse.
+template <class D, class C, int KC, bool kStageA>
+ZAYA_DEV void block_gemm(Acc<C>& acc, const Mat& w, int n_tiles, int K, const Mat& x, uint16_t* a, int a_ld,
+                         uint16_t* ws) {
+  const int warp = static_cast<int>(threadIdx.x) / kWarpSize, lane = vendor::lane_id();
+  const int kp = (K + 15) / 16 * 16;
+  for (int k0 = 0; k0 < kp; k0 += KC) {
+    stage<KC>(ws, w, n_tiles * 16, k0, K);
+    if constexpr (kStageA) stage<KC>(a, x, C::kTokens, k0, K);
+    __syncthreads();
+    const int kend = kp - k0 < KC ? kp - k0 : KC;
+    for (int kk = 0; kk < kend; kk += 16) {
+      mma::FragA af[C::kMT];
+#pragma unroll
+      for (int mi = 0; mi < C::kMT; ++mi) af[mi] = mma::load_a(a + mi * 16 * a_ld + (kStageA ? kk : k0 + kk), a_ld, lane);
+#pragma unroll
+      for (int j = 0; j < C::kNT; ++j) {
+        const int nt = warp + kWarps * j;
+        if (nt >= n_tiles) continue;  // warp-uniform: the whole warp skips its MMAs
+        const mma::FragB b = mma::load_b_nk(ws + nt * 16 * (KC + kPad) + kk, KC + kPad, lane);
+#pragma unroll
+        for (int mi = 0; mi < C::kMT; ++mi) mma::mma<D>(acc[mi][j], af[mi], b);
+      }
+    }
+    __syncthreads();
+  }
+}
+
+// f(row, col, value) for each accumulator of this warp's n tiles below n_tiles.
+template <class C, class F>
+ZAYA_DEV void for_each_acc(const Acc<C>& acc, int n_tiles, F&& f) {
+  const int warp = static_cast<int>(threadIdx.x) / kWarpSize, lane = vendor::lane_id();
+#pragma unroll
+  for (int j = 0; j < C::kNT; ++j) {
+    const int nt = warp + kWarps * j;
+    if (nt >= n_tiles) continue;
+#pragma unroll
+    for (int mi = 0; mi < C::kMT; ++mi)
+#pragma unroll
+      for (int i = 0; i < mma::kAccum; ++i)
+        f(mi * 16 + mma::c_row(lane, i), nt * 16 + mma::c_col(lane, i), acc[mi][j].x[i]);
+  }
+}
+
+// GELU with the exact erf, in ATen's operation order: x * 0.5 * (1 + erf(x / sqrt(2))).
+ZAYA_DEV float gelu(float v) { return fmul(fmul(v, 0.5f), fadd(1.0f, erff(fmul(v, 0.70710678118654752f)))); }
+
+// torch.topk's order on the CPU: NaN above everything, then larger first.
+ZAYA_DEV bool topk_greater(float x, float y) { return (x != x && !(y != y)) || x > y; }
+
+ZAYA_DEV void swap_pair(float* v, int* id, int a, int b) {
+  const float tv = v[a];
+  v[a] = v[b];
+  v[b] = tv;
+  const int ti = id[a];
+  id[a] = id[b];
+  id[b] = ti;
+}
+
+// The index that std::nth_element(q, q, q + n, topk_greater) leaves in q[0] for the pairs
+// q[i] = (v[i], id[i]): libstdc++'s __introselect with nth = first (so first never moves), its
+// median-of-three pivot, unguarded partition, heap-select fallback and final insertion sort, step
+// for step. v and id are permuted (scratch).
+ZAYA_DEV int nth_element_first(float* v, int* id, int n) {
+  int lg = 0;
+  for (int m = n; m > 1; m >>= 1) ++lg;
+  int depth = 2 * lg, last = n;
+  while (last > 3) {
+    if (depth == 0) {  // __heap_select(first, first + 1, last)
+      for (int i = 1; i < last; ++i)
+        if (topk_greater(v[i], v[0])) swap_pair(v, id, 0, i);
+      return id[0];
+    }
+    --depth;
+    const int a = 1, b = last / 2, c = last - 1;  // __move_median_to_first(first, a, b, c)
+    int m;
+    if (topk_greater(v[a], v[b])) {
+      m = topk_greater(v[b], v[c]) ? b : topk_greater(v[a], v[c]) ? c : a;
+    } else {
+      m = topk_greater(v[a], v[c]) ? a : topk_greater(v[b], v[c]) ? c : b;
+    }
+    swap_pair(v, id, 0, m);
+    int lo = 1, hi = last;  // __unguarded_partition(first + 1, last, first)
+    for (;;) {
+      while (topk_greater(v[lo], v[0])) ++lo;
+      --hi;
+      while (topk_greater(v[0], v[hi])) --hi;
+      if (!(lo < hi)) break;
+      swap_pair(v, id, lo, hi);
+      ++lo;
+    }
+    last = lo;  // the cut is past nth = 0
+  }
+  for (int i = 1; i < last; ++i) {  // __insertion_sort(first, last)
+    const float val = v[i];
+    const int vid = id[i];
+    int k = i;
+    if (topk_greater(val, v[0])) {
+      for (; k > 0; --k) v[k] = v[k - 1], id[k] = id[k - 1];
+    } else {
+      for (; topk_greater(val, v[k - 1]); --k) v[k] = v[k - 1], id[k] = id[k - 1];
+    }
+    v[k] = val;
+    id[k] = vid;
+  }
+  return id[0];
+}
+
+// The running biased maximum of a row: value, lowest index holding it, how many classes hold it,
+// and that class's probability. Merging is commutative, so a butterfly leaves it in every lane.
+struct Best {
+  float v;
+  int i;
+  int c;
+  float p;
+};
+
+// Merges (v, i, c, p) into b, field by field (a struct-valued select put Best in scratch on AMD).
+ZAYA_DEV void merge(Best& b, float v, int i, int c, float p) {
+  const bool take = topk_greater(v, b.v), tie = !take && !topk_greater(b.v, v);
+  const bool replace = take || (tie && i < b.i);
+  b.v = replace ? v : b.v;
+  b.i = replace ? i : b.i;
+  b.p = replace ? p : b.p;
+  b.c = take ? c : tie ? b.c + c : b.c;
+}
+
+template <class D>
+ZAYA_DEV float prob(uint16_t logit, float mx, float inv) {
+  return D::round(fmul(expf(fadd(D::to_float(logit), -mx)), inv));
+}
+
+template <class D, class C>
+__global__ void __launch_bounds__(kWarps * kWarpSize, 1) router_kernel(RouterArgs a) {
+  constexpr int BT = C::kTokens, HLD = C::kHld;
+  __shared__ uint4 smem_raw[(C::kElems * 2 + 15) / 16];
+  __shared__ int cls[BT];
+  uint16_t* const smem = reinterpret_cast<uint16_t*>(smem_raw);
+  uint16_t* const hs = smem;                 // MLP phase: activations [BT, W]
+  uint16_t* const ws = smem + BT * HLD;      // MLP phase: weight chunk [W, kMlpK]
+  uint16_t* const xs = smem;                 // down phase: x chunk [BT, KD]
+  uint16_t* const wds = smem + BT * (C::kDownK + kPad);  // down phase: down_weight chunk [W, KD]
+
+  using S = uint16_t;
+  const int tid = static_cast<int>(threadIdx.x), warp = tid / kWarpSize, lane = vendor::lane_id();
+  const int64_t t0 = static_cast<int64_t>(blockIdx.x) * BT;
+  const int rows = a.tokens - t0 < BT ? static_cast<int>(a.tokens - t0) : BT;
+  const int R = a.router_dim, E1 = a.classes;
+  const int r_tiles = (R + 15) / 16, e_tiles = (E1 + 15) / 16;
+  const int H = static_cast<int>(a.hidden);
+  const auto f = [](S v) { return D::to_float(v); };
+
+  Acc<C> acc;
+
+  // 1-2. rho = down(x) + b (+ round(prev * scale)): router_state; then RMSNorm in place.
+  zero<C>(acc);
+  const Mat x{static_cast<const S*>(a.x) + t0 * a.x_row_stride, a.x_row_stride, rows};
+  block_gemm<D, C, C::kDownK, true>(acc, Mat{static_cast<const S*>(a.down_weight), a.hidden, R}, r_tiles, H, x,
+                                    xs, C::kDownK + kPad, wds);
+  {
+    const S* bias = static_cast<const S*>(a.down_bias);
+    const S* prev = static_cast<const S*>(a.prev_state);
+    const S* scale = static_cast<const S*>(a.states_scale);
+    for_each_acc<C>(acc, r_tiles, [&](int row, int col, float v) {
+      float r = 0.f;
+      if (col < R) {
+        r = D::round(fadd(v, f(bias[col])));
+        if (prev != nullptr && row < rows) {
+          const float eda = D::round(fmul(f(prev[(t0 + row) * a.prev_row_stride + col]), f(scale[col])));
+          r = D::round(fadd(r, eda));
+        }
+      }
+      hs[row * HLD + col] = D::from_float(r);
+    });
+  }
+  __syncthreads();
+  {
+    const S* nw = static_cast<const S*>(a.norm_weight);
+    S* state = static_cast<S*>(a.router_state);
+    for (int row = warp; row < BT; row += kWarps) {
+      S* hr = hs + row * HLD;
+      float ss = 0.f;
+      for (int j = lane; j < R; j += kWarpSize) ss = fadd(ss, fmul(f(hr[j]), f(hr[j])));
+      for (int off = kWarpSize / 2; off > 0; off >>= 1) ss = fadd(ss, vendor::shfl_xor(ss, off));
+      const float inv = vendor::fdiv(1.0f, vendor::sqrt_rn(fadd(vendor::fdiv(ss, static_cast<float>(R)), a.eps)));
+      for (int j = lane; j < R; j += kWarpSize) {
+        const S s = hr[j];
+        if (row < rows) state[(t0 + row) * R + j] = s;
+        hr[j] = D::from_float(fmul(f(nw[j]), D::round(fmul(f(s), inv))));
+      }
+    }
+  }
+  __syncthreads();
+
+  // 3. Two hidden layers round(gelu(round(fc(h) + b))), then the logits round(out(h)).
+  for (int layer = 0; layer < 2; ++layer) {
+    const S* w = static_cast<const S*>(layer == 0 ? a.fc1_weight : a.fc2_weight);
+    const S* bias = static_cast<const S*>(layer == 0 ? a.fc1_bias : a.fc2_bias);
+    zero<C>(acc);
+    block_gemm<D, C, kMlpK, false>(acc, Mat{w, R, R}, r_tiles, R, Mat{}, hs, HLD, ws);
+    for_each_acc<C>(acc, r_tiles, [&](int row, int col, float v) {
+      hs[row * HLD + col] = D::from_float(col < R ? gelu(D::round(fadd(v, f(bias[col])))) : 0.f);
+    });
+    __syncthreads();
+  }
+  zero<C>(acc);
+  block_gemm<D, C, kMlpK, false>(acc, Mat{static_cast<const S*>(a.out_weight), R, E1}, e_tiles, R, Mat{}, hs,
+                                 HLD, ws);
+  for_each_acc<C>(acc, e_tiles, [&](int row, int col, float v) {
+    if (col < E1) hs[row * HLD + col] = D::from_float(v);
+  });
+  __syncthreads();
+
+  // 4. Softmax, biased argmax with the CPU tie rule, weight; one warp per row.
+  {
+    S* logits = static_cast<S*>(a.logits);
+    const float* bal = a.balancing_biases;
+    float* tie_v = reinterpret_cast<float*>(ws) + warp * 2 * kTieScratch;  // free since the out GEMM
+    int* tie_i = reinterpret_cast<int*>(tie_v + kTieScratch);
+    for (int row = warp; row < BT; row += kWarps) {
+      const S* lr = hs + row * HLD;
+      const bool valid = row < rows;
+      float mx = -INFINITY;
+      for (int j = lane; j < E1; j += kWarpSize) {
+        mx = fmaxf(mx, f(lr[j]));
+        if (valid && logits != nullptr) logits[(t0 + row) * E1 + j] = lr[j];
+      }
+      for (int off = kWarpSize / 2; off > 0; off >>= 1) mx = fmaxf(mx, vendor::shfl_xor(mx, off));
+      float sum = 0.f;
+      for (int j = lane; j < E1; j += kWarpSize) sum = fadd(sum, expf(fadd(f(lr[j]), -mx)));
+      for (int off = kWarpSize / 2; off > 0; off >>= 1) sum = fadd(sum, vendor::shfl_xor(sum, off));
+      const float inv = vendor::fdiv(1.0f, sum);  // ATen's softmax multiplies by the reciprocal
+      Best best{-INFINITY, 0x7fffffff, 0, 0.f};
+      for (int j = lane; j < E1; j += kWarpSize) {
+        const float p = prob<D>(lr[j], mx, inv);
+        merge(best, fadd(p, bal[j]), j, 1, p);
+      }
+      for (int off = kWarpSize / 2; off > 0; off >>= 1) {
+        const int src = lane ^ off;
+        const float ov = vendor::shfl_xor(best.v, off), op = vendor::shfl_xor(best.p, off);
+        const int oi = vendor::shfl(best.i, src), oc = vendor::shfl(best.c, src);
+        merge(best, ov, oi, oc, op);
+      }
+      if (lane == 0 && valid) {
+        int e = best.i;
+        float p = best.p;
+        if (best.c > 1 && E1 < kTieScratch) {  // an exact tie: the CPU kernel's nth_element
+          for (int j = 0; j < E1; ++j) {
+            tie_v[j] = fadd(prob<D>(lr[j], mx, inv), bal[j]);
+            tie_i[j] = j;
+          }
+          e = nth_element_first(tie_v, tie_i, E1);
+          p = prob<D>(lr[e], mx, inv);
+        }
+        a.expert_index[t0 + row] = e;
+        static_cast<S*>(a.expert_weight)[t0 + row] = D::from_float(e == E1 - 1 ? 0.f : p);
+        cls[row] = e;
+      }
+    }
+  }
+  __syncthreads();
+
+  // 5. counts: the first token of each class in the block adds the block's count of that class.
+  if (tid < rows) {
+    const int e = cls[tid];
+    bool first = true;
+    for (int r = 0; r < tid; ++r) first = first && cls[r] != e;
+    if (first) {
+      int n = 0;
+      for (int r = tid; r < rows; ++r) n += cls[r] == e;
+      vendor::atomic_add(a.counts + e, n);
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Launcher
+// ------------------------------------------------------------------------------------------------
+
+template <class D, class C>
+const char* launch_cfg(const RouterArgs& a, int warp, vendor::stream_t stream) {
+  const int64_t blocks = (a.tokens + C::kTokens - 1) / C::kTokens;
+  return vendor::launch(&router_kernel<D, C>, dim3(static_cast<unsigned>(blocks)),
+                        dim3(static_cast<unsigned>(kWarps * warp)), 0, stream, a);
+}
+
+inline const char* launch_router_impl(const RouterArgs& a, vendor::stream_t stream) {
+  if (a.dtype == DType::F32) return "zaya router: the GPU kernel takes bfloat16 or float16 (fp32 runs on the CPU)";
+  if (a.router_dim < 1 || a.classes < 2 || a.hidden < 0 || a.tokens < 0)
+    return "zaya router: need router_dim >= 1, classes >= 2, hidden >= 0, tokens >= 0";
+  const int64_t width = (static_cast<int64_t>(a.router_dim > a.classes ? a.router_dim : a.classes) + 15) / 16 * 16;
+  if (width > kRouterMaxWidth) return "zaya router: max(router_dim, classes) exceeds kRouterMaxWidth";
+  if (a.hidden > INT32_MAX) return "zaya router: hidden exceeds the kernel's 32-bit column index";
+  if (a.tokens == 0) return nullptr;
+  int dev = 0, sms = 0, warp = 0;
+  vendor::error_t e = vendor::get_device(&dev);
+  if (e == vendor::kSuccess) e = vendor::sm_count(&sms, dev);
+  if (e == vendor::kSuccess) e = vendor::warp_size(&warp, dev);
+  if (e != vendor::kSuccess) return vendor::error_string(e);
+  // Big tiles (each block streams down_weight once for 64 tokens) when they still fill every SM;
+  // else 16-token tiles, 4x the blocks (decode, small batches).
+  const bool big = width <= Big::kWidth && (a.tokens + Big::kTokens - 1) / Big::kTokens >= sms;
+  if (a.dtype == DType::BF16)
+    return big ? launch_cfg<dtype::BF16, Big>(a, warp, stream) : launch_cfg<dtype::BF16, Small>(a, warp, stream);
+  return big ? launch_cfg<dtype::F16, Big>(a, warp, stream) : launch_cfg<dtype::F16, Small>(a, warp, stream);
+}
+
+}  // namespace zaya::kernels::router

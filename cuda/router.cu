@@ -1,0 +1,11 @@
+// CUDA entry of the zaya::router kernel: the body is in csrc/kernels/router.cuh (shared with
+// hip/router.hip); this file only instantiates the launch contract of router_launch.h.
+#include "../csrc/kernels/router.cuh"
+
+namespace zaya::kernels {
+
+const char* launch_router(const RouterArgs& args, void* stream) {
+  return router::launch_router_impl(args, static_cast<vendor::stream_t>(stream));
+}
+
+}  // namespace zaya::kernels
