@@ -28,9 +28,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> router_gp
   check_device(op, "x", x_in);
   zaya::checks::check_router_args(x_in, prev_state, down_weight, down_bias, states_scale, norm_weight, fc1_weight,
                                   fc1_bias, fc2_weight, fc2_bias, out_weight, balancing_biases, eps);
-  TORCH_CHECK_TYPE(x_in.scalar_type() != at::kFloat, op,
-                   ": x has dtype float32; the CUDA/HIP kernel takes bfloat16 or float16 (float32 runs on the "
-                   "CPU kernel or in zaya_ops.reference.router)");
+  // Valid inputs outside the kernel's coverage: NotImplementedError, so callers can fall back.
+  TORCH_CHECK_NOT_IMPLEMENTED(x_in.scalar_type() != at::kFloat, op,
+                              ": x has dtype float32; the CUDA/HIP kernel takes bfloat16 or float16 (float32 "
+                              "runs on the CPU kernel or in zaya_ops.reference.router)");
   const int64_t T = x_in.size(0), H = x_in.size(1), R = down_weight.size(0), E1 = out_weight.size(0);
   TORCH_CHECK_NOT_IMPLEMENTED(std::max(R, E1) <= zaya::kernels::kRouterMaxWidth, op,
                               ": the CUDA/HIP kernel keeps R and E+1 on chip up to ",
