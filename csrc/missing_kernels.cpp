@@ -25,7 +25,6 @@ constexpr char kGpu[] = "CUDA/HIP";
 #if defined(ZAYA_WITH_CUDA) || defined(ZAYA_WITH_HIP)
 TORCH_LIBRARY_IMPL(zaya, CUDA, m) {
   ZAYA_MISSING(m, "cca_qkv", kGpu);
-  ZAYA_MISSING(m, "cca_attention", kGpu);
   ZAYA_MISSING(m, "router", kGpu);
   ZAYA_MISSING(m, "moe_top1", kGpu);
 }

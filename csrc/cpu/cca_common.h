@@ -12,6 +12,8 @@
 #include <cstring>
 #include <vector>
 
+#include "cca_checks.h"
+
 // torch's CPU build exports its BLAS's Fortran sgemm_ (MKL, or OpenBLAS through its dependency).
 // Declared weak so that a torch without it still loads us; gemm_f32 then falls back to at::mm.
 extern "C" void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
@@ -186,19 +188,7 @@ void dispatch_float(at::ScalarType dt, F&& f) {
 
 // --- host-side index tensors ---------------------------------------------------------------------
 
-// The values of a small int32/int64 index tensor, row-major, as int64.
-inline std::vector<int64_t> host_ints(const at::Tensor& t) {
-  auto c = t.contiguous();
-  std::vector<int64_t> out(c.numel());
-  if (c.scalar_type() == at::kInt) {
-    const int32_t* p = c.data_ptr<int32_t>();
-    for (size_t i = 0; i < out.size(); ++i) out[i] = p[i];
-  } else {
-    const int64_t* p = c.data_ptr<int64_t>();
-    for (size_t i = 0; i < out.size(); ++i) out[i] = p[i];
-  }
-  return out;
-}
+using checks::host_ints;
 
 inline void check_cpu(const char* name, const at::Tensor& t) {
   TORCH_CHECK_VALUE(t.device().is_cpu(), name, " must be a CPU tensor, got ", t.device());
@@ -206,8 +196,7 @@ inline void check_cpu(const char* name, const at::Tensor& t) {
 
 inline void check_index(const char* name, const at::Tensor& t, at::ScalarType dt, int64_t ndim) {
   check_cpu(name, t);
-  TORCH_CHECK_TYPE(t.scalar_type() == dt, name, " must have dtype ", dt, ", got ", t.scalar_type());
-  TORCH_CHECK_VALUE(t.dim() == ndim, name, " must be ", ndim, "-D, got shape ", t.sizes());
+  checks::check_index_tensor(name, t, dt, ndim);
 }
 
 inline void check_float(const char* name, const at::Tensor& t, at::ScalarType dt, at::IntArrayRef shape) {
@@ -217,18 +206,10 @@ inline void check_float(const char* name, const at::Tensor& t, at::ScalarType dt
   TORCH_CHECK_VALUE(t.sizes() == shape, name, " must have shape ", shape, ", got ", t.sizes());
 }
 
-// Validated cu_seqlens: cu[0] = 0, non-decreasing, cu[B] = T.
+// Validated cu_seqlens values of a CPU tensor.
 inline std::vector<int64_t> checked_cu_seqlens(const char* name, const at::Tensor& cu_t, int64_t T) {
-  check_index(name, cu_t, at::kInt, 1);
-  TORCH_CHECK_VALUE(cu_t.size(0) >= 2, name, " must hold at least two entries (one sequence)");
-  auto cu = host_ints(cu_t);
-  TORCH_CHECK_VALUE(cu[0] == 0, name, "[0] must be 0, got ", cu[0]);
-  for (size_t b = 1; b < cu.size(); ++b) {
-    TORCH_CHECK_VALUE(cu[b] >= cu[b - 1], name, " must be non-decreasing, but ", name, "[", b, "] = ", cu[b],
-                      " < ", name, "[", b - 1, "] = ", cu[b - 1]);
-  }
-  TORCH_CHECK_VALUE(cu.back() == T, name, "[-1] must equal the number of tokens ", T, ", got ", cu.back());
-  return cu;
+  check_cpu(name, cu_t);
+  return checks::checked_cu_seqlens(name, cu_t, T);
 }
 
 }  // namespace zaya::cpu

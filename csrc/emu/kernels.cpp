@@ -2,3 +2,4 @@
 // Each cuda/*.cu is a thin instantiation of a portable kernel header, so including it here runs the
 // very code nvcc and hip-clang build.
 #include "../../cuda/norms.cu"
+#include "../../cuda/cca_attention.cu"
