@@ -35,16 +35,21 @@
 //
 // Roofline (per call, causal, nq query heads, nkv KV heads, head dim D, 2-byte dtype):
 //   prefill of T new tokens with no context: FLOPs = 4 * T^2 / 2 * D * nq (QK^T and PV, causal half);
-//     ZAYA1 (nq 8, D 128) at T = 4096: 34.4 GFLOP, ~0.035 ms at ~990 dense bf16 TFLOP/s (H100 SXM).
+//     ZAYA1 (nq 8, D 128) at T = 4096: 34.4 GFLOP, a floor of ~0.035 ms at ~990 dense bf16 TFLOP/s (H100 SXM).
 //     Bytes: Q + out (T nq D 2 each) + K/V (T nkv D 2 each, re-read per query tile from L2) ~ 21 MB
 //     at T = 4096: compute-bound; the kernel re-reads each K/V tile once per (query tile, KV head).
 //   decode, B sequences of L cached keys: bytes = 2 * B * L * nkv * D * 2 (K and V, read once per
-//     KV head and shared by its g query heads) + q/out; FLOPs = 4 * B * L * nq * D (AI = g / 2 = 2
-//     FLOP/B for ZAYA1: bandwidth-bound). B = 64, L = 4096: 268 MB, ~0.08 ms at ~3.3 TB/s.
-// None of these timings was measured: written without a GPU.
+//     KV head and shared by its g query heads) + q/out; FLOPs = 4 * B * L * nq * D (AI = g = 4
+//     FLOP/B for ZAYA1: bandwidth-bound). B = 64, L = 4096: 268 MB, a floor of ~0.08 ms at ~3.3 TB/s.
+// These are roofline floors from datasheet rates, not measurements (written without a GPU).
 //
-// HIP resources (tools/check_hip.sh): see the table at the end of this comment block.
-//   (filled in below from check_hip.sh)
+// Resources (bf16; fp16 within a few registers). nvcc 13 -Xptxas -v, sm_80 and sm_90a, no spills:
+//   fwd D=64: 127/128 registers, D=128: 128, D=256: 217/222; combine: 32.
+// hip-clang 16 (tools/check_hip.sh), bf16, no scratch or spills, occupancy in waves per SIMD:
+//   gfx940: fwd D=64 164 VGPR + 16 AGPR, D=128 172 + 8, D=256 201 + 4; gfx90a: 163 + 16, 171 + 28,
+//   202 + 40; all occupancy 1, bound by LDS (36-39 KiB per block of CDNA's 64 KiB per CU); combine
+//   24 VGPR, occupancy 8. 192 v_mfma instructions in each arch's ISA.
+//   Next step on AMD: keep Q in registers (D <= 128) to halve the LDS and allow two blocks per CU.
 #pragma once
 
 #include <cmath>
@@ -88,16 +93,16 @@ ZAYA_DEV uint4 nan_chunk() {  // eight NaNs of dtype T
 // outside the table or the cache reads as NaN (see cca_attention_launch.h).
 template <class T, int D>
 ZAYA_DEV void load_kv(uint16_t* Ks, uint16_t* Vs, const CcaAttentionArgs& a, const int32_t* table_row, int64_t j,
-                      int64_t k0, int64_t kend) {
+                      int k0, int kend) {
   using C = Cfg<D>;
   const uint16_t* kc = static_cast<const uint16_t*>(a.k_cache);
   const uint16_t* vc = static_cast<const uint16_t*>(a.v_cache);
   for (int c = static_cast<int>(threadIdx.x); c < C::kBK * C::kChunks; c += C::kThreads) {
     const int r = c / C::kChunks, ch = c % C::kChunks;
-    const int64_t pos = k0 + r;
+    const int pos = k0 + r;  // key positions are int32 (seqused_k)
     uint4 kv = {0u, 0u, 0u, 0u}, vv = {0u, 0u, 0u, 0u};
     if (pos < kend) {
-      const int64_t col = pos / a.block_size, off = pos % a.block_size;
+      const int bs = static_cast<int>(a.block_size), col = pos / bs, off = pos % bs;
       const int64_t blk = col < a.table_cols ? table_row[col] : -1;
       if (blk >= 0 && blk < a.num_blocks) {
         kv = *reinterpret_cast<const uint4*>(kc + blk * a.k_stride[0] + off * a.k_stride[1] + j * a.k_stride[2] +
@@ -132,14 +137,15 @@ __global__ void __launch_bounds__(Cfg<D>::kThreads)
   const int64_t g = a.nq / a.nkv;
   const int64_t tile = tiles - 1 - static_cast<int64_t>(blockIdx.x);  // costliest first
   const int64_t j = blockIdx.y % a.nkv, split = blockIdx.y / a.nkv, b = blockIdx.z;
-  const int64_t cu0 = a.cu_seqlens_q[b], n = a.cu_seqlens_q[b + 1] - cu0, L = a.seqused_k[b];
+  const int cu0 = a.cu_seqlens_q[b], n = a.cu_seqlens_q[b + 1] - cu0, L = a.seqused_k[b];
   const int64_t R0 = tile * C::kM;
-  if (R0 >= n * g) return;  // the whole block, before any barrier
-  const int64_t rows = n * g;
+  if (R0 >= int64_t{n} * g) return;  // the whole block, before any barrier
+  const int64_t rows = int64_t{n} * g;
   const int64_t i_hi = (R0 + C::kM - 1 < rows ? R0 + C::kM - 1 : rows - 1) / g;
-  const int64_t key_end = L - n + i_hi + 1;  // keys the block's last query sees
-  const int64_t kb = split * keys_per_split;
-  const int64_t ke = key_end < kb + keys_per_split ? key_end : kb + keys_per_split;
+  const int key_end = static_cast<int>(L - n + i_hi + 1);  // keys the block's last query sees
+  const int64_t kb64 = split * keys_per_split;
+  const int kb = static_cast<int>(kb64);
+  const int ke = kb64 >= key_end ? kb : key_end < kb64 + keys_per_split ? key_end : static_cast<int>(kb64 + keys_per_split);
   const int32_t* table_row = a.block_table + b * a.table_cols;
 
   // Q rows (zeros past the sequence's end).
@@ -154,11 +160,11 @@ __global__ void __launch_bounds__(Cfg<D>::kThreads)
   }
 
   // This lane's rows: their query positions (-1: past the sequence's end, sees no key).
-  int64_t qpos[kR];
+  int qpos[kR];
 #pragma unroll
   for (int s = 0; s < kR; ++s) {
     const int64_t R = R0 + warp * 16 + mma::slot_row(lane, s);
-    qpos[s] = R < rows ? L - n + R / g : -1;
+    qpos[s] = R < rows ? static_cast<int>(L - n + R / g) : -1;
   }
   const bool active = R0 + warp * 16 < rows;  // warp-uniform
   const float scale_log2 = a.scale * kLog2e;
@@ -172,7 +178,7 @@ __global__ void __launch_bounds__(Cfg<D>::kThreads)
   uint16_t* Pw = Ps + warp * 16 * C::kLdP;
   uint16_t* Qw = Qs + warp * 16 * C::kLd;
 
-  for (int64_t k0 = kb; k0 < ke; k0 += C::kBK) {
+  for (int k0 = kb; k0 < ke; k0 += C::kBK) {
     __syncthreads();  // the previous tile's K, V and P are consumed (and Q is written, first time)
     load_kv<T, D>(Ks, Vs, a, table_row, j, k0, ke);
     __syncthreads();
@@ -196,7 +202,7 @@ __global__ void __launch_bounds__(Cfg<D>::kThreads)
 #pragma unroll
         for (int i = 0; i < mma::kAccum; ++i) {
           const int s = mma::c_slot(i);
-          const int64_t kpos = k0 + nt * 16 + mma::c_col(lane, i);
+          const int kpos = k0 + nt * 16 + mma::c_col(lane, i);
           const float x = kpos <= qpos[s] && kpos < ke ? sc[nt].x[i] * scale_log2 : -INFINITY;
           sc[nt].x[i] = x;
           mx[s] = fmaxf(mx[s], x);
