@@ -145,7 +145,8 @@ __global__ void __launch_bounds__(Cfg<D>::kThreads)
   const int key_end = static_cast<int>(L - n + i_hi + 1);  // keys the block's last query sees
   const int64_t kb64 = split * keys_per_split;
   const int kb = static_cast<int>(kb64);
-  const int ke = kb64 >= key_end ? kb : key_end < kb64 + keys_per_split ? key_end : static_cast<int>(kb64 + keys_per_split);
+  const int64_t split_end = kb64 + keys_per_split;
+  const int ke = kb64 >= key_end ? kb : key_end < split_end ? key_end : static_cast<int>(split_end);
   const int32_t* table_row = a.block_table + b * a.table_cols;
 
   // Q rows (zeros past the sequence's end).
