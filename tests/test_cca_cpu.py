@@ -1,11 +1,15 @@
-"""CPU kernels of cca_qkv and cca_attention against zaya_ops.reference.
+"""cca_qkv (CPU kernel) and cca_attention (every kernel target: CPU, CUDA/HIP, the SIMT emulators)
+against zaya_ops.reference.
 
 cca_qkv reproduces the reference's rounding points, so in bf16/fp16 its outputs agree bit for bit
 except for rare 1-ulp flips (the grouped conv's fp32 sums run in another order than PyTorch's conv):
 we ask for >= 99.8% identical elements and every element within two ulps. Values
 and states are copies and must be identical. cca_attention computes scores in fp32 where the
 reference computes them in the param dtype, so it is held to FlashAttention's rule: its error
-against the reference run on fp32-cast inputs is at most twice the reference's own error.
+against the reference run on fp32-cast inputs is at most twice the reference's own error. The GPU
+kernel takes bf16/fp16 and head dims 64, 128 and 256: fp32 inputs and other head dims must raise a
+clear error there. The emulated targets run ~1e6-1e7 GPU-thread instructions a second, so their
+1000-token cases use smaller heads than the CPU's.
 """
 
 from __future__ import annotations
@@ -148,21 +152,49 @@ def test_qkv_strided_inputs(dt):
     check_strided_qkv(qkv_args((5, 19, 1), "q8kv2d128", DTYPES[dt], seed=2), DTYPES[dt])
 
 
-# --- cca_attention: FlashAttention's accuracy rule ---------------------------------------------------
+# --- cca_attention: FlashAttention's accuracy rule, on every kernel target ---------------------------
 
-def attn_args(seq_lens, cached, heads, dtype, seed=0, block_size=16, q_scale=1.0):
+GPU_HEAD_DIMS = (64, 128, 256)
+
+
+@pytest.fixture
+def target(kernel_device, request) -> tuple[str, str]:
+    """(kernel target name, device of its tensors): see conftest.KERNEL_TARGETS."""
+    return request.node.callspec.params["kernel_device"], kernel_device
+
+
+def is_gpu(target) -> bool:
+    return target[0] != "cpu"
+
+
+def is_emulated(target) -> bool:
+    return target[0].startswith("emu")
+
+
+def attn_args(seq_lens, cached, heads, dtype, seed=0, block_size=16, q_scale=1.0, device="cpu"):
     nq, nkv, D = HEADS[heads][:3] if isinstance(heads, str) else heads
     shape = samples.SampleShape(seq_lens=tuple(seq_lens), nq=nq, nkv=nkv, head_dim=D, block_size=block_size)
-    kw = samples.cca_attention_args(shape, dtype=dtype, seed=seed, cached=tuple(cached))
+    kw = samples.cca_attention_args(shape, dtype=dtype, seed=seed, cached=tuple(cached), device=device)
     kw["q"] = (kw["q"].float() * q_scale).to(dtype)
     return kw
 
 
-def check_attention(kw, dtype):
+def check_attention(kw, dtype, target=("cpu", "cpu")):
+    """The kernel of `target` against the reference; on GPU targets, fp32 and unsupported head dims must
+    raise errors that say so instead."""
+    if is_gpu(target) and dtype == torch.float32:
+        with pytest.raises(TypeError, match=r"\bq\b.*float32.*CPU kernel or zaya_ops.reference"):
+            ops.cca_attention(**kw)
+        return
+    if is_gpu(target) and kw["q"].shape[2] not in GPU_HEAD_DIMS:
+        with pytest.raises(NotImplementedError, match=r"head dim .*64, 128 or 256"):
+            ops.cca_attention(**kw)
+        return
     out, lse = ops.cca_attention(**kw)
     f32 = {k: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in kw.items()}
     out32, lse32 = reference(ref.cca_attention)(**f32)
     assert out.dtype == dtype and lse.dtype == torch.float32
+    assert out.shape == out32.shape and lse.shape == lse32.shape
     if dtype == torch.float32:
         torch.testing.assert_close(out, out32, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(lse, lse32, rtol=1e-5, atol=1e-5)
@@ -175,25 +207,114 @@ def check_attention(kw, dtype):
 
 
 @pytest.mark.parametrize("dt", DTYPES)
-def test_attention_prefill_mixed_lengths(dt):
-    """Lengths 1, 7, 128, 129 and 1000 in one batch (ZAYA1 heads), some after cached context."""
-    kw = attn_args((1, 7, 128, 129, 1000), (0, 0, 5, 0, 0), "q8kv2d128", DTYPES[dt], seed=3)
-    check_attention(kw, DTYPES[dt])
+def test_attention_prefill_mixed_lengths(dt, target):
+    """Lengths 1, 7, 128, 129 (and 1000 but on the slow emulators) in one batch (ZAYA1 heads), some after
+    cached context."""
+    lens, cached = (1, 7, 128, 129, 1000), (0, 0, 5, 0, 0)
+    if is_emulated(target):
+        lens, cached = lens[:-1], cached[:-1]
+    kw = attn_args(lens, cached, "q8kv2d128", DTYPES[dt], seed=3, device=target[1])
+    check_attention(kw, DTYPES[dt], target)
+
+
+def test_attention_long_prefill(target):
+    """One 1000-token prefill with small heads: 63 query tiles, the costliest launched first."""
+    kw = attn_args((1000,), (0,), (2, 1, 64), torch.bfloat16, seed=10, device=target[1])
+    check_attention(kw, torch.bfloat16, target)
 
 
 @pytest.mark.parametrize("dt", DTYPES)
 @pytest.mark.parametrize("heads", ["q4kv4d64", "q8kv1d256", "q2kv1d32"])
-def test_attention_heads(dt, heads):
-    kw = attn_args((1, 7, 128, 129), (0, 3, 0, 200), heads, DTYPES[dt], seed=4, q_scale=3.0)
-    check_attention(kw, DTYPES[dt])
+def test_attention_heads(dt, heads, target):
+    kw = attn_args((1, 7, 128, 129), (0, 3, 0, 200), heads, DTYPES[dt], seed=4, q_scale=3.0, device=target[1])
+    check_attention(kw, DTYPES[dt], target)
 
 
 @pytest.mark.parametrize("dt", DTYPES)
 @pytest.mark.parametrize("heads", HEADS)
-def test_attention_decode(dt, heads):
+def test_attention_decode(dt, heads, target):
     """One query per sequence after 1, 7, 128, 129 and 1000 cached tokens (an empty sequence too)."""
-    kw = attn_args((1, 1, 1, 1, 0, 1), (0, 6, 127, 128, 9, 999), heads, DTYPES[dt], seed=5, block_size=32)
-    check_attention(kw, DTYPES[dt])
+    kw = attn_args((1, 1, 1, 1, 0, 1), (0, 6, 127, 128, 9, 999), heads, DTYPES[dt], seed=5, block_size=32,
+                   device=target[1])
+    check_attention(kw, DTYPES[dt], target)
+
+
+@pytest.mark.parametrize("dt", ["bf16", "fp16"])
+@pytest.mark.parametrize("heads,lens,cached,block_size", [  # (B x nkv x query tiles) = 2 blocks each
+    ("q8kv2d128", (1,), (999,), 16),         # ZAYA1 decode of one sequence
+    ("q8kv1d256", (1, 1), (1000, 129), 64),  # the short sequence leaves the later splits empty
+    ((4, 1, 64), (3, 2), (500, 20), 128),    # a few queries per sequence (speculative decoding)
+])
+def test_attention_few_blocks_split_keys(dt, heads, lens, cached, block_size, target):
+    """Too few (sequence, KV head) blocks to fill the GPU (the emulator reports 4 SMs): the GPU kernel
+    splits the key axis over blocks and merges the splits (flash-decoding)."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[dt]
+    kw = attn_args(lens, cached, heads, dtype, seed=11, block_size=block_size, device=target[1])
+    check_attention(kw, dtype, target)
+
+
+def test_attention_bounds_larger_than_needed(target):
+    """max_seqlen_q/k are upper bounds (static shapes for decode): larger ones change nothing that matters."""
+    kw = attn_args((1, 5), (40, 3), "q8kv2d128", torch.bfloat16, seed=12, device=target[1])
+    out, lse = ops.cca_attention(**kw)
+    out2, lse2 = ops.cca_attention(**{**kw, "max_seqlen_q": 40, "max_seqlen_k": 700})
+    assert_rounded_close(out2, out, torch.bfloat16, min_exact=0.99)
+    torch.testing.assert_close(lse2, lse, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_strided_inputs(target):
+    """q as a head view of a fused projection and the caches as views of one [blocks, 2, ...] KV tensor
+    (used in place), and q at an odd address (copied): the results of contiguous inputs."""
+    dtype, dev = torch.bfloat16, target[1]
+    kw = attn_args((5, 19, 1), (0, 4, 30), "q8kv2d128", dtype, seed=2, device=dev)
+    T, nq, D = kw["q"].shape
+    fused = torch.cat([kw["q"].reshape(T, nq * D), torch.zeros(T, 4 * D, dtype=dtype, device=dev)], dim=1)
+    kv = torch.stack([kw["k_cache"], kw["v_cache"]], dim=1)
+    odd = torch.empty(T * nq * D + 1, dtype=dtype, device=dev)[1:].view(T, nq, D)
+    odd.copy_(kw["q"])
+    want_out, want_lse = ops.cca_attention(**kw)
+    views = [(fused[:, :nq * D].view(T, nq, D), kv[:, 0], kv[:, 1]), (odd, kw["k_cache"], kw["v_cache"])]
+    assert not views[0][0].is_contiguous() and not views[0][1].is_contiguous() and odd.data_ptr() % 16
+    for q, k_cache, v_cache in views:
+        out, lse = ops.cca_attention(**{**kw, "q": q, "k_cache": k_cache, "v_cache": v_cache})
+        assert torch.equal(out, want_out) and torch.equal(lse, want_lse)
+
+
+def test_attention_fp16(target):
+    kw = attn_args((1, 7, 129), (300, 0, 2), "q4kv4d64", torch.float16, seed=8, device=target[1])
+    check_attention(kw, torch.float16, target)
+
+
+@pytest.mark.parametrize("D", [8, 40, 300])
+def test_attention_odd_head_dims(D, target):
+    """Head dims that are not multiples of the 8-wide vectors or the tile sizes (CPU: fp32, tight); the
+    GPU kernel refuses them (NotImplementedError)."""
+    dtype = torch.bfloat16 if is_gpu(target) else torch.float32
+    check_attention(attn_args((3, 130), (0, 40), (2, 1, D), dtype, seed=9, device=target[1]), dtype, target)
+
+
+def test_attention_prefill_then_decode_equals_one_prefill(target):
+    """Three sequences: a chunk of prefill, then one token at a time, against one prefill of everything
+    over the same cache (seqused_k and the causal mask hide the later tokens' keys)."""
+    dtype, dev, lengths, prefill = torch.bfloat16, target[1], (37, 20, 9), (30, 12, 1)
+    kw = attn_args(lengths, (0, 0, 0), "q8kv2d128", dtype, seed=13, device=dev)
+    starts = [0, *torch.tensor(lengths).cumsum(0).tolist()[:-1]]
+    full_out, full_lse = ops.cca_attention(**kw)
+
+    def step(spans):
+        rows = torch.cat([torch.arange(s0 + a, s0 + b) for s0, (a, b) in zip(starts, spans)]).to(dev)
+        cu = torch.tensor([0] + [b - a for a, b in spans], device=dev).cumsum(0).to(torch.int32)
+        used = torch.tensor([b for _, b in spans], dtype=torch.int32, device=dev)
+        out, lse = ops.cca_attention(kw["q"][rows], kw["k_cache"], kw["v_cache"], cu, used, kw["block_table"])
+        assert_rounded_close(out, full_out[rows], dtype, min_exact=0.99)
+        torch.testing.assert_close(lse, full_lse[:, rows], rtol=1e-5, atol=1e-5)
+
+    step([(0, p) for p in prefill])
+    pos = list(prefill)
+    while any(p < n for p, n in zip(pos, lengths)):
+        spans = [(p, min(p + 1, n)) for p, n in zip(pos, lengths)]
+        step(spans)
+        pos = [b for _, b in spans]
 
 
 # --- prefill then decode == one long prefill, through both ops ---------------------------------------
@@ -236,6 +357,7 @@ def _step(proj, params, table, state, slots, block_size, spans):
 @pytest.mark.parametrize("dt", DTYPES)
 @pytest.mark.parametrize("heads", ["q8kv2d128", "q2kv1d32"])
 def test_prefill_then_decode_equals_one_prefill(dt, heads):
+    """Through cca_qkv and cca_attention (CPU kernels)."""
     dtype = DTYPES[dt]
     lengths, prefill = (37, 20, 9), (30, 12, 1)
     proj, params, table, state, slots, bs = _stream(lengths, heads, dtype, seed=6)
@@ -276,17 +398,9 @@ def test_prefill_then_decode_equals_one_prefill(dt, heads):
     torch.testing.assert_close(lse, lse_full, rtol=1e-5, atol=1e-5)
 
 
-def test_fp16():
+def test_qkv_fp16():
     """fp16 takes the same code paths (scalar dtype conversions)."""
     check_qkv(qkv_args((7, 0, 70, 1), "q8kv2d128", torch.float16, seed=8), torch.float16)
-    kw = attn_args((1, 7, 129), (300, 0, 2), "q4kv4d64", torch.float16, seed=8)
-    check_attention(kw, torch.float16)
-
-
-@pytest.mark.parametrize("D", [8, 40, 300])
-def test_attention_odd_head_dims(D):
-    """Head dims that are not multiples of the 8-wide vectors or the tile sizes (fp32, tight)."""
-    check_attention(attn_args((3, 130), (0, 40), (2, 1, D), torch.float32, seed=9), torch.float32)
 
 
 # --- opcheck on more samples -------------------------------------------------------------------------
@@ -306,12 +420,6 @@ def _qkv_bad(change):
     kw = samples.cca_qkv_args()  # seq_lens (5, 1, 11), 4 state slots, 4 blocks of 8
     kw.update(change(kw))
     torch.ops.zaya.cca_qkv(*samples.to_op_args("cca_qkv", kw))
-
-
-def _attn_bad(change):
-    kw = samples.cca_attention_args()  # seq_lens (5, 1, 11) after 0, 3, 6 cached tokens
-    kw.update(change(kw))
-    torch.ops.zaya.cca_attention(*samples.to_op_args("cca_attention", kw))
 
 
 i32 = lambda *v: torch.tensor(v, dtype=torch.int32)  # noqa: E731
@@ -335,15 +443,6 @@ BAD = [
      r"head dim must be even"),
     (_qkv_bad, lambda k: {"cos_sin": k["cos_sin"][:, :6].repeat(1, 6)}, ValueError, r"cos_sin width"),
     (_qkv_bad, lambda k: {"value_state": k["value_state"].float()}, TypeError, r"value_state must have dtype"),
-    (_attn_bad, lambda k: {"block_table": k["block_table"].index_fill(1, torch.tensor([0]), 99)}, ValueError,
-     r"block_table\[0, 0\] = 99 is outside the cache"),
-    (_attn_bad, lambda k: {"seqused_k": i32(5, 0, 17)}, ValueError, r"seqused_k\[1\] = 0 is smaller than"),
-    (_attn_bad, lambda k: {"seqused_k": i32(5, 4, 100)}, ValueError, r"seqused_k\[2\] = 100 exceeds the block_table"),
-    (_attn_bad, lambda k: {"cu_seqlens_q": i32(0, 5, 4, 17)}, ValueError, r"cu_seqlens_q must be non-decreasing"),
-    (_attn_bad, lambda k: {"max_seqlen_q": 3}, ValueError, r"max_seqlen_q = 3 is smaller"),
-    (_attn_bad, lambda k: {"max_seqlen_k": 3}, ValueError, r"max_seqlen_k = 3 is smaller"),
-    (_attn_bad, lambda k: {"q": k["q"][:, :3]}, ValueError, r"q heads \(3\) must be a multiple of k_cache heads"),
-    (_attn_bad, lambda k: {"block_table": k["block_table"].long()}, TypeError, r"block_table must have dtype"),
 ]
 
 
@@ -353,8 +452,44 @@ def test_bad_inputs_name_the_argument(call, change, exc, match):
         call(change)
 
 
-def test_wrapper_passes_value_errors_through():
-    kw = samples.cca_attention_args()
-    kw["seqused_k"] = i32(5, 0, 17)
+def _attn_bad(change, device):
+    """A direct op call (past the wrapper) on the kernel target; head dim 64 so that the GPU kernel
+    supports the shapes and reaches its index checks."""
+    kw = samples.cca_attention_args(samples.SampleShape(head_dim=64))  # seq_lens (5, 1, 11) after 0, 3, 6 cached
+    kw.update(change(kw))
+    kw = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
+    ops._OPS.cca_attention(*samples.to_op_args("cca_attention", kw))
+
+
+ATTN_BAD = [
+    (lambda k: {"block_table": k["block_table"].index_fill(1, torch.tensor([0]), 99)}, ValueError,
+     r"block_table\[0, 0\] = 99 is outside the cache"),
+    (lambda k: {"seqused_k": i32(5, 0, 17)}, ValueError, r"seqused_k\[1\] = 0 is smaller than"),
+    (lambda k: {"seqused_k": i32(5, 4, 100)}, ValueError, r"seqused_k\[2\] = 100 exceeds the block_table"),
+    (lambda k: {"cu_seqlens_q": i32(0, 5, 4, 17)}, ValueError, r"cu_seqlens_q must be non-decreasing"),
+    (lambda k: {"max_seqlen_q": 3}, ValueError, r"max_seqlen_q = 3 is smaller"),
+    (lambda k: {"max_seqlen_k": 3}, ValueError, r"max_seqlen_k = 3 is smaller"),
+    (lambda k: {"q": k["q"][:, :3]}, ValueError, r"q heads \(3\) must be a multiple of k_cache heads"),
+    (lambda k: {"block_table": k["block_table"].long()}, TypeError, r"block_table must have dtype"),
+    (lambda k: {"k_cache": k["k_cache"][..., :32], "v_cache": k["v_cache"][..., :32]}, ValueError,
+     r"k_cache head dim 32 must equal q's head dim 64"),
+    (lambda k: {"v_cache": k["v_cache"][:, :4]}, ValueError, r"v_cache must have shape"),
+    (lambda k: {"k_cache": k["k_cache"][:3], "v_cache": k["v_cache"][:3]}, ValueError,
+     r"block_table\[\d+, \d+\] = \d+ is outside the cache's 3 blocks"),
+    (lambda k: {"block_table": k["block_table"].index_fill(1, torch.tensor([1]), -1)}, ValueError,
+     r"block_table\[\d, 1\] = -1 is outside the cache"),
+    (lambda k: {"v_cache": k["v_cache"].half()}, TypeError, r"v_cache must have dtype bfloat16"),
+]
+
+
+@pytest.mark.parametrize("change,exc,match", ATTN_BAD, ids=[f"attn-{i}" for i in range(len(ATTN_BAD))])
+def test_attention_bad_inputs_name_the_argument(change, exc, match, target):
+    with pytest.raises(exc, match=match):
+        _attn_bad(change, target[1])
+
+
+def test_wrapper_passes_value_errors_through(target):
+    kw = samples.cca_attention_args(samples.SampleShape(head_dim=64), device=target[1])
+    kw["seqused_k"] = i32(5, 0, 17).to(target[1])
     with pytest.raises(ValueError, match=r"seqused_k\[1\]"):
         ops.cca_attention(**kw)

@@ -17,6 +17,7 @@
 #include <limits>
 #include <numeric>
 
+#include "cca_checks.h"
 #include "cca_common.h"
 
 namespace {
@@ -157,55 +158,15 @@ std::tuple<at::Tensor, at::Tensor> cca_attention_cpu(const at::Tensor& q, const 
                                                      const at::Tensor& v_cache, const at::Tensor& cu_seqlens_q,
                                                      const at::Tensor& seqused_k, const at::Tensor& block_table,
                                                      double scale, int64_t max_seqlen_q, int64_t max_seqlen_k) {
-  // --- shapes and dtypes ---
   check_cpu("q", q);
+  const auto d = zaya::checks::check_cca_attention_shapes(q, k_cache, v_cache, cu_seqlens_q, seqused_k, block_table);
+  const auto ix = zaya::checks::check_cca_attention_indices(d, cu_seqlens_q, seqused_k, block_table, max_seqlen_q,
+                                                            max_seqlen_k);
   const auto dt = q.scalar_type();
-  TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kBFloat16 || dt == at::kHalf,
-                   "q must have dtype float32, bfloat16 or float16, got ", dt);
-  TORCH_CHECK_VALUE(q.dim() == 3, "q must be 3-D [T, nq, D], got shape ", q.sizes());
-  const int64_t T = q.size(0), nq = q.size(1), D = q.size(2);
-  check_cpu("k_cache", k_cache);
-  TORCH_CHECK_VALUE(k_cache.dim() == 4, "k_cache must be 4-D [num_blocks, block_size, nkv, D], got shape ",
-                    k_cache.sizes());
-  check_float("k_cache", k_cache, dt, k_cache.sizes());
-  const int64_t num_blocks = k_cache.size(0), block_size = k_cache.size(1), nkv = k_cache.size(2);
-  TORCH_CHECK_VALUE(k_cache.size(3) == D, "k_cache head dim ", k_cache.size(3), " must equal q's head dim ", D);
-  TORCH_CHECK_VALUE(D > 0 && nq > 0, "q must have at least one head of positive size, got shape ", q.sizes());
-  TORCH_CHECK_VALUE(nkv > 0 && nq % nkv == 0, "q heads (", nq, ") must be a multiple of k_cache heads (", nkv, ")");
-  check_float("v_cache", v_cache, dt, k_cache.sizes());
-  TORCH_CHECK_VALUE(block_size > 0, "k_cache block_size must be positive");
-
-  // --- index values, read on the host ---
-  const auto cu = checked_cu_seqlens("cu_seqlens_q", cu_seqlens_q, T);
-  const int64_t B = static_cast<int64_t>(cu.size()) - 1;
-  check_index("seqused_k", seqused_k, at::kInt, 1);
-  TORCH_CHECK_VALUE(seqused_k.size(0) == B, "seqused_k must have shape [", B, "], got ", seqused_k.sizes());
-  check_index("block_table", block_table, at::kInt, 2);
-  TORCH_CHECK_VALUE(block_table.size(0) == B, "block_table must have ", B, " rows (one per sequence), got shape ",
-                    block_table.sizes());
-  const int64_t cols = block_table.size(1);
-  const auto used = host_ints(seqused_k);
-  const auto table = host_ints(block_table);
-  int64_t longest_q = 0, longest_k = 0;
-  for (int64_t b = 0; b < B; ++b) {
-    const int64_t n = cu[b + 1] - cu[b], L = used[b];
-    TORCH_CHECK_VALUE(L >= n, "seqused_k[", b, "] = ", L, " is smaller than the sequence's ", n,
-                      " new queries (seqused_k counts them too)");
-    if (n == 0) continue;
-    TORCH_CHECK_VALUE(L <= cols * block_size, "seqused_k[", b, "] = ", L, " exceeds the block_table capacity of ",
-                      cols, " blocks of ", block_size, " keys");
-    for (int64_t kb = 0; kb < (L + block_size - 1) / block_size; ++kb) {
-      const int64_t e = table[b * cols + kb];
-      TORCH_CHECK_VALUE(e >= 0 && e < num_blocks, "block_table[", b, ", ", kb, "] = ", e,
-                        " is outside the cache's ", num_blocks, " blocks");
-    }
-    longest_q = std::max(longest_q, n);
-    longest_k = std::max(longest_k, L);
-  }
-  TORCH_CHECK_VALUE(max_seqlen_q >= longest_q, "max_seqlen_q = ", max_seqlen_q,
-                    " is smaller than the longest query run (", longest_q, ")");
-  TORCH_CHECK_VALUE(max_seqlen_k >= longest_k, "max_seqlen_k = ", max_seqlen_k,
-                    " is smaller than the longest seqused_k (", longest_k, ")");
+  const int64_t T = d.T, nq = d.nq, D = d.D, nkv = d.nkv, block_size = d.block_size, B = d.B, cols = d.cols;
+  const auto& cu = ix.cu;
+  const auto& used = ix.used;
+  const auto& table = ix.table;
 
   auto out = at::empty({T, nq * D}, q.options());
   auto lse = at::empty({nq, T}, q.options().dtype(at::kFloat));

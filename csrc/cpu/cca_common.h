@@ -12,7 +12,7 @@
 #include <cstring>
 #include <vector>
 
-#include "arg_checks.h"
+#include "cca_checks.h"
 
 // torch's CPU build exports its BLAS's Fortran sgemm_ (MKL, or OpenBLAS through its dependency).
 // Declared weak so that a torch without it still loads us; gemm_f32 then falls back to at::mm.
@@ -196,8 +196,7 @@ inline void check_cpu(const char* name, const at::Tensor& t) {
 
 inline void check_index(const char* name, const at::Tensor& t, at::ScalarType dt, int64_t ndim) {
   check_cpu(name, t);
-  TORCH_CHECK_TYPE(t.scalar_type() == dt, name, " must have dtype ", dt, ", got ", t.scalar_type());
-  TORCH_CHECK_VALUE(t.dim() == ndim, name, " must be ", ndim, "-D, got shape ", t.sizes());
+  checks::check_index_tensor(name, t, dt, ndim);
 }
 
 inline void check_float(const char* name, const at::Tensor& t, at::ScalarType dt, at::IntArrayRef shape) {
@@ -207,12 +206,10 @@ inline void check_float(const char* name, const at::Tensor& t, at::ScalarType dt
   TORCH_CHECK_VALUE(t.sizes() == shape, name, " must have shape ", shape, ", got ", t.sizes());
 }
 
-// Validated cu_seqlens: cu[0] = 0, non-decreasing, cu[B] = T.
+// Validated cu_seqlens values of a CPU tensor.
 inline std::vector<int64_t> checked_cu_seqlens(const char* name, const at::Tensor& cu_t, int64_t T) {
-  check_index(name, cu_t, at::kInt, 1);
-  auto cu = host_ints(cu_t);
-  zaya::checks::check_cu_seqlens_values(name, cu, T);
-  return cu;
+  check_cpu(name, cu_t);
+  return checks::checked_cu_seqlens(name, cu_t, T);
 }
 
 }  // namespace zaya::cpu

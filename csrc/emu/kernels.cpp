@@ -5,3 +5,4 @@
 #include "../../cuda/moe_top1.cu"
 #include "../../cuda/cca_qkv.cu"
 #include "../../cuda/router.cu"
+#include "../../cuda/cca_attention.cu"

@@ -73,6 +73,22 @@ ZAYA_DEV int c_col(int lane, int i) {
 #endif
 }
 
+// Row reductions over the accumulators (softmax statistics): a lane holds kRowsPerLane distinct rows,
+// accumulator i belongs to the row of slot c_slot(i), and the other columns of those rows sit in the
+// kRowLanes lanes whose index differs from this one only in the low log2(kRowLanes) bits, so a
+// shfl_xor butterfly over offsets 1, 2, .., kRowLanes / 2 reduces a row.
+#if ZAYA_WARP_SIZE == 32
+inline constexpr int kRowsPerLane = 2;
+inline constexpr int kRowLanes = 4;
+ZAYA_DEV int c_slot(int i) { return (i >> 1) & 1; }
+ZAYA_DEV int slot_row(int lane, int s) { return (lane >> 2) + 8 * s; }
+#else
+inline constexpr int kRowsPerLane = 4;
+inline constexpr int kRowLanes = 16;
+ZAYA_DEV int c_slot(int i) { return i; }
+ZAYA_DEV int slot_row(int lane, int s) { return 4 * (lane >> 4) + s; }
+#endif
+
 // A (16 x 16, m x k) from a row-major tile: A[m][k] = s[m * ld + k].
 ZAYA_DEV FragA load_a(const uint16_t* s, int ld, int lane) {
   FragA a;

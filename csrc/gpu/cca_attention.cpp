@@ -1,0 +1,100 @@
+// CUDA/HIP torch glue of zaya::cca_attention: argument checks (csrc/cca_checks.h, shared with the CPU
+// kernel), device guard, current stream, output and split scratch allocation, and the launch through
+// the plain contract of csrc/kernels/cca_attention_launch.h (kernels in csrc/kernels/cca_attention.cuh).
+//
+// Index values (cu_seqlens_q, seqused_k, block_table) are validated on the host like the CPU kernel's,
+// which costs a small device-to-host copy; while a CUDA graph is being captured that copy is skipped
+// (it would break the capture) and the kernels' own guards keep every read inside the cache (a bad
+// block-table entry makes its rows NaN). The split scratch depends on shapes only, never on index
+// values, so nothing here needs the values: the kernels read them on the device.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <cstdint>
+#include <tuple>
+
+#include "cca_checks.h"
+#include "glue.h"
+#include "kernels/cca_attention_launch.h"
+
+namespace {
+
+using namespace zaya::checks;  // NOLINT: the shared argument checks
+using namespace zaya::gpu;     // NOLINT: the shared GPU glue
+
+// The kernels load 16 bytes at a time: unit stride along D, other strides multiples of 8 elements,
+// 16-byte aligned base. Anything else is copied (a whole-cache copy for an odd cache layout: slow but
+// correct; the model's caches qualify as they are).
+at::Tensor kernel_heads(const at::Tensor& t) {
+  const int64_t last = t.dim() - 1;
+  bool ok = (t.size(last) <= 1 || t.stride(last) == 1) && aligned16(t.data_ptr());
+  for (int64_t i = 0; i < last; ++i) ok = ok && (t.size(i) <= 1 || t.stride(i) % 8 == 0);
+  return ok ? t : t.clone(at::MemoryFormat::Contiguous);
+}
+
+std::tuple<at::Tensor, at::Tensor> cca_attention_gpu(const at::Tensor& q_in, const at::Tensor& k_cache_in,
+                                                     const at::Tensor& v_cache_in, const at::Tensor& cu_seqlens_q,
+                                                     const at::Tensor& seqused_k, const at::Tensor& block_table,
+                                                     double scale, int64_t max_seqlen_q, int64_t max_seqlen_k) {
+  constexpr const char* op = "zaya::cca_attention";
+  check_device(op, "q", q_in);
+  const CcaAttentionDims d =
+      check_cca_attention_shapes(q_in, k_cache_in, v_cache_in, cu_seqlens_q, seqused_k, block_table);
+  TORCH_CHECK_TYPE(q_in.scalar_type() != at::kFloat, op,
+                   ": q is float32; the CUDA/HIP kernel takes bfloat16 or float16 (float32 runs on the CPU "
+                   "kernel or zaya_ops.reference)");
+  TORCH_CHECK_NOT_IMPLEMENTED(d.D == 64 || d.D == 128 || d.D == 256, op, ": head dim (q.shape[2]) ", d.D,
+                              " is not supported on CUDA/HIP (64, 128 or 256; other head dims run on the CPU "
+                              "kernel or zaya_ops.reference)");
+  TORCH_CHECK_VALUE(max_seqlen_q >= 0 && max_seqlen_k >= 0, op, ": max_seqlen_q and max_seqlen_k must be >= 0");
+  TORCH_CHECK_VALUE(std::isfinite(scale), op, ": scale must be finite, got ", scale);
+  if (!capturing()) check_cca_attention_indices(d, cu_seqlens_q, seqused_k, block_table, max_seqlen_q, max_seqlen_k);
+
+  const DeviceGuard guard(q_in.device());
+  at::Tensor out = at::empty({d.T, d.nq * d.D}, q_in.options());
+  at::Tensor lse = at::empty({d.nq, d.T}, q_in.options().dtype(at::kFloat));
+  if (d.T == 0 || max_seqlen_q == 0) return {out, lse};
+  const at::Tensor q = kernel_heads(q_in);
+  const at::Tensor k_cache = kernel_heads(k_cache_in);
+  const at::Tensor v_cache = kernel_heads(v_cache_in);
+  const at::Tensor cu = cu_seqlens_q.contiguous();
+  const at::Tensor used = seqused_k.contiguous();
+  const at::Tensor table = block_table.contiguous();
+
+  zaya::kernels::CcaAttentionArgs a;
+  a.q = q.const_data_ptr();
+  a.q_stride_t = q.stride(0);
+  a.q_stride_h = q.stride(1);
+  a.k_cache = k_cache.const_data_ptr();
+  a.v_cache = v_cache.const_data_ptr();
+  for (int i = 0; i < 3; ++i) {
+    a.k_stride[i] = k_cache.stride(i);
+    a.v_stride[i] = v_cache.stride(i);
+  }
+  a.cu_seqlens_q = cu.const_data_ptr<int32_t>();
+  a.seqused_k = used.const_data_ptr<int32_t>();
+  a.block_table = table.const_data_ptr<int32_t>();
+  a.table_cols = d.cols;
+  a.dtype = to_dtype(q.scalar_type());
+  a.T = d.T, a.B = d.B, a.nq = d.nq, a.nkv = d.nkv, a.D = d.D;
+  a.block_size = d.block_size, a.num_blocks = d.num_blocks;
+  a.scale = static_cast<float>(scale);
+  a.max_seqlen_q = max_seqlen_q, a.max_seqlen_k = max_seqlen_k;
+  a.out = out.mutable_data_ptr();
+  a.lse = lse.mutable_data_ptr<float>();
+  a.splits = zaya::kernels::cca_attention_splits(a);
+  at::Tensor part_out, part_lse;
+  if (a.splits > 1) {
+    part_out = at::empty({a.splits, d.T, d.nq, d.D}, lse.options());
+    part_lse = at::empty({a.splits, d.nq, d.T}, lse.options());
+    a.part_out = part_out.mutable_data_ptr<float>();
+    a.part_lse = part_lse.mutable_data_ptr<float>();
+  }
+  check_launch(op, zaya::kernels::launch_cca_attention(a, current_stream()));
+  return {out, lse};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(ZAYA_GPU_LIB, ZAYA_GPU_KEY, m) { m.impl("cca_attention", &cca_attention_gpu); }

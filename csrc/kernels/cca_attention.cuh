@@ -1,0 +1,421 @@
+// Portable kernel bodies of zaya::cca_attention (causal GQA attention over the paged KV cache, spec
+// step 8), compiled by nvcc (cuda/cca_attention.cu), hip-clang (hip/cca_attention.hip) and the SIMT
+// emulator; the launchers at the bottom implement cca_attention_launch.h.
+//
+// Semantics (python/zaya_ops/reference.py, cca_attention/_attend): query i of sequence b sits at
+// position seqused_k[b] - n_b + i and attends to keys 0..that position of its KV head h / (nq / nkv),
+// gathered through block_table[b]. Flash attention forward: scores S = Q K^T accumulate in fp32 on
+// the matrix units, the softmax runs online in fp32 (base 2, scale * log2(e) applied to S), the
+// probabilities P = 2^(S - m) are rounded to the input dtype (as the reference rounds its softmax)
+// and O += P V accumulates in fp32; out = O / l rounded once, lse = (m + log2 l) * ln 2. The row sums
+// l add the unrounded fp32 P (FlashAttention's choice).
+//
+// Tiling. A block serves one (sequence b, KV head j, query tile, key split). The g = nq / nkv query
+// heads of a group share every K/V tile: the block's M = 16 * kWarps rows are consecutive rows of the
+// sequence's [n_b * g] "query x group head" matrix (row R = query R / g, head j * g + R % g), so the
+// 4 heads of a ZAYA1 group fill the M dimension together. Each warp owns 16 rows (one mma tile
+// high). Per key tile of kBK keys: the block copies K and V rows from the paged cache (16-byte
+// loads, block_table per key) into shared memory; each warp computes its 16 x kBK scores with
+// mma (A = Q from shared memory, B = K via load_b_nk), masks (causal per row, keys past the sequence
+// end, rows past the sequence end), updates m/l, stages P as the dtype in shared memory and
+// accumulates O += P V (A = P via load_a, B = V via load_b_kn). Warps whose 16 rows all lie past the
+// sequence's end skip the math (decode: 1 query x 4 heads fill one warp) but still help copy.
+//   D    warps  rows M  keys kBK  shared memory (Q + K + V + P, rows padded by 8 elements)
+//   64   4      64      64        9.2 + 9.2 + 9.2 + 9.2 KiB = 36 KiB
+//   128  4      64      32        17 + 8.5 + 8.5 + 5 KiB    = 39 KiB
+//   256  2      32      16        16.5 + 8.3 + 8.3 + 1.5 KiB = 34.5 KiB  (not tuned)
+// (static shared memory stays under CUDA's 48 KiB; no cp.async or ldmatrix, as the emulator has none).
+// Query tiles are launched costliest (latest, longest causal prefix) first.
+//
+// Decode (flash-decoding): when the (B x nkv x query-tile) blocks do not fill the GPU, the key axis
+// is split over `splits` blocks (cca_attention_splits: from shapes, max_seqlen_q/k and the SM count
+// only), each writing O / l and its lse in fp32 to scratch; a combine kernel merges them
+// (out = sum_s e^(lse_s - lse) O_s, lse = log sum_s e^lse_s). The scratch size depends on
+// (splits, T, nq, D) only, so the op stays capturable in a CUDA graph with no host sync.
+//
+// Roofline (per call, causal, nq query heads, nkv KV heads, head dim D, 2-byte dtype):
+//   prefill of T new tokens with no context: FLOPs = 4 * T^2 / 2 * D * nq (QK^T and PV, causal half);
+//     ZAYA1 (nq 8, D 128) at T = 4096: 34.4 GFLOP, a floor of ~0.035 ms at ~990 dense bf16 TFLOP/s (H100 SXM).
+//     Bytes: Q + out (T nq D 2 each) + K/V (T nkv D 2 each, re-read per query tile from L2) ~ 21 MB
+//     at T = 4096: compute-bound; the kernel re-reads each K/V tile once per (query tile, KV head).
+//   decode, B sequences of L cached keys: bytes = 2 * B * L * nkv * D * 2 (K and V, read once per
+//     KV head and shared by its g query heads) + q/out; FLOPs = 4 * B * L * nq * D (AI = g = 4
+//     FLOP/B for ZAYA1: bandwidth-bound). B = 64, L = 4096: 268 MB, a floor of ~0.08 ms at ~3.3 TB/s.
+// These are roofline floors from datasheet rates, not measurements (written without a GPU).
+//
+// Resources (bf16; fp16 within a few registers). nvcc 13 -Xptxas -v, sm_80 and sm_90a, no spills:
+//   fwd D=64: 127/128 registers, D=128: 128, D=256: 217/222; combine: 32.
+// hip-clang 16 (tools/check_hip.sh), bf16, no scratch or spills, occupancy in waves per SIMD:
+//   gfx940: fwd D=64 164 VGPR + 16 AGPR, D=128 172 + 8, D=256 201 + 4; gfx90a: 163 + 16, 171 + 28,
+//   202 + 40; all occupancy 1, bound by LDS (36-39 KiB per block of CDNA's 64 KiB per CU); combine
+//   24 VGPR, occupancy 8. 192 v_mfma instructions in each arch's ISA.
+//   Next step on AMD: keep Q in registers (D <= 128) to halve the LDS and allow two blocks per CU.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "cca_attention_launch.h"
+#include "mma.cuh"
+#include "vendor.h"
+
+namespace zaya::kernels::attn {
+
+using vendor::kWarpSize;
+
+template <int D>
+struct Cfg {
+  static_assert(D == 64 || D == 128 || D == 256, "cca_attention: head dim 64, 128 or 256");
+  static constexpr int kD = D;
+  static constexpr int kWarps = D == 256 ? 2 : 4;
+  static constexpr int kThreads = kWarps * ZAYA_WARP_SIZE;
+  static constexpr int kM = 16 * kWarps;           // stacked (query, group head) rows per block
+  static constexpr int kBK = D == 64 ? 64 : D == 128 ? 32 : 16;  // keys per tile
+  static constexpr int kLd = D + 8;                 // Q/K/V row pitch (elements): even, 16-byte rows
+  static constexpr int kLdP = kBK + 8;              // P row pitch
+  static constexpr int kChunks = D / 8;             // 16-byte chunks per row
+  static constexpr int kMinSplitKeys = 128;         // fewest keys worth a split of their own
+};
+
+inline constexpr int kMaxSplits = 32;
+inline constexpr float kLog2e = 1.4426950408889634f;
+inline constexpr float kLn2 = 0.6931471805599453f;
+
+template <class T>
+ZAYA_DEV uint4 nan_chunk() {  // eight NaNs of dtype T
+  const uint32_t h = T::from_float(vendor::u2f(0x7fc00000u));
+  const uint32_t w = h | (h << 16);
+  return uint4{w, w, w, w};
+}
+
+// Copies K and V of keys k0 .. k0 + kBK - 1 of (sequence b, KV head j) into shared memory; keys at or
+// past `kend` are zeros (masked later: zeros keep 0 * V finite), a key whose block-table entry is
+// outside the table or the cache reads as NaN (see cca_attention_launch.h).
+template <class T, int D>
+ZAYA_DEV void load_kv(uint16_t* Ks, uint16_t* Vs, const CcaAttentionArgs& a, const int32_t* table_row, int64_t j,
+                      int k0, int kend) {
+  using C = Cfg<D>;
+  const uint16_t* kc = static_cast<const uint16_t*>(a.k_cache);
+  const uint16_t* vc = static_cast<const uint16_t*>(a.v_cache);
+  for (int c = static_cast<int>(threadIdx.x); c < C::kBK * C::kChunks; c += C::kThreads) {
+    const int r = c / C::kChunks, ch = c % C::kChunks;
+    const int pos = k0 + r;  // key positions are int32 (seqused_k)
+    uint4 kv = {0u, 0u, 0u, 0u}, vv = {0u, 0u, 0u, 0u};
+    if (pos < kend) {
+      const int bs = static_cast<int>(a.block_size), col = pos / bs, off = pos % bs;
+      const int64_t blk = col < a.table_cols ? table_row[col] : -1;
+      if (blk >= 0 && blk < a.num_blocks) {
+        kv = *reinterpret_cast<const uint4*>(kc + blk * a.k_stride[0] + off * a.k_stride[1] + j * a.k_stride[2] +
+                                             ch * 8);
+        vv = *reinterpret_cast<const uint4*>(vc + blk * a.v_stride[0] + off * a.v_stride[1] + j * a.v_stride[2] +
+                                             ch * 8);
+      } else {
+        kv = vv = nan_chunk<T>();
+      }
+    }
+    *reinterpret_cast<uint4*>(Ks + r * C::kLd + ch * 8) = kv;
+    *reinterpret_cast<uint4*>(Vs + r * C::kLd + ch * 8) = vv;
+  }
+}
+
+// grid (tiles, nkv * splits, B), block Cfg<D>::kThreads. keys_per_split: a multiple of kBK.
+template <class T, int D>
+__global__ void __launch_bounds__(Cfg<D>::kThreads)
+    cca_attention_fwd(CcaAttentionArgs a, int64_t tiles, int64_t keys_per_split) {
+  using C = Cfg<D>;
+  constexpr int kR = mma::kRowsPerLane;
+  __shared__ uint4 q_raw[C::kM * C::kLd / 8];
+  __shared__ uint4 k_raw[C::kBK * C::kLd / 8];
+  __shared__ uint4 v_raw[C::kBK * C::kLd / 8];
+  __shared__ uint4 p_raw[C::kM * C::kLdP / 8];
+  uint16_t* Qs = reinterpret_cast<uint16_t*>(q_raw);
+  uint16_t* Ks = reinterpret_cast<uint16_t*>(k_raw);
+  uint16_t* Vs = reinterpret_cast<uint16_t*>(v_raw);
+  uint16_t* Ps = reinterpret_cast<uint16_t*>(p_raw);
+
+  const int warp = static_cast<int>(threadIdx.x) / kWarpSize, lane = vendor::lane_id();
+  const int64_t g = a.nq / a.nkv;
+  const int64_t tile = tiles - 1 - static_cast<int64_t>(blockIdx.x);  // costliest first
+  const int64_t j = blockIdx.y % a.nkv, split = blockIdx.y / a.nkv, b = blockIdx.z;
+  const int cu0 = a.cu_seqlens_q[b], n = a.cu_seqlens_q[b + 1] - cu0, L = a.seqused_k[b];
+  const int64_t R0 = tile * C::kM;
+  if (R0 >= int64_t{n} * g) return;  // the whole block, before any barrier
+  const int64_t rows = int64_t{n} * g;
+  const int64_t i_hi = (R0 + C::kM - 1 < rows ? R0 + C::kM - 1 : rows - 1) / g;
+  const int key_end = static_cast<int>(L - n + i_hi + 1);  // keys the block's last query sees
+  const int64_t kb64 = split * keys_per_split;
+  const int kb = static_cast<int>(kb64);
+  const int64_t split_end = kb64 + keys_per_split;
+  const int ke = kb64 >= key_end ? kb : key_end < split_end ? key_end : static_cast<int>(split_end);
+  const int32_t* table_row = a.block_table + b * a.table_cols;
+
+  // Q rows (zeros past the sequence's end).
+  const uint16_t* q = static_cast<const uint16_t*>(a.q);
+  for (int c = static_cast<int>(threadIdx.x); c < C::kM * C::kChunks; c += C::kThreads) {
+    const int r = c / C::kChunks, ch = c % C::kChunks;
+    const int64_t R = R0 + r, t = cu0 + R / g;
+    uint4 v = {0u, 0u, 0u, 0u};
+    if (R < rows && t >= 0 && t < a.T)
+      v = *reinterpret_cast<const uint4*>(q + t * a.q_stride_t + (j * g + R % g) * a.q_stride_h + ch * 8);
+    *reinterpret_cast<uint4*>(Qs + r * C::kLd + ch * 8) = v;
+  }
+
+  // This lane's rows: their query positions (-1: past the sequence's end, sees no key).
+  int qpos[kR];
+#pragma unroll
+  for (int s = 0; s < kR; ++s) {
+    const int64_t R = R0 + warp * 16 + mma::slot_row(lane, s);
+    qpos[s] = R < rows ? static_cast<int>(L - n + R / g) : -1;
+  }
+  const bool active = R0 + warp * 16 < rows;  // warp-uniform
+  const float scale_log2 = a.scale * kLog2e;
+
+  float m[kR], l[kR];
+#pragma unroll
+  for (int s = 0; s < kR; ++s) m[s] = -INFINITY, l[s] = 0.f;
+  mma::FragC o[D / 16];
+#pragma unroll
+  for (int nd = 0; nd < D / 16; ++nd) mma::zero(o[nd]);
+  uint16_t* Pw = Ps + warp * 16 * C::kLdP;
+  uint16_t* Qw = Qs + warp * 16 * C::kLd;
+
+  for (int k0 = kb; k0 < ke; k0 += C::kBK) {
+    __syncthreads();  // the previous tile's K, V and P are consumed (and Q is written, first time)
+    load_kv<T, D>(Ks, Vs, a, table_row, j, k0, ke);
+    __syncthreads();
+    if (active) {
+      mma::FragC sc[C::kBK / 16];
+#pragma unroll
+      for (int nt = 0; nt < C::kBK / 16; ++nt) mma::zero(sc[nt]);
+#pragma unroll
+      for (int kd = 0; kd < D / 16; ++kd) {
+        const mma::FragA qa = mma::load_a(Qw + kd * 16, C::kLd, lane);
+#pragma unroll
+        for (int nt = 0; nt < C::kBK / 16; ++nt)
+          mma::mma<T>(sc[nt], qa, mma::load_b_nk(Ks + nt * 16 * C::kLd + kd * 16, C::kLd, lane));
+      }
+      // Scale to base 2 and mask: keys after the row's position, and (zero-filled) keys past ke.
+      float mx[kR];
+#pragma unroll
+      for (int s = 0; s < kR; ++s) mx[s] = -INFINITY;
+#pragma unroll
+      for (int nt = 0; nt < C::kBK / 16; ++nt) {
+#pragma unroll
+        for (int i = 0; i < mma::kAccum; ++i) {
+          const int s = mma::c_slot(i);
+          const int kpos = k0 + nt * 16 + mma::c_col(lane, i);
+          const float x = kpos <= qpos[s] && kpos < ke ? sc[nt].x[i] * scale_log2 : -INFINITY;
+          sc[nt].x[i] = x;
+          mx[s] = fmaxf(mx[s], x);
+        }
+      }
+      float m_use[kR];
+#pragma unroll
+      for (int s = 0; s < kR; ++s) {
+#pragma unroll
+        for (int off = 1; off < mma::kRowLanes; off *= 2) mx[s] = fmaxf(mx[s], vendor::shfl_xor(mx[s], off));
+        const float m_new = fmaxf(m[s], mx[s]);
+        m_use[s] = m_new == -INFINITY ? 0.f : m_new;  // a row with no visible key yet: P = 0
+        const float alpha = exp2f(m[s] - m_use[s]);
+        m[s] = m_new;
+        l[s] *= alpha;
+#pragma unroll
+        for (int nd = 0; nd < D / 16; ++nd) {
+#pragma unroll
+          for (int i = 0; i < mma::kAccum; ++i)
+            if (mma::c_slot(i) == s) o[nd].x[i] *= alpha;
+        }
+      }
+#pragma unroll
+      for (int nt = 0; nt < C::kBK / 16; ++nt) {
+#pragma unroll
+        for (int i = 0; i < mma::kAccum; ++i) {
+          const int s = mma::c_slot(i);
+          const float p = exp2f(sc[nt].x[i] - m_use[s]);
+          l[s] += p;
+          Pw[mma::c_row(lane, i) * C::kLdP + nt * 16 + mma::c_col(lane, i)] = T::from_float(p);
+        }
+      }
+    }
+    __syncthreads();  // P visible to the whole warp (and V to everyone, already)
+    if (active) {
+      mma::FragA pa[C::kBK / 16];
+#pragma unroll
+      for (int kk = 0; kk < C::kBK / 16; ++kk) pa[kk] = mma::load_a(Pw + kk * 16, C::kLdP, lane);
+#pragma unroll
+      for (int nd = 0; nd < D / 16; ++nd) {
+#pragma unroll
+        for (int kk = 0; kk < C::kBK / 16; ++kk)
+          mma::mma<T>(o[nd], pa[kk], mma::load_b_kn(Vs + kk * 16 * C::kLd + nd * 16, C::kLd, lane));
+      }
+    }
+  }
+
+  // Row sums over the lanes of each row; lse in natural log (-inf for a row that saw no key).
+  float inv[kR], lse[kR];
+#pragma unroll
+  for (int s = 0; s < kR; ++s) {
+#pragma unroll
+    for (int off = 1; off < mma::kRowLanes; off *= 2) l[s] += vendor::shfl_xor(l[s], off);
+    inv[s] = 1.f / l[s];  // inf for a row that saw no key: 0 * inf = NaN, like the reference's 0/0
+    lse[s] = l[s] > 0.f ? (m[s] + log2f(l[s])) * kLn2 : -INFINITY;
+  }
+  const bool lead = (lane % mma::kRowLanes) == 0;
+  if (a.splits > 1) {
+    // Partial results straight from the accumulators: O / l and lse per split, fp32.
+    if (active) {
+#pragma unroll
+      for (int nd = 0; nd < D / 16; ++nd) {
+#pragma unroll
+        for (int i = 0; i < mma::kAccum; ++i) {
+          const int64_t R = R0 + warp * 16 + mma::c_row(lane, i);
+          if (R >= rows) continue;
+          const int64_t t = cu0 + R / g, h = j * g + R % g;
+          if (t < 0 || t >= a.T) continue;
+          const int s = mma::c_slot(i);
+          a.part_out[((split * a.T + t) * a.nq + h) * D + nd * 16 + mma::c_col(lane, i)] =
+              l[s] > 0.f ? o[nd].x[i] * inv[s] : 0.f;  // an empty split weighs 0 in the combine
+        }
+      }
+#pragma unroll
+      for (int s = 0; s < kR; ++s) {
+        const int64_t R = R0 + warp * 16 + mma::slot_row(lane, s);
+        const int64_t t = cu0 + R / g;
+        if (lead && R < rows && t >= 0 && t < a.T) a.part_lse[(split * a.nq + j * g + R % g) * a.T + t] = lse[s];
+      }
+    }
+    return;
+  }
+
+  // Single split: out = O / l rounded to T, staged through this warp's Q rows (only it reads them) so
+  // that the global stores are whole 16-byte chunks.
+  __syncthreads();  // every warp is done reading Q (the loop's last barrier may not have run)
+  if (active) {
+#pragma unroll
+    for (int nd = 0; nd < D / 16; ++nd) {
+#pragma unroll
+      for (int i = 0; i < mma::kAccum; ++i) {
+        Qw[mma::c_row(lane, i) * C::kLd + nd * 16 + mma::c_col(lane, i)] =
+            T::from_float(o[nd].x[i] * inv[mma::c_slot(i)]);
+      }
+    }
+#pragma unroll
+    for (int s = 0; s < kR; ++s) {
+      const int64_t R = R0 + warp * 16 + mma::slot_row(lane, s);
+      const int64_t t = cu0 + R / g;
+      if (lead && R < rows && t >= 0 && t < a.T) a.lse[(j * g + R % g) * a.T + t] = lse[s];
+    }
+  }
+  __syncthreads();
+  if (active) {
+    uint16_t* out = static_cast<uint16_t*>(a.out);
+    for (int c = lane; c < 16 * C::kChunks; c += kWarpSize) {
+      const int r = c / C::kChunks, ch = c % C::kChunks;
+      const int64_t R = R0 + warp * 16 + r, t = cu0 + R / g;
+      if (R < rows && t >= 0 && t < a.T)
+        *reinterpret_cast<uint4*>(out + (t * a.nq + j * g + R % g) * D + ch * 8) =
+            *reinterpret_cast<const uint4*>(Qw + r * C::kLd + ch * 8);
+    }
+  }
+}
+
+// Merges the splits of every (token, head): grid T, block 128 threads over the nq * D outputs.
+template <class T>
+__global__ void __launch_bounds__(128) cca_attention_combine(CcaAttentionArgs a) {
+  const int64_t t = blockIdx.x, HD = a.nq * a.D;
+  for (int64_t idx = threadIdx.x; idx < HD; idx += blockDim.x) {
+    const int64_t h = idx / a.D;
+    float mx = -INFINITY;
+    for (int64_t s = 0; s < a.splits; ++s) mx = fmaxf(mx, a.part_lse[(s * a.nq + h) * a.T + t]);
+    float sum = 0.f, acc = 0.f;
+    for (int64_t s = 0; s < a.splits; ++s) {
+      const float ls = a.part_lse[(s * a.nq + h) * a.T + t];
+      const float w = ls == -INFINITY ? 0.f : expf(ls - mx);
+      sum += w;
+      acc += w * a.part_out[(s * a.T + t) * HD + idx];
+    }
+    static_cast<uint16_t*>(a.out)[t * HD + idx] = T::from_float(acc / sum);  // 0/0 = NaN: no key seen
+    if (idx % a.D == 0) a.lse[h * a.T + t] = sum > 0.f ? mx + logf(sum) : -INFINITY;
+  }
+}
+
+// --------------------------------------------------------------------------------------------
+// Launchers
+// --------------------------------------------------------------------------------------------
+
+template <class F>
+const char* with_head_dim(int64_t D, F&& f) {
+  switch (D) {
+    case 64: return f(Cfg<64>{});
+    case 128: return f(Cfg<128>{});
+    case 256: return f(Cfg<256>{});
+    default: return "zaya cca_attention: head dim must be 64, 128 or 256 on CUDA/HIP";
+  }
+}
+
+template <class C>
+int64_t query_tiles(const CcaAttentionArgs& a) {
+  return (a.max_seqlen_q * (a.nq / a.nkv) + C::kM - 1) / C::kM;
+}
+
+template <class C>
+int64_t keys_per_split(const CcaAttentionArgs& a, int64_t splits) {
+  const int64_t per = (a.max_seqlen_k + splits - 1) / splits;
+  return (per + C::kBK - 1) / C::kBK * C::kBK;
+}
+
+inline int64_t num_splits_impl(const CcaAttentionArgs& a) {
+  if (a.nkv <= 0 || a.B <= 0 || a.max_seqlen_q <= 0) return 1;
+  int64_t splits = 1;
+  with_head_dim(a.D, [&](auto cfg) -> const char* {
+    using C = decltype(cfg);
+    const int64_t base = a.B * a.nkv * query_tiles<C>(a);
+    int dev = 0, sms = 1;
+    if (vendor::get_device(&dev) != vendor::kSuccess || vendor::sm_count(&sms, dev) != vendor::kSuccess) sms = 1;
+    if (base >= sms) return nullptr;
+    int64_t s = (2 * static_cast<int64_t>(sms) + base - 1) / base;  // about two blocks per SM
+    const int64_t by_keys = a.max_seqlen_k / C::kMinSplitKeys;
+    s = s < by_keys ? s : by_keys;
+    s = s < kMaxSplits ? s : kMaxSplits;
+    splits = s > 1 ? s : 1;
+    return nullptr;
+  });
+  return splits;
+}
+
+inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+template <class T>
+const char* launch_typed(const CcaAttentionArgs& a, vendor::stream_t stream) {
+  return with_head_dim(a.D, [&](auto cfg) -> const char* {
+    using C = decltype(cfg);
+    const int64_t tiles = query_tiles<C>(a);
+    const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(a.nkv * a.splits),
+                    static_cast<unsigned>(a.B));
+    const char* err = vendor::launch(&cca_attention_fwd<T, C::kD>, grid, dim3(C::kThreads), 0, stream, a, tiles,
+                                     keys_per_split<C>(a, a.splits));
+    if (err != nullptr || a.splits == 1) return err;
+    return vendor::launch(&cca_attention_combine<T>, dim3(static_cast<unsigned>(a.T)), dim3(128), 0, stream, a);
+  });
+}
+
+inline const char* launch_impl(const CcaAttentionArgs& a, vendor::stream_t stream) {
+  if (a.T == 0 || a.B == 0 || a.max_seqlen_q == 0) return nullptr;
+  bool ok = a.nkv > 0 && a.nq % a.nkv == 0 && a.block_size > 0 && a.splits >= 1 && a.splits <= kMaxSplits;
+  for (int i = 0; i < 3; ++i) ok = ok && a.k_stride[i] % 8 == 0 && a.v_stride[i] % 8 == 0;
+  ok = ok && a.q_stride_t % 8 == 0 && a.q_stride_h % 8 == 0;
+  if (!ok) return "zaya cca_attention: bad shapes or strides (head and cache strides must be multiples of 8)";
+  if (!aligned16(a.q) || !aligned16(a.k_cache) || !aligned16(a.v_cache) || !aligned16(a.out))
+    return "zaya cca_attention: q, the caches and out must be 16-byte aligned";
+  if (a.splits > 1 && (a.part_out == nullptr || a.part_lse == nullptr))
+    return "zaya cca_attention: split launch without scratch";
+  if (a.max_seqlen_q * (a.nq / a.nkv) / 16 >= (int64_t{1} << 31) || a.nkv * a.splits > 65535 || a.B > 65535)
+    return "zaya cca_attention: grid too large";
+  switch (a.dtype) {
+    case DType::BF16: return launch_typed<dtype::BF16>(a, stream);
+    case DType::F16: return launch_typed<dtype::F16>(a, stream);
+    default: return "zaya cca_attention: dtype must be bfloat16 or float16 on CUDA/HIP";
+  }
+}
+
+}  // namespace zaya::kernels::attn
