@@ -41,9 +41,10 @@ std::tuple<at::Tensor, at::Tensor> cca_attention_gpu(const at::Tensor& q_in, con
   check_device(op, "q", q_in);
   const CcaAttentionDims d =
       check_cca_attention_shapes(q_in, k_cache_in, v_cache_in, cu_seqlens_q, seqused_k, block_table);
-  TORCH_CHECK_TYPE(q_in.scalar_type() != at::kFloat, op,
-                   ": q is float32; the CUDA/HIP kernel takes bfloat16 or float16 (float32 runs on the CPU "
-                   "kernel or zaya_ops.reference)");
+  // Valid inputs outside the kernel's coverage: NotImplementedError, so callers can fall back.
+  TORCH_CHECK_NOT_IMPLEMENTED(q_in.scalar_type() != at::kFloat, op,
+                              ": q is float32; the CUDA/HIP kernel takes bfloat16 or float16 (float32 runs on "
+                              "the CPU kernel or zaya_ops.reference)");
   TORCH_CHECK_NOT_IMPLEMENTED(d.D == 64 || d.D == 128 || d.D == 256, op, ": head dim (q.shape[2]) ", d.D,
                               " is not supported on CUDA/HIP (64, 128 or 256; other head dims run on the CPU "
                               "kernel or zaya_ops.reference)");
