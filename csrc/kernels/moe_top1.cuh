@@ -16,20 +16,22 @@
 // case (T / 64 + local experts M-tiles) because the real count is only known on the device.
 //
 // Tiles: BM = BN = 64, BK = 32, four warps in a 2 x 2 grid, each 32 x 32 (2 x 2 mma tiles; gate_up
-// keeps gate and up accumulators: 8 tiles). Operands are staged through shared memory with 16-byte
-// loads, rows padded by 8 elements (80-byte pitch) against bank conflicts.
+// keeps gate and up accumulators: 8 tiles). Operands are staged through two shared-memory buffers with
+// 16-byte asynchronous copies (cp.async on sm_80+, so the next k-step's copy overlaps this one's
+// mma), rows padded by 8 elements (80-byte pitch) against bank conflicts.
 //
 // Roofline (ZAYA1: H = 2048, I = 2048, E = 16, bf16). FLOPs per computed token: 2*H*2I + 2*I*H =
 // 6*H*I = 25.2 MFLOP. Prefill T = 8192 (no skips): 206 GFLOP, ~0.21 ms at 989 dense bf16 TFLOP/s on
 // H100; weights 16 * 3 * H * I * 2 B = 403 MB are read once per M-tile column of blocks (from L2 after
 // the first), so the kernel is compute-bound. Decode: each hit expert's 3*H*I*2 = 25 MB of weights is
 // read once for all of its tokens (n <= 64 fits one M-tile), so T = 1 is 25 MB: ~7.5 us at 3.35 TB/s.
-// This version has no asynchronous copy pipeline (cp.async/TMA) and no wgmma; see the README for
-// what a GPU run has to measure.
+// This version has a two-stage cp.async pipeline but no TMA and no wgmma (Hopper's faster paths); see
+// the README for what a GPU run has to measure.
 //
-// HIP (check_hip.sh, gfx940 / gfx90a): see the numbers in hip/moe_top1.hip's header. CUDA (ptxas -v):
-// no spills on sm_80/sm_90a except expert_gemv<BF16, down>, where ptxas keeps 32 registers and
-// spills 8 bytes (the PTX has no local memory; not investigated further without a GPU to time it).
+// HIP (check_hip.sh, gfx940 / gfx90a): see the numbers in hip/moe_top1.hip's header. CUDA (ptxas -v,
+// sm_80 / sm_90a): no spills; gate_up tile 136-140 registers and 30,976 B shared, down tile 95-96 and
+// 20,768 B, gemv 55-110. __launch_bounds__(threads, 1): without the 1, ptxas capped some kernels at
+// 32-72 registers and spilled.
 #pragma once
 
 #include <cmath>
@@ -43,6 +45,10 @@ namespace zaya::kernels::moe {
 using vendor::kWarpSize;
 
 inline constexpr int kBM = 64, kBN = 64, kBK = 32, kPitch = kBK + 8;
+// Shared-memory buffers per operand tile (gate_up: 15 KB each). Two on CUDA, where cp.async overlaps
+// the next copy with this mma; one on CDNA, where copies are synchronous (copy_async16) and a second
+// buffer would only halve occupancy. The emulator runs both: emu32 two, emu64 one.
+inline constexpr int kStages = ZAYA_WARP_SIZE == 64 ? 1 : 2;
 inline constexpr int kWarps = 4;
 inline constexpr int kThreads = kWarps * ZAYA_WARP_SIZE;
 inline constexpr int kGroupThreads = 512;
@@ -96,29 +102,18 @@ __global__ void __launch_bounds__(kGroupThreads) group_tokens(MoeTop1Args a) {
   }
 }
 
-// 16-byte chunk of a row, or zeros where the chunk lies past `valid` (chunks never straddle it:
-// row lengths are multiples of 8).
-ZAYA_DEV uint4 load16(const uint16_t* row, int64_t k, int64_t valid, bool row_ok) {
-  uint4 v{0u, 0u, 0u, 0u};
-  if (row_ok && k < valid) v = *reinterpret_cast<const uint4*>(row + k);
-  return v;
-}
-
 ZAYA_DEV float silu(float x) { return vendor::fdiv(x, vendor::fadd(1.0f, expf(-x))); }
 
 // kGateUp: phase 2 (A = gathered x rows, B = gate and up rows of gate_up[e], writes act);
 // otherwise phase 3 (A = act rows, B = down[e], writes out). blockIdx.x: M-tile in the schedule,
 // blockIdx.y: N-tile.
 template <class D, bool kGateUp>
-__global__ void __launch_bounds__(kThreads) expert_gemm(MoeTop1Args a) {
-  struct alignas(16) Tiles {  // 16-byte stores into the tiles
-    uint16_t a[kBM * kPitch], b0[kBN * kPitch], b1[kGateUp ? kBN * kPitch : 8];
+__global__ void __launch_bounds__(kThreads, 1) expert_gemm(MoeTop1Args a) {
+  struct alignas(16) Tiles {  // kStages buffers of each operand tile; 16-byte copies into them
+    uint16_t a[kStages][kBM * kPitch], b0[kStages][kBN * kPitch], b1[kStages][kGateUp ? kBN * kPitch : 8];
     int32_t tok[kBM];
   };
   __shared__ Tiles sm;
-  uint16_t* const sA = sm.a;
-  uint16_t* const sB0 = sm.b0;
-  uint16_t* const sB1 = sm.b1;
   int32_t* const tok = sm.tok;
 
   const Workspace ws = workspace(a);
@@ -161,22 +156,46 @@ __global__ void __launch_bounds__(kThreads) expert_gemm(MoeTop1Args a) {
       mma::zero(acc1[i][jj]);
     }
 
+  // Pipeline: while the warps multiply stage kt % kStages, the copies of the next kStages - 1 k-steps
+  // are in flight (cp.async on sm_80+; synchronous copies on CDNA and in the emulator).
   constexpr int kChunks = kBM * kBK / 8;  // 16-byte chunks per tile (kBM == kBN)
-  for (int64_t k0 = 0; k0 < K; k0 += kBK) {
+  const int64_t ksteps = (K + kBK - 1) / kBK;
+  auto issue = [&](int64_t kt) {
+    const int st = static_cast<int>(kt % kStages);
     for (int c = tid; c < kChunks; c += kThreads) {
       const int r = c / (kBK / 8), kc = (c % (kBK / 8)) * 8;
-      const int64_t k = k0 + kc;
+      const int64_t k = kt * kBK + kc;
       const int t = tok[r];
-      const uint16_t* arow = kGateUp ? x + static_cast<int64_t>(t) * a.x_row_stride
-                                     : act + static_cast<int64_t>(row0 + r) * I;
-      *reinterpret_cast<uint4*>(sA + r * kPitch + kc) = load16(arow, k, K, t >= 0);
+      const uint16_t* arow = kGateUp ? x + static_cast<int64_t>(t < 0 ? 0 : t) * a.x_row_stride
+                                     : act + static_cast<int64_t>(row0 + (t < 0 ? 0 : r)) * I;
+      vendor::copy_async16(sm.a[st] + r * kPitch + kc, arow + (k < K ? k : 0), t >= 0 && k < K);
       const int64_t n = n0 + r;
-      *reinterpret_cast<uint4*>(sB0 + r * kPitch + kc) = load16(w0 + n * K, k, K, n < N);
-      if constexpr (kGateUp) {
-        *reinterpret_cast<uint4*>(sB1 + r * kPitch + kc) = load16(w1 + n * K, k, K, n < N);
-      }
+      const bool bok = n < N && k < K;
+      const int64_t boff = bok ? n * K + k : 0;
+      vendor::copy_async16(sm.b0[st] + r * kPitch + kc, w0 + boff, bok);
+      if constexpr (kGateUp) vendor::copy_async16(sm.b1[st] + r * kPitch + kc, w1 + boff, bok);
     }
-    __syncthreads();
+  };
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < ksteps) issue(s);
+    vendor::copy_async_commit();  // one group per stage, empty or not, so the wait count stays fixed
+  }
+  for (int64_t kt = 0; kt < ksteps; ++kt) {
+    if constexpr (kStages == 1) {
+      __syncthreads();  // everyone is done with the previous k-step's tiles
+      issue(kt);
+      __syncthreads();
+    } else {
+      vendor::copy_async_wait<kStages - 2>();  // this thread's copies of stage kt have landed
+      __syncthreads();                          // ... and everyone's; stage kt - 1 is free again
+      if (kt + kStages - 1 < ksteps) issue(kt + kStages - 1);
+      vendor::copy_async_commit();
+    }
+    const int st = static_cast<int>(kt % kStages);
+    const uint16_t* sA = sm.a[st];
+    const uint16_t* sB0 = sm.b0[st];
+    const uint16_t* sB1 = sm.b1[st];
 #pragma unroll
     for (int ks = 0; ks < kBK; ks += 16) {
       mma::FragA fa[2];
@@ -194,7 +213,6 @@ __global__ void __launch_bounds__(kThreads) expert_gemm(MoeTop1Args a) {
         }
       }
     }
-    __syncthreads();
   }
 
   // Epilogue: the reference's rounding points, in D.
@@ -254,7 +272,7 @@ ZAYA_DEV float warp_sum(float v) {
 // kGateUp: columns j of I, act[row] = round(round(SiLU(round(x.Wg[j]))) * round(x.Wu[j])); otherwise
 // columns j of H, out[token][j] = round(round(act.Wd[j]) * w[token]).
 template <class D, bool kGateUp>
-__global__ void __launch_bounds__(kThreads) expert_gemv(MoeTop1Args a) {
+__global__ void __launch_bounds__(kThreads, 1) expert_gemv(MoeTop1Args a) {
   const Workspace ws = workspace(a);
   const int e = static_cast<int>(a.expert_start) + static_cast<int>(blockIdx.y);
   const int first = ws.offsets[e], n = ws.offsets[e + 1] - first;  // n <= kGemvTokens

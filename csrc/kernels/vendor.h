@@ -158,6 +158,35 @@ ZAYA_DEV int atomic_add(int* p, int v) {
   return atomicAdd(p, v);
 #endif
 }
+
+// Asynchronous 16-byte global -> shared copy (zero-fill when !valid; `src` is then not read), the
+// building block of multi-stage tile pipelines. CUDA sm_80+: cp.async.cg, completed in commit groups
+// (copy_async_commit / copy_async_wait<N>: wait until at most N groups are in flight; then
+// __syncthreads before other threads read). Elsewhere (CDNA, the emulator) a plain synchronous copy,
+// so the same pipeline code is correct everywhere, only without the overlap.
+ZAYA_DEV void copy_async16(void* dst_smem, const void* src, bool valid) {
+#if defined(ZAYA_CUDA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(dst_smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
+#else
+  uint4 v{0u, 0u, 0u, 0u};
+  if (valid) v = *static_cast<const uint4*>(src);
+  *static_cast<uint4*>(dst_smem) = v;
+#endif
+}
+
+ZAYA_DEV void copy_async_commit() {
+#if defined(ZAYA_CUDA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+
+template <int N>
+ZAYA_DEV void copy_async_wait() {
+#if defined(ZAYA_CUDA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+#endif
+}
 #endif  // !ZAYA_HOST_ONLY
 
 // ------------------------------------------------------------------------------------------------
