@@ -10,8 +10,8 @@
 //   expert_gemv<BF16, gate_up>      ~70 / 0        7         70 / 0         7        0 B  0
 //   expert_gemv<BF16, down>         ~41 / 0        8         41 / 0         8        0 B  0
 //   (F16 alike; its gemv gate_up needs ~95 VGPRs, occupancy 4-5.) One LDS stage (see kStages).
-//   ISA per arch: 24
-//   v_mfma_f32_16x16x16_bf16 and 24 _f16 (16 in gate_up's k-loop body, 8 in down's).
+//   ISA per arch: 24 v_mfma_f32_16x16x16_bf16 and 24 _f16 (16 in gate_up's k-loop body, 8 in
+//   down's).
 #include "../csrc/kernels/moe_top1.cuh"
 
 namespace zaya::kernels {
