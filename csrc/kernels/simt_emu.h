@@ -16,6 +16,11 @@
 //
 // ZAYA_EMU_WARP_SIZE (32 or 64) picks the warp the kernels see: 32 runs their CUDA paths (mma.sync
 // fragment layouts), 64 their CDNA paths (MFMA layouts).
+//
+// Races: between two barriers the fibers run one after another, in thread order, or in reverse thread
+// order when the environment has ZAYA_EMU_ORDER=reverse (read at each launch). A missing barrier
+// between a write by one thread and a read by another therefore shows up as a wrong result in one of
+// the two orders; the tests run emu32 in reverse order and emu64 in thread order (tests/conftest.py).
 #pragma once
 
 #include <setjmp.h>
@@ -24,6 +29,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -152,8 +158,11 @@ inline std::string run_block(Block& b) {
     f.started = false;
   }
   const int warps = (n + kWarpSize - 1) / kWarpSize;
+  const char* order = std::getenv("ZAYA_EMU_ORDER");
+  const bool reverse = order != nullptr && std::strcmp(order, "reverse") == 0;
   for (;;) {
-    for (int i = 0; i < n; ++i) {
+    for (int ii = 0; ii < n; ++ii) {
+      const int i = reverse ? n - 1 - ii : ii;
       if (b.fibers[i].state != State::kRunnable) continue;
       b.current = i;
       Fiber& f = b.fibers[i];
