@@ -50,7 +50,7 @@ std::tuple<at::Tensor, at::Tensor> cca_attention_gpu(const at::Tensor& q_in, con
                               "kernel or zaya_ops.reference)");
   TORCH_CHECK_VALUE(max_seqlen_q >= 0 && max_seqlen_k >= 0, op, ": max_seqlen_q and max_seqlen_k must be >= 0");
   TORCH_CHECK_VALUE(std::isfinite(scale), op, ": scale must be finite, got ", scale);
-  if (!capturing()) check_cca_attention_indices(d, cu_seqlens_q, seqused_k, block_table, max_seqlen_q, max_seqlen_k);
+  if (check_index_values()) check_cca_attention_indices(d, cu_seqlens_q, seqused_k, block_table, max_seqlen_q, max_seqlen_k);
 
   const DeviceGuard guard(q_in.device());
   at::Tensor out = at::empty({d.T, d.nq * d.D}, q_in.options());

@@ -42,7 +42,7 @@ at::Tensor cca_qkv_gpu(const at::Tensor& qt_in, const at::Tensor& kt_in, const a
                               "and at most 256 (k_cache.shape[3]), got ", d.D);
   // Index values: a host read (a sync), skipped while a CUDA graph is captured; the kernel itself
   // never follows an out-of-range index.
-  if (!capturing()) zaya::checks::check_cca_qkv_indices(d, cu_seqlens, state_indices, positions, slot_mapping);
+  if (check_index_values()) zaya::checks::check_cca_qkv_indices(d, cu_seqlens, state_indices, positions, slot_mapping);
 
   const DeviceGuard guard(qt_in.device());
   at::Tensor q_out = at::empty({d.T, d.nq, d.D}, qt_in.options());

@@ -12,6 +12,8 @@
 #include <torch/library.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #if defined(ZAYA_SIMT_EMU)
 #define ZAYA_GPU_LIB ZAYA_EMU_LIB
@@ -55,6 +57,16 @@ inline bool capturing() {
   return s != cudaStreamCaptureStatusNone;
 }
 #endif
+
+// Whether the glue reads index tensors (cu_seqlens, block tables, expert indices...) on the host to
+// validate their values. That read synchronises with the device, so it is skipped while a CUDA graph
+// is being captured (the kernels then never follow an out-of-range index: see each kernel), and it
+// can be turned off for eager serving loops with ZAYA_CHECK_INDICES=0 (same guarantee).
+inline bool check_index_values() {
+  if (capturing()) return false;
+  const char* v = std::getenv("ZAYA_CHECK_INDICES");
+  return v == nullptr || std::strcmp(v, "0") != 0;
+}
 
 // The device rule of the GPU ops (a CPU tensor in the emulator build).
 inline void check_device(const char* op, const char* name, const at::Tensor& t) {

@@ -37,7 +37,7 @@ at::Tensor moe_top1_gpu(const at::Tensor& x_in, const at::Tensor& expert_index_i
   const at::Tensor expert_index = expert_index_in.contiguous();
   // The range check reads the indices on the host, which a CUDA graph cannot do; during capture the
   // kernels treat out-of-range entries as the skip class instead.
-  if (!capturing()) {
+  if (check_index_values()) {
     const auto [lo, hi] = at::aminmax(expert_index);
     const int64_t mn = lo.item<int64_t>(), mx = hi.item<int64_t>();
     if (mn < 0 || mx > d.E) {
