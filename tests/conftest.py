@@ -32,11 +32,27 @@ EMULATORS = _emulators()
 KERNEL_TARGETS = DEVICES + EMULATORS
 
 
+_FAKES_REGISTERED: set[str] = set()
+
+
+def _register_emulator_fakes(ns: str) -> None:
+    """Give an emulator namespace torch.ops.zaya's fake kernels (python/zaya_ops/_fake.py), so that
+    opcheck can hold the GPU glue's outputs to the same contract."""
+    if ns in _FAKES_REGISTERED:
+        return
+    from zaya_ops import _fake, samples
+
+    for name in samples.SAMPLES:
+        torch.library.register_fake(f"{ns}::{name}", getattr(_fake, f"_{name}_fake"))
+    _FAKES_REGISTERED.add(ns)
+
+
 def use_target(target: str, monkeypatch) -> str:
     """Route the zaya_ops wrappers to ``target``'s kernels; returns the torch device for its tensors."""
     if target.startswith("emu"):
         import zaya_ops.ops
 
+        _register_emulator_fakes("zaya_" + target)
         monkeypatch.setattr(zaya_ops.ops, "_OPS", getattr(torch.ops, "zaya_" + target))
         # Threads between barriers run in reverse order on emu32, in thread order on emu64, so a missing
         # barrier shows up on one of them whichever way the hazard points (csrc/kernels/simt_emu.h).
