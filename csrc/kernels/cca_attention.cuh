@@ -383,7 +383,7 @@ inline int64_t num_splits_impl(const CcaAttentionArgs& a) {
   return splits;
 }
 
-inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+using vendor::aligned16;
 
 template <class T>
 const char* launch_typed(const CcaAttentionArgs& a, vendor::stream_t stream) {

@@ -18,7 +18,7 @@
 
 #include <cstdint>
 
-#include "norms_launch.h"  // DType
+#include "launch_common.h"  // DType
 
 namespace zaya::kernels {
 

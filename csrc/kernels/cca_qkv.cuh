@@ -388,7 +388,7 @@ __global__ void __launch_bounds__(kStateThreads) cca_qkv_state_kernel(CcaQkvArgs
 // --------------------------------------------------------------------------------------------
 // Host side
 // --------------------------------------------------------------------------------------------
-inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+using vendor::aligned16;
 
 inline const char* launch_cca_qkv_impl(const CcaQkvArgs& a, vendor::stream_t stream) {
   if (a.dtype != DType::BF16 && a.dtype != DType::F16) return "zaya cca_qkv: dtype must be bfloat16 or float16";

@@ -435,7 +435,7 @@ const char* with_dtype(DType d, F&& f) {
 }
 
 inline int64_t elem_size(DType d) { return d == DType::F32 ? 4 : 2; }
-inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+using vendor::aligned16;
 
 // Common checks of the contract; fills `shape`.
 inline const char* prepare(int64_t rows, int64_t hidden, Shape* shape) {

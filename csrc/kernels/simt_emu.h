@@ -84,6 +84,7 @@ struct Block {
   int current = -1;
   void (*body)(void*) = nullptr;
   void* body_arg = nullptr;
+  bool reverse = false;  // run the fibers in reverse thread order (ZAYA_EMU_ORDER=reverse)
 };
 
 inline thread_local Block* tl_block = nullptr;
@@ -158,11 +159,9 @@ inline std::string run_block(Block& b) {
     f.started = false;
   }
   const int warps = (n + kWarpSize - 1) / kWarpSize;
-  const char* order = std::getenv("ZAYA_EMU_ORDER");
-  const bool reverse = order != nullptr && std::strcmp(order, "reverse") == 0;
   for (;;) {
     for (int ii = 0; ii < n; ++ii) {
-      const int i = reverse ? n - 1 - ii : ii;
+      const int i = b.reverse ? n - 1 - ii : ii;
       if (b.fibers[i].state != State::kRunnable) continue;
       b.current = i;
       Fiber& f = b.fibers[i];
@@ -222,6 +221,8 @@ inline const char* launch(dim3 grid, dim3 blk, size_t smem_bytes, void (*body)(v
   const int64_t nblocks = static_cast<int64_t>(grid.x) * grid.y * grid.z;
   const int nthreads = static_cast<int>(blk.x * blk.y * blk.z);
   if (nthreads <= 0 || nthreads > 1024) return "emulated launch: block size must be 1..1024 threads";
+  const char* order = std::getenv("ZAYA_EMU_ORDER");  // once per launch, not per block
+  const bool reverse = order != nullptr && std::strcmp(order, "reverse") == 0;
   std::mutex mu;
   std::string err;
 #pragma omp parallel
@@ -238,6 +239,7 @@ inline const char* launch(dim3 grid, dim3 blk, size_t smem_bytes, void (*body)(v
     tb.grid_dim = grid;
     tb.body = body;
     tb.body_arg = arg;
+    tb.reverse = reverse;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t i = 0; i < nblocks; ++i) {
       {

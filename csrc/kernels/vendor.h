@@ -189,6 +189,9 @@ ZAYA_DEV void copy_async_wait() {
 }
 #endif  // !ZAYA_HOST_ONLY
 
+// Whether p may be read or written 16 bytes at a time (the launchers' alignment rule).
+inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
 // ------------------------------------------------------------------------------------------------
 // Bit casts
 // ------------------------------------------------------------------------------------------------

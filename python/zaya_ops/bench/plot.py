@@ -72,6 +72,15 @@ def _footer(fig, sources: set[Source]) -> None:
     fig.text(0.01, 0.005, txt, fontsize=6, color="0.35", ha="left", va="bottom")
 
 
+def _save(fig, sources: set[Source], path: Path) -> Path:
+    """Footer with the sources, layout, PNG at `path`, figure closed."""
+    _footer(fig, sources)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.savefig(path, dpi=110)
+    _mpl().close(fig)
+    return path
+
+
 def plot_op_times(op: str, rows: list[tuple[dict, Source]], out_dir: Path) -> Path:
     plt = _mpl()
     phases = sorted({phase_of(r) for r, _ in rows}, key=lambda p: p != "prefill")
@@ -113,12 +122,7 @@ def plot_op_times(op: str, rows: list[tuple[dict, Source]], out_dir: Path) -> Pa
         ax.grid(True, which="both", alpha=0.3)
         if by_prov:
             ax.legend(fontsize=8)
-    _footer(fig, used)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    path = out_dir / f"{op}-time.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, used, out_dir / f"{op}-time.png")
 
 
 def plot_model(op: str, rows: list[tuple[dict, Source]], out_dir: Path) -> Path:
@@ -156,12 +160,7 @@ def plot_model(op: str, rows: list[tuple[dict, Source]], out_dir: Path) -> Path:
         ax.grid(True, which="both", alpha=0.3)
         if by_prov:
             ax.legend(fontsize=8)
-    _footer(fig, used)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    path = out_dir / f"{op}.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, used, out_dir / f"{op}.png")
 
 
 def plot_roofline(rows: list[tuple[dict, Source]], out_dir: Path) -> Path | None:
