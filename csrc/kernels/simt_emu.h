@@ -26,11 +26,13 @@
 #include <setjmp.h>
 #include <ucontext.h>
 
+#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -71,6 +73,10 @@ struct Fiber {
   dim3 idx;
   State state = State::kRunnable;
   bool started = false;
+  // Asynchronous operations this thread has issued and not yet waited for, as {sequence number,
+  // kind} (wgmma.cuh's emulation; Block::async_ops holds what they read).
+  std::vector<std::array<uint64_t, 2>> async_ops;
+  uint64_t async_seq = 0;
 };
 
 struct Block {
@@ -85,6 +91,10 @@ struct Block {
   void (*body)(void*) = nullptr;
   void* body_arg = nullptr;
   bool reverse = false;  // run the fibers in reverse thread order (ZAYA_EMU_ORDER=reverse)
+  std::string error;     // set by fail(): the block stops and the launch reports it
+  // Asynchronous operations in flight, keyed by (thread group, sequence number): the first thread
+  // of the group to issue one records what it reads, the last one to wait for it checks it again.
+  std::map<std::pair<int, uint64_t>, std::array<uint64_t, 6>> async_ops;
 };
 
 inline thread_local Block* tl_block = nullptr;
@@ -102,6 +112,26 @@ inline dim3 block_idx() { return tl_block->block_idx; }
 inline dim3 block_dim() { return tl_block->block_dim; }
 inline dim3 grid_dim() { return tl_block->grid_dim; }
 inline void* dynamic_smem() { return tl_block->dynamic_smem.data(); }
+
+// Byte offset of p in the block's dynamic shared memory (the emulated shared-memory address space:
+// kernels that hand shared addresses to emulated hardware units keep their tiles there).
+inline uint32_t smem_offset(const void* p);
+
+// Stops the calling thread's block with an error message (the launch returns it).
+[[noreturn]] inline void fail(const std::string& what) {
+  if (tl_block->error.empty()) tl_block->error = what;
+  me().state = State::kDone;
+  _longjmp(tl_block->scheduler, 1);
+}
+
+inline uint32_t smem_offset(const void* p) {
+  const auto* base = tl_block->dynamic_smem.data();
+  const auto* c = static_cast<const unsigned char*>(p);
+  if (c < base || c >= base + tl_block->dynamic_smem.size()) {
+    fail("a shared-memory address handed to an emulated matrix unit is not in dynamic shared memory");
+  }
+  return static_cast<uint32_t>(c - base);
+}
 
 inline void wait(State s) {
   Fiber& f = me();
@@ -157,7 +187,10 @@ inline std::string run_block(Block& b) {
     makecontext(&f.ctx, fiber_entry, 0);
     f.state = State::kRunnable;
     f.started = false;
+    f.async_ops.clear();
+    f.async_seq = 0;
   }
+  b.async_ops.clear();
   const int warps = (n + kWarpSize - 1) / kWarpSize;
   for (;;) {
     for (int ii = 0; ii < n; ++ii) {
@@ -172,6 +205,7 @@ inline std::string run_block(Block& b) {
         }
         _longjmp(f.jb, 1);
       }
+      if (!b.error.empty()) return b.error;
     }
     int done = 0, at_block = 0;
     for (const Fiber& f : b.fibers) {
@@ -240,6 +274,7 @@ inline const char* launch(dim3 grid, dim3 blk, size_t smem_bytes, void (*body)(v
     tb.body = body;
     tb.body_arg = arg;
     tb.reverse = reverse;
+    tb.error.clear();
 #pragma omp for schedule(dynamic, 1)
     for (int64_t i = 0; i < nblocks; ++i) {
       {
@@ -252,6 +287,7 @@ inline const char* launch(dim3 grid, dim3 blk, size_t smem_bytes, void (*body)(v
         tb.fibers[t].idx = dim3(t % blk.x, (t / blk.x) % blk.y, t / (blk.x * blk.y));
       }
       std::memset(tb.dynamic_smem.data(), 0xFF, smem_bytes);
+      tb.error.clear();
       Block* saved = tl_block;
       tl_block = &tb;
       std::string e = run_block(tb);

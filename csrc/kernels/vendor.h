@@ -87,6 +87,13 @@ inline const char* launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_
   using Call = decltype(call);
   return emu::launch(grid, block, smem, [](void* c) { (*static_cast<Call*>(c))(); }, &call);
 #else
+#if defined(ZAYA_CUDA)
+  // Above 48 KiB of dynamic shared memory a kernel must opt in (Hopper kernels use up to ~200 KiB).
+  if (smem > 48 * 1024) {
+    const error_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    if (e != kSuccess) return error_string(e);
+  }
+#endif
   kernel<<<grid, block, smem, stream>>>(static_cast<KArgs>(args)...);
   const error_t e = get_last_error();
   return e == kSuccess ? nullptr : error_string(e);
@@ -187,6 +194,29 @@ ZAYA_DEV void copy_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 #endif
 }
+
+// The block's dynamic shared memory (the launch's smem bytes), 16-byte aligned.
+template <typename T>
+ZAYA_DEV T* dynamic_smem() {
+#if defined(ZAYA_EMU)
+  return static_cast<T*>(emu::dynamic_smem());
+#else
+  extern __shared__ __align__(16) unsigned char zaya_dynamic_smem[];
+  return reinterpret_cast<T*>(zaya_dynamic_smem);
+#endif
+}
+
+// Shared-memory address of p, as Hopper's matrix units take it (CUDA and the emulator only). Emulator:
+// the offset in the block's dynamic shared memory, which is where such tiles must live.
+#if defined(ZAYA_CUDA) || defined(ZAYA_EMU)
+ZAYA_DEV uint32_t smem_u32(const void* p) {
+#if defined(ZAYA_CUDA)
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+#else
+  return emu::smem_offset(p);
+#endif
+}
+#endif
 #endif  // !ZAYA_HOST_ONLY
 
 // Whether p may be read or written 16 bytes at a time (the launchers' alignment rule).

@@ -1,0 +1,338 @@
+// Hopper warpgroup matrix multiply-accumulate (wgmma.mma_async, sm_90a), bf16 or fp16 operands, fp32
+// accumulators: the building block of the Hopper paths of moe_top1 and cca_attention. A warpgroup
+// (128 consecutive threads starting at a multiple of 128) computes a 64 x N tile, N = 64 or 128,
+// per 16-deep k-step:
+//   * B (and A in the "ss" form) is read by the tensor cores straight from shared memory through a
+//     64-bit matrix descriptor (make_desc); A in the "rs" form comes from registers (FragA, the
+//     mma.sync m16n8k16 A layout, warp w of the warpgroup holding rows 16w..16w+15).
+//   * Operations are asynchronous: fence() before the first one (and after the accumulators were
+//     touched by ordinary code), commit() closes a group, wait<n>() waits until at most n groups are in
+//     flight. Shared memory an operation reads must stay unchanged until its group is waited for, and
+//     shared memory written by ordinary stores or cp.async must be followed by fence_async_proxy() in
+//     each writing thread before the barrier that precedes the wgmma.
+//
+// Shared-memory layout: only the no-swizzle ("interleave") canonical layouts of the PTX ISA
+// (section "Shared Memory Matrix Layout"; T = 8 elements = 16 bytes):
+//   K-major, ((8,m),(T,2k)):((1T,SBO),(1,LBO)): "core matrices" of 8 rows x 8 elements, 128 contiguous
+//     bytes (row after row); LBO = bytes to the next core matrix along k, SBO = along the rows (m or n).
+//   MN-major (kTransB), ((T,1,m),(8,k)):((1,T,SBO),(1T,LBO)): core matrices of 8 k-rows x 8 n-elements;
+//     SBO = bytes to the next core matrix along n, LBO = along k.
+// Accumulator element i of warpgroup thread t (Acc::x[i]): row 16 (t / 32) + (t % 32) / 4 + 8 ((i / 2) % 2),
+// column 8 (i / 4) + 2 (t % 4) + i % 2 (acc_row / acc_col).
+//
+// Under the SIMT emulator (32-lane warps) the instruction is emulated from those documented layouts:
+// each thread computes its own accumulators by decoding the descriptors at issue. The first thread
+// of the warpgroup to issue an operation hashes its operands' shared-memory bytes, and the last one
+// to wait for it hashes them again: a kernel that overwrites an operand while the operation may still
+// read it fails its launch (the fiber order, forward or reverse, decides which interleavings are
+// seen, as for races). This checks the kernels against the layouts as documented; whether the
+// hardware reads them the same way needs a Hopper GPU run.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <type_traits>
+
+#include "vendor.h"
+
+#if defined(ZAYA_CUDA) || (defined(ZAYA_EMU) && ZAYA_WARP_SIZE == 32)
+#define ZAYA_HAVE_WGMMA_SOURCE 1
+
+namespace zaya::wgmma {
+
+inline constexpr int kThreads = 128;  // one warpgroup
+
+template <int N>
+struct Acc {
+  static_assert(N == 64 || N == 128, "wgmma tiles are 64 x 64 or 64 x 128 here");
+  static constexpr int kN = N;
+  float x[N / 2];
+};
+
+struct FragA {
+  uint32_t x[4];
+};
+
+// Row and column in the 64 x N tile of accumulator i of warpgroup thread t (0..127).
+ZAYA_HD int acc_row(int t, int i) { return 16 * (t >> 5) + ((t & 31) >> 2) + 8 * ((i >> 1) & 1); }
+ZAYA_HD int acc_col(int t, int i) { return 8 * (i >> 2) + 2 * (t & 3) + (i & 1); }
+
+// Element offset of (row r, column k) in a K-major no-swizzle tile of `cols` columns stored as
+// [rows / 8][cols / 8] core matrices; its descriptor has LBO = 128 and SBO = cols / 8 * 128 bytes.
+ZAYA_HD int kmajor_offset(int r, int k, int cols) {
+  return ((r >> 3) * (cols >> 3) + (k >> 3)) * 64 + (r & 7) * 8 + (k & 7);
+}
+
+// Matrix descriptor of a no-swizzle operand at shared-memory pointer p (16-byte aligned).
+ZAYA_DEV uint64_t make_desc(const void* p, uint32_t lbo_bytes, uint32_t sbo_bytes) {
+  const uint32_t addr = vendor::smem_u32(p);
+  return static_cast<uint64_t>((addr & 0x3FFFFu) >> 4) | (static_cast<uint64_t>((lbo_bytes & 0x3FFFFu) >> 4) << 16) |
+         (static_cast<uint64_t>((sbo_bytes & 0x3FFFFu) >> 4) << 32);
+}
+
+#if defined(ZAYA_EMU)
+namespace emu_detail {
+
+struct Operand {
+  const unsigned char* base;
+  uint32_t offset, lbo, sbo;
+};
+
+inline Operand decode(uint64_t d) {
+  if ((d >> 62) != 0) emu::fail("emulated wgmma: only the no-swizzle shared-memory layout is modelled");
+  const uint32_t off = static_cast<uint32_t>(d & 0x3FFFu) << 4;
+  return {static_cast<const unsigned char*>(emu::dynamic_smem()), off, static_cast<uint32_t>((d >> 16) & 0x3FFFu) << 4,
+          static_cast<uint32_t>((d >> 32) & 0x3FFFu) << 4};
+}
+
+// Byte offset of element (mn, k) of an operand (mn: row of A or column of B; k: 0..15).
+inline uint32_t at(const Operand& o, int mn, int k, bool mn_major) {
+  return mn_major ? o.offset + (mn >> 3) * o.sbo + (mn & 7) * 2 + (k >> 3) * o.lbo + (k & 7) * 16
+                  : o.offset + (mn >> 3) * o.sbo + (mn & 7) * 16 + (k >> 3) * o.lbo + (k & 7) * 2;
+}
+
+inline uint16_t load(const Operand& o, int mn, int k, bool mn_major) {
+  const uint32_t b = at(o, mn, k, mn_major);
+  if (b + 2 > emu::block().dynamic_smem.size()) {
+    emu::fail("emulated wgmma: a descriptor reaches past the block's dynamic shared memory");
+  }
+  uint16_t v;
+  std::memcpy(&v, o.base + b, 2);
+  return v;
+}
+
+// FNV-1a over the operand's elements (rows x 16), the fingerprint checked at wait time.
+inline uint64_t fingerprint(const Operand& o, int rows, bool mn_major) {
+  uint64_t h = 1469598103934665603ull;
+  for (int r = 0; r < rows; ++r)
+    for (int k = 0; k < 16; ++k) h = (h ^ load(o, r, k, mn_major)) * 1099511628211ull;
+  return h;
+}
+
+inline int wg_thread() { return emu::linear_tid() % kThreads; }
+
+// The operands' fingerprint: {desc_a (0: registers), desc_b, N | trans_b << 16} and their hash.
+inline uint64_t operand_hash(const std::array<uint64_t, 6>& op) {
+  const int n = static_cast<int>(op[2] & 0xFFFF);
+  const bool tb = ((op[2] >> 16) & 1) != 0;
+  uint64_t h = fingerprint(decode(op[1]), n, tb);
+  if (op[0] != 0) h ^= fingerprint(decode(op[0]), 64, false) * 31;
+  return h;
+}
+
+// Issue: the warpgroup's first thread to issue its next operation hashes the operands; every thread
+// remembers the operation's sequence number until it waits for it.
+inline void log_op(uint64_t da, uint64_t db, int n, bool trans_b) {
+  emu::Fiber& f = emu::me();
+  const uint64_t seq = f.async_seq++;
+  auto& table = emu::block().async_ops;
+  const std::pair<int, uint64_t> key{emu::linear_tid() / kThreads, seq};
+  if (table.find(key) == table.end()) {
+    std::array<uint64_t, 6> op{da, db, static_cast<uint64_t>(n) | (static_cast<uint64_t>(trans_b) << 16), 0, 0, 0};
+    op[3] = operand_hash(op);
+    table.emplace(key, op);
+  }
+  f.async_ops.push_back({seq, 1});
+}
+
+// Retires one operation for this thread; the warpgroup's last thread to do so checks the hash.
+inline void retire(uint64_t seq) {
+  auto& table = emu::block().async_ops;
+  const auto it = table.find({emu::linear_tid() / kThreads, seq});
+  if (it == table.end()) return;
+  const int group_threads = std::min<int>(kThreads, static_cast<int>(emu::block().fibers.size()) -
+                                                        (emu::linear_tid() / kThreads) * kThreads);
+  if (static_cast<int>(++it->second[4]) < group_threads) return;
+  if (operand_hash(it->second) != it->second[3]) {
+    emu::fail("emulated wgmma: an operand's shared memory changed before every thread waited for its group");
+  }
+  table.erase(it);
+}
+
+// c[r][col] for this thread's accumulators: sum over k of A(r, k) * B(k, col), A given per row.
+template <class D, int N, class ARow>
+void accumulate(Acc<N>& d, ARow a_of, uint64_t db, bool trans_b, bool acc) {
+  const Operand b = decode(db);
+  const int t = wg_thread();
+  for (int i = 0; i < N / 2; ++i) {
+    const int r = acc_row(t, i), c = acc_col(t, i);
+    float s = 0.f;
+    for (int k = 0; k < 16; ++k) s += a_of(r, k) * D::to_float(load(b, c, k, trans_b));
+    d.x[i] = acc ? d.x[i] + s : s;
+  }
+}
+
+}  // namespace emu_detail
+#endif
+
+ZAYA_DEV void fence() {
+#if defined(ZAYA_CUDA) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#endif
+}
+
+ZAYA_DEV void commit() {
+#if defined(ZAYA_EMU)
+  emu::me().async_ops.push_back({0, 2});
+#elif defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#endif
+}
+
+template <int kInFlight>
+ZAYA_DEV void wait() {
+#if defined(ZAYA_EMU)
+  auto& log = emu::me().async_ops;
+  // The kInFlight newest committed groups stay in flight; everything before them retires now.
+  size_t end = log.size();
+  int seen = 0;
+  while (end > 0 && seen < kInFlight) {
+    --end;
+    if (log[end][1] == 2) ++seen;
+  }
+  if (seen < kInFlight) return;
+  for (size_t i = 0; i < end; ++i) {
+    if (log[i][1] == 1) emu_detail::retire(log[i][0]);
+  }
+  log.erase(log.begin(), log.begin() + static_cast<std::ptrdiff_t>(end));
+#elif defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kInFlight) : "memory");
+#endif
+}
+
+// Orders this thread's earlier ordinary / cp.async writes to shared memory before later reads by the
+// tensor cores (the "async proxy"); then a barrier makes them visible to the whole warpgroup.
+ZAYA_DEV void fence_async_proxy() {
+#if defined(ZAYA_CUDA) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+
+// Keeps the compiler from moving reads or writes of the accumulators across wgmma's asynchrony.
+template <int N>
+ZAYA_DEV void fence_acc(Acc<N>& d) {
+#if defined(ZAYA_CUDA)
+#pragma unroll
+  for (int i = 0; i < N / 2; ++i) asm volatile("" : "+f"(d.x[i])::"memory");
+#else
+  (void)d;
+#endif
+}
+
+#define ZAYA_WGMMA_REGS32 \
+  "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}"
+#define ZAYA_WGMMA_REGS64                                                                                        \
+  "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29," \
+  "%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,"   \
+  "%57,%58,%59,%60,%61,%62,%63}"
+#define ZAYA_WGMMA_OPS8(i)                                                                                  \
+  "+f"(d.x[i]), "+f"(d.x[i + 1]), "+f"(d.x[i + 2]), "+f"(d.x[i + 3]), "+f"(d.x[i + 4]), "+f"(d.x[i + 5]), \
+      "+f"(d.x[i + 6]), "+f"(d.x[i + 7])
+#define ZAYA_WGMMA_OPS32 ZAYA_WGMMA_OPS8(0), ZAYA_WGMMA_OPS8(8), ZAYA_WGMMA_OPS8(16), ZAYA_WGMMA_OPS8(24)
+#define ZAYA_WGMMA_OPS64 ZAYA_WGMMA_OPS32, ZAYA_WGMMA_OPS8(32), ZAYA_WGMMA_OPS8(40), ZAYA_WGMMA_OPS8(48), ZAYA_WGMMA_OPS8(56)
+
+// "ss": A (64 x 16, K-major) and B (16 x N: K-major, or MN-major when kTransB) in shared memory.
+// d = A B + (accumulate ? d : 0).
+#define ZAYA_WGMMA_SS(NN, DT, REGS, OPS, PA, PB, PP, PT)                                                      \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, " PP ", 0;\nwgmma.mma_async.sync.aligned.m64n" #NN "k16.f32." DT \
+               "." DT " " REGS ", " PA ", " PB ", p, 1, 1, 0, " PT ";\n}\n"                                       \
+               : OPS                                                                                            \
+               : "l"(a), "l"(b), "r"(static_cast<int>(accumulate)), "n"(kTransB ? 1 : 0))
+#define ZAYA_WGMMA_RS(NN, DT, REGS, OPS, PA, PB, PP, PT)                                                      \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, " PP ", 0;\nwgmma.mma_async.sync.aligned.m64n" #NN "k16.f32." DT \
+               "." DT " " REGS ", " PA ", " PB ", p, 1, 1, " PT ";\n}\n"                                          \
+               : OPS                                                                                            \
+               : "r"(a.x[0]), "r"(a.x[1]), "r"(a.x[2]), "r"(a.x[3]), "l"(b), "r"(static_cast<int>(accumulate)), \
+                 "n"(kTransB ? 1 : 0))
+
+template <class D, bool kTransB, int N>
+ZAYA_DEV void mma_ss(Acc<N>& d, uint64_t a, uint64_t b, bool accumulate) {
+#if defined(ZAYA_EMU)
+  const emu_detail::Operand oa = emu_detail::decode(a);
+  emu_detail::accumulate<D>(d, [&](int r, int k) { return D::to_float(emu_detail::load(oa, r, k, false)); }, b,
+                            kTransB, accumulate);
+  emu_detail::log_op(a, b, N, kTransB);
+#elif defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr bool bf = std::is_same_v<D, dtype::BF16>;
+  if constexpr (N == 64 && bf) ZAYA_WGMMA_SS(64, "bf16", ZAYA_WGMMA_REGS32, ZAYA_WGMMA_OPS32, "%32", "%33", "%34", "%35");
+  if constexpr (N == 64 && !bf) ZAYA_WGMMA_SS(64, "f16", ZAYA_WGMMA_REGS32, ZAYA_WGMMA_OPS32, "%32", "%33", "%34", "%35");
+  if constexpr (N == 128 && bf) ZAYA_WGMMA_SS(128, "bf16", ZAYA_WGMMA_REGS64, ZAYA_WGMMA_OPS64, "%64", "%65", "%66", "%67");
+  if constexpr (N == 128 && !bf) ZAYA_WGMMA_SS(128, "f16", ZAYA_WGMMA_REGS64, ZAYA_WGMMA_OPS64, "%64", "%65", "%66", "%67");
+#elif defined(__CUDA_ARCH__)
+  (void)d, (void)a, (void)b, (void)accumulate;
+  __trap();  // built without sm_90a; the launchers never select these kernels then
+#endif
+}
+
+// "rs": A (64 x 16) from registers, B as for mma_ss.
+template <class D, bool kTransB, int N>
+ZAYA_DEV void mma_rs(Acc<N>& d, const FragA& a, uint64_t b, bool accumulate) {
+#if defined(ZAYA_EMU)
+  // The warp's 16 rows of A come from its lanes' registers (mma.sync's A layout): gather them.
+  const int lane = emu::lane_id();
+  std::memcpy(emu::lane_slot(lane), &a, sizeof a);
+  emu::syncwarp();
+  float A[16][16];
+  for (int l = 0; l < 32; ++l) {
+    FragA f;
+    std::memcpy(&f, emu::lane_slot(l), sizeof f);
+    for (int e = 0; e < 8; ++e) {
+      const int reg = e >> 1, half = e & 1;
+      const uint16_t v = static_cast<uint16_t>(f.x[reg] >> (16 * half));
+      A[(l >> 2) + 8 * (reg & 1)][2 * (l & 3) + half + 8 * (reg >> 1)] = D::to_float(v);
+    }
+  }
+  emu::syncwarp();
+  emu_detail::accumulate<D>(d, [&](int r, int k) { return A[r & 15][k]; }, b, kTransB, accumulate);
+  emu_detail::log_op(0, b, N, kTransB);
+#elif defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr bool bf = std::is_same_v<D, dtype::BF16>;
+  if constexpr (N == 64 && bf)
+    ZAYA_WGMMA_RS(64, "bf16", ZAYA_WGMMA_REGS32, ZAYA_WGMMA_OPS32, "{%32,%33,%34,%35}", "%36", "%37", "%38");
+  if constexpr (N == 64 && !bf)
+    ZAYA_WGMMA_RS(64, "f16", ZAYA_WGMMA_REGS32, ZAYA_WGMMA_OPS32, "{%32,%33,%34,%35}", "%36", "%37", "%38");
+  if constexpr (N == 128 && bf)
+    ZAYA_WGMMA_RS(128, "bf16", ZAYA_WGMMA_REGS64, ZAYA_WGMMA_OPS64, "{%64,%65,%66,%67}", "%68", "%69", "%70");
+  if constexpr (N == 128 && !bf)
+    ZAYA_WGMMA_RS(128, "f16", ZAYA_WGMMA_REGS64, ZAYA_WGMMA_OPS64, "{%64,%65,%66,%67}", "%68", "%69", "%70");
+#elif defined(__CUDA_ARCH__)
+  (void)d, (void)a, (void)b, (void)accumulate;
+  __trap();
+#endif
+}
+
+#undef ZAYA_WGMMA_SS
+#undef ZAYA_WGMMA_RS
+#undef ZAYA_WGMMA_OPS64
+#undef ZAYA_WGMMA_OPS32
+#undef ZAYA_WGMMA_OPS8
+#undef ZAYA_WGMMA_REGS64
+#undef ZAYA_WGMMA_REGS32
+
+// Host side: whether the launchers may select the Hopper kernels on device `dev`. They are opt-in
+// (environment ZAYA_WGMMA=1) until a Hopper GPU run has validated them, and need a compute capability
+// 9.x device and a build that includes sm_90a (TORCH_CUDA_ARCH_LIST with "9.0a", the default). The
+// 32-lane emulator takes the opt-in alone.
+inline bool hopper_paths_enabled(int dev) {
+  const char* opt = std::getenv("ZAYA_WGMMA");
+  if (opt == nullptr || std::strcmp(opt, "1") != 0) return false;
+#if defined(ZAYA_EMU)
+  (void)dev;
+  return true;
+#else
+  int major = 0;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess || major != 9) return false;
+#if defined(ZAYA_CUDA_ARCHS)
+  return std::strstr(ZAYA_CUDA_ARCHS, "9.0a") != nullptr;
+#else
+  return true;
+#endif
+#endif
+}
+
+}  // namespace zaya::wgmma
+
+#endif
