@@ -32,6 +32,15 @@ EMULATORS = _emulators()
 KERNEL_TARGETS = DEVICES + EMULATORS
 
 
+def _hopper_gpu() -> bool:
+    return torch.cuda.is_available() and torch.version.hip is None and torch.cuda.get_device_capability()[0] == 9
+
+
+# The Hopper (wgmma) kernels, opt-in through ZAYA_WGMMA=1 (csrc/kernels/wgmma.cuh): on the 32-lane
+# emulator always, on a real GPU when it is a Hopper. Tests of ops that have such kernels add these.
+HOPPER_TARGETS = (["cuda-wgmma"] if _hopper_gpu() else []) + (["emu32-wgmma"] if "emu32" in EMULATORS else [])
+
+
 _FAKES_REGISTERED: set[str] = set()
 
 
@@ -48,7 +57,13 @@ def _register_emulator_fakes(ns: str) -> None:
 
 
 def use_target(target: str, monkeypatch) -> str:
-    """Route the zaya_ops wrappers to ``target``'s kernels; returns the torch device for its tensors."""
+    """Route the zaya_ops wrappers to ``target``'s kernels; returns the torch device for its tensors.
+    A "-wgmma" suffix selects the Hopper kernels (ZAYA_WGMMA=1), see HOPPER_TARGETS."""
+    if target.endswith("-wgmma"):
+        monkeypatch.setenv("ZAYA_WGMMA", "1")
+        target = target[: -len("-wgmma")]
+    else:
+        monkeypatch.delenv("ZAYA_WGMMA", raising=False)
     if target.startswith("emu"):
         import zaya_ops.ops
 
