@@ -1,7 +1,7 @@
 """zaya::moe_top1's GPU kernels (csrc/kernels/moe_top1.cuh) against zaya_ops.reference.
 
 Runs on a CUDA/ROCm GPU when present and always under the SIMT emulator (emu32: the CUDA mma.sync
-paths, emu64: the CDNA MFMA paths), see tests/conftest.py. The CPU kernel has its own tests
+paths, emu64: the CDNA MFMA paths, emu32-wgmma: the Hopper wgmma matrix kernels), see tests/conftest.py. The CPU kernel has its own tests
 (test_router_moe_cpu.py). Tolerance: 2 ulps at row scale (eps * max |reference| of the row), and at
 least 99% of the elements bit-equal. The kernels accumulate in fp32 on the matrix units in another
 order than the reference, so a few elements per thousand of gate/up or of the output land on the
@@ -14,11 +14,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import KERNEL_TARGETS, use_target
+from conftest import HOPPER_TARGETS, KERNEL_TARGETS, use_target
 from test_router_moe_cpu import _ulps_at_row_scale
 from zaya_ops import ops, reference, samples
 
-GPU_TARGETS = [t for t in KERNEL_TARGETS if t != "cpu"]
+# The GPU kernels, and their Hopper (wgmma) matrix kernels where they can run (conftest.HOPPER_TARGETS).
+GPU_TARGETS = [t for t in KERNEL_TARGETS if t != "cpu"] + HOPPER_TARGETS
 BF16, FP16 = torch.bfloat16, torch.float16
 SIZES = [(264, 48, 4), (200, 136, 16), (72, 40, 1)]  # (H, I, E)
 
@@ -56,6 +57,12 @@ def test_matches_reference(device, T, dtype):
 def test_long_prefill(device):
     """T = 4096 (64+ M-tiles per expert) at small H, I to keep the emulated run short."""
     _check(_args(device, 4096, 72, 40, 4, seed=41))
+
+
+def test_many_k_steps(device):
+    """H = 520, I = 200: 9 and 4 k-steps of 64 with partial last steps, so the Hopper kernel's 4-stage
+    pipeline reuses every stage (the emulator checks no wgmma operand is overwritten while in flight)."""
+    _check(_args(device, 300, 520, 200, 3, seed=8))
 
 
 @pytest.mark.parametrize("case", ["all_skip", "one_expert", "empty_experts", "no_tokens", "uneven"])

@@ -25,8 +25,8 @@
 // H100; weights 16 * 3 * H * I * 2 B = 403 MB are read once per M-tile column of blocks (from L2 after
 // the first), so the kernel is compute-bound. Decode: each hit expert's 3*H*I*2 = 25 MB of weights is
 // read once for all of its tokens (n <= 64 fits one M-tile), so T = 1 is 25 MB: ~7.5 us at 3.35 TB/s.
-// This version has a two-stage cp.async pipeline but no TMA and no wgmma (Hopper's faster paths); see
-// the README for what a GPU run has to measure.
+// This portable version has a two-stage cp.async pipeline; Hopper's wgmma kernels (opt-in,
+// ZAYA_WGMMA=1) are in moe_top1_sm90.cuh. See the README for what a GPU run has to measure.
 //
 // HIP (check_hip.sh, gfx940 / gfx90a): see the numbers in hip/moe_top1.hip's header. CUDA (ptxas -v,
 // sm_80 / sm_90a): no spills; gate_up tile 136-140 registers and 30,976 B shared, down tile 95-96 and
@@ -69,6 +69,8 @@ ZAYA_DEV int class_of(const MoeTop1Args& a, int64_t t) {
   return (e < 0 || e > a.E) ? static_cast<int>(a.E) : static_cast<int>(e);
 }
 
+// kTileRows: rows of the M-tiles of the matrix kernel that follows (kBM, or the Hopper kernel's).
+template <int kTileRows>
 __global__ void __launch_bounds__(kGroupThreads) group_tokens(MoeTop1Args a) {
   __shared__ int count[kMoeMaxExperts + 1];
   __shared__ int cursor[kMoeMaxExperts + 1];
@@ -91,7 +93,7 @@ __global__ void __launch_bounds__(kGroupThreads) group_tokens(MoeTop1Args a) {
     const int lo = static_cast<int>(a.expert_start), hi = static_cast<int>(a.expert_end);
     for (int e = lo; e < hi; ++e) {
       ws.tile_start[e - lo] = tiles;
-      tiles += (count[e] + kBM - 1) / kBM;
+      tiles += (count[e] + kTileRows - 1) / kTileRows;
     }
     ws.tile_start[hi - lo] = tiles;
   }
@@ -328,6 +330,12 @@ __global__ void __launch_bounds__(kThreads, 1) expert_gemv(MoeTop1Args a) {
   }
 }
 
+}  // namespace zaya::kernels::moe
+
+#include "moe_top1_sm90.cuh"
+
+namespace zaya::kernels::moe {
+
 inline const char* launch_moe_top1_impl(const MoeTop1Args& a, vendor::stream_t stream) {
   if (a.T == 0 || a.expert_start == a.expert_end) return nullptr;
   if (a.dtype != DType::BF16 && a.dtype != DType::F16) return "zaya moe_top1: GPU kernels take bf16 or fp16";
@@ -340,7 +348,10 @@ inline const char* launch_moe_top1_impl(const MoeTop1Args& a, vendor::stream_t s
   if (warp != ZAYA_WARP_SIZE) return "zaya moe_top1: the matrix kernels need a 64-lane wavefront (CDNA) on AMD";
 
   const int64_t m_tiles = (a.T + kBM - 1) / kBM + (a.expert_end - a.expert_start);
-  if (const char* err = vendor::launch(&group_tokens, dim3(1), dim3(kGroupThreads), 0, stream, a)) return err;
+#if defined(ZAYA_HAVE_WGMMA_SOURCE)
+  if (a.T > kGemvTokens && wgmma::hopper_paths_enabled(dev)) return launch_sm90(a, stream);
+#endif
+  if (const char* err = vendor::launch(&group_tokens<kBM>, dim3(1), dim3(kGroupThreads), 0, stream, a)) return err;
   const dim3 block(kThreads);
   const dim3 grid_gu(static_cast<unsigned>(m_tiles), static_cast<unsigned>((a.I + kBN - 1) / kBN));
   const dim3 grid_dn(static_cast<unsigned>(m_tiles), static_cast<unsigned>((a.H + kBN - 1) / kBN));

@@ -186,14 +186,16 @@ template <int kInFlight>
 ZAYA_DEV void wait() {
 #if defined(ZAYA_EMU)
   auto& log = emu::me().async_ops;
-  // The kInFlight newest committed groups stay in flight; everything before them retires now.
+  // The kInFlight newest committed groups stay in flight: everything up to the commit that closed
+  // the group before them retires now (operations not yet committed stay, as on the hardware).
   size_t end = log.size();
   int seen = 0;
-  while (end > 0 && seen < kInFlight) {
+  while (end > 0) {
     --end;
-    if (log[end][1] == 2) ++seen;
+    if (log[end][1] == 2 && ++seen == kInFlight + 1) break;
   }
-  if (seen < kInFlight) return;
+  if (seen < kInFlight + 1) return;  // no more groups than may stay in flight
+  ++end;
   for (size_t i = 0; i < end; ++i) {
     if (log[i][1] == 1) emu_detail::retire(log[i][0]);
   }
