@@ -292,3 +292,20 @@ def test_router_near_tie_is_not_a_mismatch():
     cnt3 = torch.bincount(idx3.long(), minlength=cnt.numel()).to(cnt.dtype)
     assert not bench.check("x", case, (idx3, w, st, lg, cnt3), ref)[2]
     assert not bench.check("x", case, (idx, w, st, lg, cnt3), ref)[2]  # counts of other choices
+
+
+def test_with_env_sets_and_restores(monkeypatch):
+    """The zaya-wgmma provider's wrapper: the variable is set during each call only."""
+    import os
+
+    from zaya_ops.bench.cases import hopper_gpu, with_env
+
+    monkeypatch.delenv("ZAYA_WGMMA", raising=False)
+    seen = []
+    fn = with_env(lambda: seen.append(os.environ.get("ZAYA_WGMMA")), "ZAYA_WGMMA", "1")
+    fn()
+    assert seen == ["1"] and "ZAYA_WGMMA" not in os.environ
+    monkeypatch.setenv("ZAYA_WGMMA", "0")
+    fn()
+    assert seen == ["1", "1"] and os.environ["ZAYA_WGMMA"] == "0"
+    assert not hopper_gpu(torch.device("cpu"))

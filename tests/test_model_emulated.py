@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import EMULATORS, use_target
+from conftest import EMULATORS, HOPPER_TARGETS, use_target
 from zaya_ops.model import ZayaConfig, ZayaForCausalLM, random_state_dict, save_checkpoint
 
 CONFIG = dict(vocab_size=128, hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -33,7 +33,7 @@ def checkpoint(tmp_path_factory):
 
 
 @pytest.mark.skipif(not EMULATORS, reason="built without the SIMT emulator (ZAYA_BACKENDS=...,emu)")
-@pytest.mark.parametrize("target", EMULATORS)
+@pytest.mark.parametrize("target", EMULATORS + [t for t in HOPPER_TARGETS if t.startswith("emu")])
 def test_model_on_emulated_gpu_kernels(target, checkpoint, monkeypatch):
     use_target(target, monkeypatch)
     model = ZayaForCausalLM.from_pretrained(checkpoint, device="cpu", dtype=torch.bfloat16, backend="ops",

@@ -124,6 +124,38 @@ def compare(out: Any, ref: Any, compute_dtype: torch.dtype | None = None) -> tup
     return max_abs, max_rel, ok
 
 
+def ops_module():
+    from .. import ops
+
+    return ops
+
+
+def with_env(fn: Callable[[], Any], name: str, value: str) -> Callable[[], Any]:
+    """fn run with environment variable ``name`` set to ``value`` (restored after each call: the
+    kernels' launchers read it at every launch, and other providers must not see it)."""
+    import os
+
+    def run():
+        old = os.environ.get(name)
+        os.environ[name] = value
+        try:
+            return fn()
+        finally:
+            if old is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = old
+
+    return run
+
+
+def hopper_gpu(device: torch.device) -> bool:
+    """Whether ``device`` is an NVIDIA Hopper GPU (where the zaya-wgmma provider runs)."""
+    dev = torch.device(device)
+    return (dev.type == "cuda" and torch.cuda.is_available() and torch.version.hip is None
+            and torch.cuda.get_device_capability(dev)[0] == 9)
+
+
 class OpBench:
     """Base class of one op's benchmark. Subclasses set ``name`` and implement ``build``."""
 
@@ -177,6 +209,8 @@ class OpBench:
             from .. import ops
 
             return case.bind(getattr(ops, self.name))
+        if provider == "zaya-wgmma":  # the Hopper (wgmma) kernels, opt-in through ZAYA_WGMMA=1
+            return with_env(case.bind(getattr(ops_module(), self.name)), "ZAYA_WGMMA", "1")
         if provider == "zaya-raw":  # the registered op without the wrapper's Python checks
             return case.bind(getattr(torch.ops.zaya, self.name))
         if provider == "eager":

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .cases import Case, OpBench, SkipProvider, _randn, compare, register
+from .cases import Case, OpBench, SkipProvider, _randn, compare, hopper_gpu, register
 
 #: ZAYA1-8B's layer shapes, and the tiny ones of --quick (the same ratios where it matters: GQA, R < H).
 ZAYA1_DIMS = dict(H=2048, nq=8, nkv=2, D=128, R=256, E=16, I=2048)
@@ -235,7 +235,8 @@ class CcaAttentionBench(_LayerOpBench):
     def providers_for(self, device):
         dev = torch.device(device)
         peers = tuple(SDPA_GPU_BACKENDS) if dev.type == "cuda" else ("sdpa",)
-        return (*self.providers, *peers)
+        hopper = ("zaya-wgmma",) if hopper_gpu(dev) else ()
+        return (*self.providers, *hopper, *peers)
 
     def known_providers(self, device):
         return (*self.providers_for(device), "sdpa")
@@ -498,7 +499,8 @@ class MoeTop1Bench(_LayerOpBench):
     peers = ("grouped_mm", "dense-loop")
 
     def providers_for(self, device):
-        return (*self.providers, *self.peers)
+        hopper = ("zaya-wgmma",) if hopper_gpu(device) else ()
+        return (*self.providers, *hopper, *self.peers)
 
     def known_providers(self, device):
         return self.providers_for(device)
