@@ -130,10 +130,14 @@ inline void log_op(uint64_t da, uint64_t db, int n, bool trans_b) {
   const uint64_t seq = f.async_seq++;
   auto& table = emu::block().async_ops;
   const std::pair<int, uint64_t> key{emu::linear_tid() / kThreads, seq};
-  if (table.find(key) == table.end()) {
-    std::array<uint64_t, 6> op{da, db, static_cast<uint64_t>(n) | (static_cast<uint64_t>(trans_b) << 16), 0, 0, 0};
+  std::array<uint64_t, 6> op{da, db, static_cast<uint64_t>(n) | (static_cast<uint64_t>(trans_b) << 16), 0, 0, 0};
+  const auto it = table.find(key);
+  if (it == table.end()) {
     op[3] = operand_hash(op);
     table.emplace(key, op);
+  } else if (it->second[0] != da || it->second[1] != db || it->second[2] != op[2]) {
+    // .sync.aligned: the warpgroup issues one operation, so every thread must give the same operands.
+    emu::fail("emulated wgmma: threads of one warpgroup issued different descriptors or shapes");
   }
   f.async_ops.push_back({seq, 1});
 }
