@@ -95,6 +95,9 @@ struct Block {
   // Asynchronous operations in flight, keyed by (thread group, sequence number): the first thread
   // of the group to issue one records what it reads, the last one to wait for it checks it again.
   std::map<std::pair<int, uint64_t>, std::array<uint64_t, 6>> async_ops;
+  // Emulated mbarriers (tma.cuh), keyed by their shared-memory address: {expected arrivals, pending
+  // arrivals, outstanding transaction bytes, phase}.
+  std::map<const void*, std::array<int64_t, 4>> mbarriers;
 };
 
 inline thread_local Block* tl_block = nullptr;
@@ -191,6 +194,7 @@ inline std::string run_block(Block& b) {
     f.async_seq = 0;
   }
   b.async_ops.clear();
+  b.mbarriers.clear();
   const int warps = (n + kWarpSize - 1) / kWarpSize;
   for (;;) {
     for (int ii = 0; ii < n; ++ii) {
@@ -314,6 +318,7 @@ inline const char* launch(dim3 grid, dim3 blk, size_t smem_bytes, void (*body)(v
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
+#define __grid_constant__
 #define __shared__ static thread_local
 #define threadIdx (::zaya::emu::thread_idx())
 #define blockIdx (::zaya::emu::block_idx())

@@ -1,0 +1,175 @@
+// Hopper's tensor memory accelerator (TMA, cp.async.bulk.tensor, sm_90) for 2-D tiles of 2-byte
+// elements, completing on a shared-memory mbarrier: the weight-tile loads of the Hopper kernels.
+//
+//   host:   make_map_2d(&map, base, rows, cols, row_stride, box_rows, box_cols) describes a row-major
+//           matrix and the box one copy moves (no swizzle, no interleave; elements outside the matrix
+//           read as zero). The map is passed to the kernel by value as a `const __grid_constant__ Map`.
+//   device: one thread calls bar_init(bar, 1) for each mbarrier, then bar_init_fence() and a barrier;
+//           per fill, one thread calls bar_arrive_expect_tx(bar, bytes) and load_2d(...) for each box
+//           (writes land row-major inside the box: box element (r, c) at dst[r * box_cols + c]); the
+//           consumers call bar_wait(bar, phase), phase = number of earlier completions of bar, mod 2.
+//
+// The SIMT emulator models both: a copy happens when it is issued (the box is read through the map's
+// bounds, zero outside) and then completes its bytes on the barrier; an mbarrier is a phase with
+// pending arrivals and transaction bytes. Because emulated copies complete at issue, an emulated wait
+// must find its phase complete: kernels that issue a copy at least one block barrier before its wait
+// (all of ours) are modelled; a wait that would have to spin for a later copy fails the launch.
+#pragma once
+
+#include <cstdint>
+
+#include "vendor.h"
+
+#if defined(ZAYA_CUDA) || (defined(ZAYA_EMU) && ZAYA_WARP_SIZE == 32)
+#define ZAYA_HAVE_TMA_SOURCE 1
+
+#if defined(ZAYA_CUDA)
+#include <cuda.h>  // CUtensorMap and its enums (types only: the encoder comes from the runtime)
+#endif
+
+namespace zaya::tma {
+
+#if defined(ZAYA_CUDA)
+using Map = CUtensorMap;
+#else
+struct alignas(64) Map {
+  const uint16_t* base;
+  int64_t rows, cols, row_stride;
+  int box_rows, box_cols;
+};
+#endif
+
+// Host: the map of a row-major [rows, cols] matrix of 2-byte elements at base (16-byte aligned, row
+// stride in elements, a multiple of 8), copied in boxes of box_rows (<= 256) x box_cols (a multiple of
+// 8, <= 256) elements. Returns nullptr or what went wrong.
+inline const char* make_map_2d(Map* map, const void* base, int64_t rows, int64_t cols, int64_t row_stride,
+                               int box_rows, int box_cols) {
+  if (box_cols % 8 != 0 || box_cols > 256 || box_rows > 256 || row_stride % 8 != 0 || !vendor::aligned16(base))
+    return "zaya tma: unsupported tensor map (box or alignment)";
+#if defined(ZAYA_CUDA)
+  using Encode = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
+                              const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
+                              CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+  static Encode encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found) !=
+            cudaSuccess ||
+        found != cudaDriverEntryPointSuccess)
+      fn = nullptr;
+    return reinterpret_cast<Encode>(fn);
+  }();
+  if (encode == nullptr) return "zaya tma: the driver has no cuTensorMapEncodeTiled";
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(cols), static_cast<cuuint64_t>(rows)};  // innermost first
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(row_stride) * 2};                     // bytes, dims 1..
+  const cuuint32_t box[2] = {static_cast<cuuint32_t>(box_cols), static_cast<cuuint32_t>(box_rows)};
+  const cuuint32_t unit[2] = {1, 1};
+  const CUresult r = encode(map, CU_TENSOR_MAP_DATA_TYPE_UINT16, 2, const_cast<void*>(base), dims, strides, box, unit,
+                            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
+                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return r == CUDA_SUCCESS ? nullptr : "zaya tma: cuTensorMapEncodeTiled rejected the tensor map";
+#else
+  *map = Map{static_cast<const uint16_t*>(base), rows, cols, row_stride, box_rows, box_cols};
+  return nullptr;
+#endif
+}
+
+#if defined(ZAYA_EMU)
+namespace emu_detail {
+inline std::array<int64_t, 4>& bar(const uint64_t* b) {
+  auto& bars = emu::block().mbarriers;
+  const auto it = bars.find(b);
+  if (it == bars.end()) emu::fail("emulated mbarrier used before bar_init");
+  return it->second;
+}
+// {expected, pending, tx bytes, phase}: the phase completes when no arrival and no byte is pending.
+inline void settle(std::array<int64_t, 4>& s) {
+  if (s[1] == 0 && s[2] == 0) {
+    s[3] ^= 1;
+    s[1] = s[0];
+  }
+}
+}  // namespace emu_detail
+#endif
+
+ZAYA_DEV void bar_init(uint64_t* bar, int count) {
+#if defined(ZAYA_EMU)
+  emu::block().mbarriers[bar] = {count, count, 0, 0};
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(vendor::smem_u32(bar)), "r"(count) : "memory");
+#else
+  (void)bar, (void)count;
+#endif
+}
+
+// Makes initialised mbarriers visible to the copy engine; follow with a block barrier.
+ZAYA_DEV void bar_init_fence() {
+#if defined(ZAYA_CUDA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+#endif
+}
+
+// One arrival that also announces `bytes` of copies that will complete on this phase.
+ZAYA_DEV void bar_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
+#if defined(ZAYA_EMU)
+  auto& s = emu_detail::bar(bar);
+  s[2] += bytes;
+  s[1] -= 1;
+  emu_detail::settle(s);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(vendor::smem_u32(bar)), "r"(bytes)
+               : "memory");
+#else
+  (void)bar, (void)bytes;
+#endif
+}
+
+ZAYA_DEV void bar_wait(uint64_t* bar, uint32_t phase) {
+#if defined(ZAYA_EMU)
+  if (emu_detail::bar(bar)[3] == static_cast<int64_t>(phase & 1)) {
+    emu::fail("emulated mbarrier wait before its copies were issued (see tma.cuh: the emulator cannot spin)");
+  }
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const uint32_t addr = vendor::smem_u32(bar);
+  uint32_t done = 0;
+  while (!done) {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(addr), "r"(phase & 1)
+        : "memory");
+  }
+#else
+  (void)bar, (void)phase;
+#endif
+}
+
+// Box at (row, col) of the map's matrix into shared memory dst (128-byte aligned), completing its
+// box_rows * box_cols * 2 bytes on bar.
+ZAYA_DEV void load_2d(void* dst, const Map* map, uint64_t* bar, int row, int col) {
+#if defined(ZAYA_EMU)
+  auto* d = static_cast<uint16_t*>(dst);
+  for (int r = 0; r < map->box_rows; ++r)
+    for (int c = 0; c < map->box_cols; ++c) {
+      const int64_t gr = static_cast<int64_t>(row) + r, gc = static_cast<int64_t>(col) + c;
+      const bool in = gr >= 0 && gr < map->rows && gc >= 0 && gc < map->cols;
+      d[r * map->box_cols + c] = in ? map->base[gr * map->row_stride + gc] : uint16_t{0};
+    }
+  auto& s = emu_detail::bar(bar);
+  s[2] -= static_cast<int64_t>(map->box_rows) * map->box_cols * 2;
+  emu_detail::settle(s);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(
+          vendor::smem_u32(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(col), "r"(row), "r"(vendor::smem_u32(bar))
+      : "memory");
+#else
+  (void)dst, (void)map, (void)bar, (void)row, (void)col;
+  __trap();
+#endif
+}
+
+}  // namespace zaya::tma
+
+#endif
