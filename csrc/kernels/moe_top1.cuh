@@ -25,7 +25,7 @@
 // H100; weights 16 * 3 * H * I * 2 B = 403 MB are read once per M-tile column of blocks (from L2 after
 // the first), so the kernel is compute-bound. Decode: each hit expert's 3*H*I*2 = 25 MB of weights is
 // read once for all of its tokens (n <= 64 fits one M-tile), so T = 1 is 25 MB: ~7.5 us at 3.35 TB/s.
-// This portable version has a two-stage cp.async pipeline; Hopper's wgmma kernels (opt-in,
+// This portable version has a two-stage cp.async pipeline; Hopper's wgmma + TMA kernels (opt-in,
 // ZAYA_WGMMA=1) are in moe_top1_sm90.cuh. See the README for what a GPU run has to measure.
 //
 // HIP (check_hip.sh, gfx940 / gfx90a): see the numbers in hip/moe_top1.hip's header. CUDA (ptxas -v,
