@@ -63,6 +63,24 @@ ZAYA_DEV Workspace workspace(const MoeTop1Args& a) {
   return {a.workspace, a.workspace + (a.E + 2), a.workspace + 2 * (a.E + 2)};
 }
 
+// The M-tile of schedule entry g (blockIdx.x of the matrix kernels) for tiles of kTileRows grouped
+// rows: its expert, its first grouped row and how many rows it has; expert = -1 past the schedule's end.
+struct MTile {
+  int expert, row0, rows;
+};
+
+template <int kTileRows>
+ZAYA_DEV MTile m_tile(const MoeTop1Args& a, const Workspace& ws, int g) {
+  const int lo = static_cast<int>(a.expert_start), local = static_cast<int>(a.expert_end) - lo;
+  if (g >= ws.tile_start[local]) return {-1, 0, 0};
+  int j = 0;
+  while (ws.tile_start[j + 1] <= g) ++j;
+  const int e = lo + j;
+  const int row0 = ws.offsets[e] + (g - ws.tile_start[j]) * kTileRows;
+  const int left = ws.offsets[e + 1] - row0;
+  return {e, row0, left < kTileRows ? left : kTileRows};
+}
+
 ZAYA_DEV int class_of(const MoeTop1Args& a, int64_t t) {
   const int64_t e = a.index_int64 ? static_cast<const int64_t*>(a.expert_index)[t]
                                   : static_cast<const int32_t*>(a.expert_index)[t];
@@ -119,14 +137,9 @@ __global__ void __launch_bounds__(kThreads, 1) expert_gemm(MoeTop1Args a) {
   int32_t* const tok = sm.tok;
 
   const Workspace ws = workspace(a);
-  const int lo = static_cast<int>(a.expert_start), local = static_cast<int>(a.expert_end) - lo;
-  const int g = static_cast<int>(blockIdx.x);
-  if (g >= ws.tile_start[local]) return;  // the whole block: past the schedule's end
-  int j = 0;
-  while (ws.tile_start[j + 1] <= g) ++j;
-  const int e = lo + j;
-  const int row0 = ws.offsets[e] + (g - ws.tile_start[j]) * kBM;  // first grouped row of the tile
-  const int rows = ws.offsets[e + 1] - row0 < kBM ? ws.offsets[e + 1] - row0 : kBM;
+  const MTile tile = m_tile<kBM>(a, ws, static_cast<int>(blockIdx.x));
+  if (tile.expert < 0) return;  // the whole block: past the schedule's end
+  const int e = tile.expert, row0 = tile.row0, rows = tile.rows;
   const int64_t n0 = static_cast<int64_t>(blockIdx.y) * kBN;
   const int64_t H = a.H, I = a.I;
   const int64_t N = kGateUp ? I : H, K = kGateUp ? H : I;

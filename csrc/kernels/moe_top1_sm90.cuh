@@ -24,7 +24,7 @@
 //
 // Roofline at ZAYA1 sizes, T = 8192: 206 GFLOP; per block 2 * 128 * 128 * K FLOPs against (128 + 128)
 // * K * 2 bytes of tiles: 64 FLOP/B from shared memory, L2-resident weights.
-// Resources (nvcc 13, sm_90a, -Xptxas -v): gate_up 107 registers, down 109, no spills, no ptxas wgmma
+// Resources (nvcc 13, sm_90a, -Xptxas -v): 107-111 registers (bf16/fp16, both phases), no spills, no ptxas wgmma
 // serialisation warnings; 128.7 KiB of dynamic shared memory: one block per SM.
 // The PTX has 4 wgmma.mma_async (m64n128k16) per kernel, all in the k-loop.
 #pragma once
@@ -55,14 +55,9 @@ __global__ void __launch_bounds__(kThreads90, 1) expert_gemm_sm90(MoeTop1Args a,
   auto tile_b = [&](int st) { return smem + (2 * st + 1) * kTileElems90; };
 
   const Workspace ws = workspace(a);
-  const int lo = static_cast<int>(a.expert_start), local = static_cast<int>(a.expert_end) - lo;
-  const int g = static_cast<int>(blockIdx.x);
-  if (g >= ws.tile_start[local]) return;  // the whole block: past the schedule's end
-  int j = 0;
-  while (ws.tile_start[j + 1] <= g) ++j;
-  const int e = lo + j;
-  const int row0 = ws.offsets[e] + (g - ws.tile_start[j]) * kBM90;
-  const int rows = ws.offsets[e + 1] - row0 < kBM90 ? ws.offsets[e + 1] - row0 : kBM90;
+  const MTile tile = m_tile<kBM90>(a, ws, static_cast<int>(blockIdx.x));
+  if (tile.expert < 0) return;  // the whole block: past the schedule's end
+  const int e = tile.expert, row0 = tile.row0, rows = tile.rows;
   const int64_t H = a.H, I = a.I;
   const int64_t N = kGateUp ? I : H, K = kGateUp ? H : I;
   // Output columns of this block: gate_up 64 of act (B = 64 gate rows + 64 up rows), down 128 of out.
