@@ -7,9 +7,13 @@
 #include <pybind11/pybind11.h>
 #include <torch/library.h>
 
+#include <string>
+
 #include "schemas.h"
 
 TORCH_LIBRARY(ZAYA_EMU_LIB, m) { zaya::define_schemas(m); }
+
+std::string zaya_emu_selftest(const std::string& name);  // selftest.cpp
 
 #define ZAYA_STR2(x) #x
 #define ZAYA_STR(x) ZAYA_STR2(x)
@@ -18,4 +22,6 @@ PYBIND11_MODULE(ZAYA_EMU_MODULE, m) {
   m.doc() = "zaya_ops GPU kernels under the SIMT emulator (tests only)";
   m.attr("namespace") = ZAYA_STR(ZAYA_EMU_LIB);
   m.attr("warp_size") = ZAYA_EMU_WARP_SIZE;
+  m.def("selftest", &zaya_emu_selftest, pybind11::arg("name"),
+        "Runs one of the emulator's self-test kernels (csrc/emu/selftest.cpp); returns '' or what went wrong.");
 }
