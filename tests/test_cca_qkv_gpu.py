@@ -75,6 +75,33 @@ def test_decode_batch(gpu_device):
     check_qkv(args(lens, "q2kv1d32", "bf16", gpu_device, seed=12), torch.bfloat16)
 
 
+def test_small_decode_batch(gpu_device):
+    """40 sequences in one token block (one empty, one of two tokens): on CUDA the single-launch path,
+    where each group's block rewrites its own channels of the states after reading them."""
+    lens = [1] * 40
+    lens[3], lens[17] = 0, 2
+    check_qkv(args(lens, "q8kv2d128", "bf16", gpu_device, seed=13), torch.bfloat16)
+
+
+EMU_TARGETS = [t for t in GPU_TARGETS if t.startswith("emu")]
+
+
+@pytest.mark.parametrize("target", EMU_TARGETS)
+@pytest.mark.parametrize("lens", [(1,) * 40, (1,) * 65], ids=["one-block", "two-blocks"])
+def test_launches_per_call(target, lens, monkeypatch):
+    """Decode batches that fit one token block (64 tokens at D = 128) take one launch on CUDA (emu32);
+    larger calls, and every call on CDNA (emu64), take four: two conv passes, the v copy, the states."""
+    import importlib
+
+    use_target(target, monkeypatch)
+    emu = importlib.import_module(f"zaya_ops._emu_w{target[3:]}")
+    kw = args(lens, "q8kv2d128", "bf16", "cpu", seed=14)
+    before = emu.launches()
+    ops.cca_qkv(**kw)
+    single = target == "emu32" and len(lens) <= 64
+    assert emu.launches() - before == (1 if single else 4)
+
+
 @pytest.mark.parametrize("dt", DTYPES)
 def test_strided_inputs(gpu_device, dt):
     """qt/kt/vc/vd as column slices of one fused projection (at an offset that is not 16-byte aligned:

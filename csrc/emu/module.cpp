@@ -14,6 +14,7 @@
 TORCH_LIBRARY(ZAYA_EMU_LIB, m) { zaya::define_schemas(m); }
 
 std::string zaya_emu_selftest(const std::string& name);  // selftest.cpp
+int64_t zaya_emu_launches();                             // selftest.cpp
 
 #define ZAYA_STR2(x) #x
 #define ZAYA_STR(x) ZAYA_STR2(x)
@@ -24,4 +25,5 @@ PYBIND11_MODULE(ZAYA_EMU_MODULE, m) {
   m.attr("warp_size") = ZAYA_EMU_WARP_SIZE;
   m.def("selftest", &zaya_emu_selftest, pybind11::arg("name"),
         "Runs one of the emulator's self-test kernels (csrc/emu/selftest.cpp); returns '' or what went wrong.");
+  m.def("launches", &zaya_emu_launches, "Emulated kernel launches so far in this process.");
 }

@@ -158,3 +158,4 @@ std::string run(const std::string& name) {
 }  // namespace zaya::emu_selftest
 
 std::string zaya_emu_selftest(const std::string& name) { return zaya::emu_selftest::run(name); }
+int64_t zaya_emu_launches() { return zaya::emu::launch_count().load(); }

@@ -38,7 +38,10 @@
 //
 // Launches, in stream order: the query-group kernel (grid ceil(T/BM) x nq), the key-group kernel
 // (x nkv; two instantiations so that each keeps only its own arguments in scalar registers), the v
-// cache copy (one block per token) and the state kernel (one block per sequence).
+// cache copy (one block per token) and the state kernel (one block per sequence). On CUDA, a call
+// whose tokens fit one token block (decode batches up to BM sequences) is one launch instead
+// (cca_qkv_single_block_kernel: 102-110 registers, no spills): every sequence then lives in that
+// block, so each group's block can rewrite its channels of the states after its own reads.
 //
 // Resources (compile checks only, no GPU run): nvcc sm_80/sm_90a 91-110 registers, 0 spills, 44-45 KB
 // static shared memory (2 blocks per SM). tools/check_hip.sh gfx940/gfx90a: 82-90 VGPRs, 90-102
@@ -120,18 +123,27 @@ ZAYA_DEV void load_z(const CcaQkvArgs& a, const uint16_t* zsrc, int64_t zrs, int
   }
 }
 
-// IsK: the key-head groups (blockIdx.y = KV head), else the query-head groups (blockIdx.y = query
-// head). Two instantiations instead of one branch: each keeps only its own arguments live (the AMD
-// build ran out of scalar registers with both).
-template <class P, bool IsK>
-__global__ void __launch_bounds__(kThreads) cca_qkv_kernel(CcaQkvArgs a) {
-  __shared__ uint4 smem_raw[kSmemBytes / 16];
+// Shared memory of one (token block, channel group) pass.
+struct GroupSmem {
+  uint4 raw[kSmemBytes / 16];
   // Per row, resolved once so that the epilogue keeps no cache or table strides live.
-  __shared__ int64_t r_cs[kMaxBM];    // offset of the token's cos_sin row
-  __shared__ int64_t r_kdst[kMaxBM];  // offset of its k_cache row (key groups; -1: not cached)
-  __shared__ int r_i[kMaxBM];        // index in its sequence; -1: no token, -2: invalid indices
-  __shared__ int r_slot[kMaxBM];
-  __shared__ float r_scale[kMaxBM];
+  int64_t r_cs[kMaxBM];    // offset of the token's cos_sin row
+  int64_t r_kdst[kMaxBM];  // offset of its k_cache row (key groups; -1: not cached)
+  int r_i[kMaxBM];         // index in its sequence; -1: no token, -2: invalid indices
+  int r_slot[kMaxBM];
+  float r_scale[kMaxBM];
+};
+
+// One (token block, channel group) pass: IsK, key head `head` (group nq + head), else query head
+// `head`. Every thread of the block runs it to the end (it holds barriers).
+template <class P, bool IsK>
+ZAYA_DEV void group_pass(const CcaQkvArgs& a, GroupSmem& sm, int head) {
+  uint4* const smem_raw = sm.raw;
+  int64_t* const r_cs = sm.r_cs;
+  int64_t* const r_kdst = sm.r_kdst;
+  int* const r_i = sm.r_i;
+  int* const r_slot = sm.r_slot;
+  float* const r_scale = sm.r_scale;
 
   const int tid = static_cast<int>(threadIdx.x), lane = vendor::lane_id(), warp = tid / kWarpSize;
   const int D = static_cast<int>(a.D), D2 = 2 * D;
@@ -139,7 +151,7 @@ __global__ void __launch_bounds__(kThreads) cca_qkv_kernel(CcaQkvArgs a) {
   const int64_t t0 = static_cast<int64_t>(blockIdx.x) * bm;
   const int nq = static_cast<int>(a.nq), g = static_cast<int>(a.nq / a.nkv);
   constexpr bool is_k = IsK;
-  const int gi = static_cast<int>(blockIdx.y) + (IsK ? nq : 0);
+  const int gi = head + (IsK ? nq : 0);
   const int j = is_k ? gi - nq : gi / g;  // KV head of the group
   const int64_t c0 = static_cast<int64_t>(gi) * D;
   const uint16_t* qt = static_cast<const uint16_t*>(a.qt);
@@ -343,11 +355,20 @@ __global__ void __launch_bounds__(kThreads) cca_qkv_kernel(CcaQkvArgs a) {
   }
 }
 
-// v of token blockIdx.x into the paged cache: concat(vc[t], vd[t-1]) as nkv heads (vd[t-1] is the
-// slot's value_state for a sequence's first token). A plain copy, apart from the conv kernels so that
-// their scalar registers hold only their own arguments; it must run before the state kernel.
-__global__ void __launch_bounds__(kStateThreads) cca_qkv_values_kernel(CcaQkvArgs a) {
-  const int64_t t = blockIdx.x, b = sequence_of(a.cu_seqlens, a.B, t), sm = a.slot_mapping[t];
+// IsK: the key-head groups (blockIdx.y = KV head), else the query-head groups (blockIdx.y = query
+// head). Two instantiations instead of one branch: each keeps only its own arguments live (the AMD
+// build ran out of scalar registers with both).
+template <class P, bool IsK>
+__global__ void __launch_bounds__(kThreads) cca_qkv_kernel(CcaQkvArgs a) {
+  __shared__ GroupSmem sm;
+  group_pass<P, IsK>(a, sm, static_cast<int>(blockIdx.y));
+}
+
+// v of token t into the paged cache: concat(vc[t], vd[t-1]) as nkv heads (vd[t-1] is the slot's
+// value_state for a sequence's first token), by threads tid, tid + nt, ... of the caller's block.
+// It must run before the value_state update of t's sequence.
+ZAYA_DEV void copy_values(const CcaQkvArgs& a, int64_t t, int tid, int nt) {
+  const int64_t b = sequence_of(a.cu_seqlens, a.B, t), sm = a.slot_mapping[t];
   if (b < 0 || sm < 0 || sm >= a.cache_slots || a.cu_seqlens[b] < 0) return;
   const int64_t i = t - a.cu_seqlens[b], slot = a.state_indices[b];
   if (i == 0 && !(0 <= slot && slot < a.S)) return;
@@ -356,23 +377,24 @@ __global__ void __launch_bounds__(kStateThreads) cca_qkv_values_kernel(CcaQkvArg
   const uint16_t* vc = static_cast<const uint16_t*>(a.vc) + t * a.vc_rs;
   const uint16_t* vd = i > 0 ? static_cast<const uint16_t*>(a.vd) + (t - 1) * a.vd_rs : nullptr;
   const uint16_t* vs = static_cast<const uint16_t*>(a.value_state) + slot * a.vs0;
-  for (int64_t e = threadIdx.x; e < 2 * hv; e += blockDim.x) {
+  for (int64_t e = tid; e < 2 * hv; e += nt) {
     const uint16_t v = e < hv ? vc[e] : (i > 0 ? vd[e - hv] : vs[(e - hv) * a.vs1]);
     dst[(e / a.D) * a.vc2 + (e % a.D) * a.vc3] = v;
   }
 }
 
-// New slot history of sequence blockIdx.x: the last two raw z steps and the last vd row (one new
-// token: the old newest step moves down). Runs after cca_qkv_kernel, which reads the old history.
-__global__ void __launch_bounds__(kStateThreads) cca_qkv_state_kernel(CcaQkvArgs a) {
-  const int64_t b = blockIdx.x;
+// New slot history of sequence b for channels [c_begin, c_end) (the last two raw z steps; one new
+// token: the old newest step moves down) and, with values, its value_state (the last vd row), by
+// threads tid, tid + nt, ... Runs after every read of the old history.
+ZAYA_DEV void update_state(const CcaQkvArgs& a, int64_t b, int64_t c_begin, int64_t c_end, bool values, int tid,
+                           int nt) {
   const int64_t s = a.cu_seqlens[b], e = a.cu_seqlens[b + 1], slot = a.state_indices[b];
   if (!(0 <= s && s < e && e <= a.T && 0 <= slot && slot < a.S)) return;  // empty (or invalid): untouched
-  const int64_t last = e - 1, n = e - s, qw = a.nq * a.D, C = (a.nq + a.nkv) * a.D, hv = a.nkv * a.D / 2;
+  const int64_t last = e - 1, n = e - s, qw = a.nq * a.D, hv = a.nkv * a.D / 2;
   const uint16_t* qt = static_cast<const uint16_t*>(a.qt);
   const uint16_t* kt = static_cast<const uint16_t*>(a.kt);
   uint16_t* conv = static_cast<uint16_t*>(a.conv_state) + slot * a.st0;
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+  for (int64_t c = c_begin + tid; c < c_end; c += nt) {
     const uint16_t* z = c < qw ? qt + c : kt + (c - qw);
     const int64_t zrs = c < qw ? a.qt_rs : a.kt_rs;
     uint16_t* h = conv + c * a.st1;
@@ -380,10 +402,50 @@ __global__ void __launch_bounds__(kStateThreads) cca_qkv_state_kernel(CcaQkvArgs
     h[0] = prev;
     h[a.st2] = z[last * zrs];
   }
+  if (!values) return;
   uint16_t* vs = static_cast<uint16_t*>(a.value_state) + slot * a.vs0;
   const uint16_t* vd = static_cast<const uint16_t*>(a.vd) + last * a.vd_rs;
-  for (int64_t k = threadIdx.x; k < hv; k += blockDim.x) vs[k * a.vs1] = vd[k];
+  for (int64_t k = tid; k < hv; k += nt) vs[k * a.vs1] = vd[k];
 }
+
+// v of token blockIdx.x (one block per token); launched after the conv kernels, before the state kernel.
+__global__ void __launch_bounds__(kStateThreads) cca_qkv_values_kernel(CcaQkvArgs a) {
+  copy_values(a, blockIdx.x, static_cast<int>(threadIdx.x), static_cast<int>(blockDim.x));
+}
+
+// New state of sequence blockIdx.x; launched after the conv kernels, which read the old one.
+__global__ void __launch_bounds__(kStateThreads) cca_qkv_state_kernel(CcaQkvArgs a) {
+  update_state(a, blockIdx.x, 0, (a.nq + a.nkv) * a.D, true, static_cast<int>(threadIdx.x),
+               static_cast<int>(blockDim.x));
+}
+
+// Decode and short calls (T <= one token block): everything in one launch. Every token is in token
+// block 0, so the only reader of a sequence's old conv history for group gi's channels is block gi,
+// which rewrites them after its pass; block nq (key head 0) also copies every token's v and then
+// rewrites the value states (each sequence's first-token copy reads the old value state first).
+// CUDA only: with both passes in one kernel, hip-clang spills scalar registers (93-115 SGPRs to
+// VGPR lanes on gfx90a), so CDNA keeps the four launches below at every T.
+#if ZAYA_WARP_SIZE == 32
+#define ZAYA_CCA_QKV_SINGLE_LAUNCH 1
+template <class P>
+__global__ void __launch_bounds__(kThreads) cca_qkv_single_block_kernel(CcaQkvArgs a) {
+  __shared__ GroupSmem sm;
+  const int y = static_cast<int>(blockIdx.y), nq = static_cast<int>(a.nq);
+  if (y < nq) {
+    group_pass<P, false>(a, sm, y);
+  } else {
+    group_pass<P, true>(a, sm, y - nq);
+  }
+  __syncthreads();  // the pass has read the old histories
+  const int tid = static_cast<int>(threadIdx.x);
+  const bool values = y == nq;
+  if (values) {
+    for (int64_t t = 0; t < a.T; ++t) copy_values(a, t, tid, kThreads);
+    __syncthreads();  // first-token copies read the old value state
+  }
+  for (int64_t b = 0; b < a.B; ++b) update_state(a, b, static_cast<int64_t>(y) * a.D, (y + 1) * a.D, values, tid, kThreads);
+}
+#endif
 
 // --------------------------------------------------------------------------------------------
 // Host side
@@ -400,10 +462,15 @@ inline const char* launch_cca_qkv_impl(const CcaQkvArgs& a, vendor::stream_t str
   if (a.T == 0 || a.B == 0) return nullptr;
   const int bm = block_tokens(static_cast<int>(a.D));
   const int64_t blocks = (a.T + bm - 1) / bm;
-  if (a.T > int64_t{0x7fffffff} || a.nq > 65535 || a.B > int64_t{0x7fffffff})
+  if (a.T > int64_t{0x7fffffff} || a.nq + a.nkv > 65535 || a.B > int64_t{0x7fffffff})
     return "zaya cca_qkv: too many tokens, heads or sequences for one launch";
   auto run = [&](auto pt) -> const char* {
     using P = decltype(pt);
+#if defined(ZAYA_CCA_QKV_SINGLE_LAUNCH)
+    if (blocks == 1)  // decode batches up to one token block: one launch
+      return vendor::launch(&cca_qkv_single_block_kernel<P>, dim3(1, static_cast<unsigned>(a.nq + a.nkv)),
+                            dim3(kThreads), 0, stream, a);
+#endif
     const dim3 qgrid(static_cast<unsigned>(blocks), static_cast<unsigned>(a.nq));
     const dim3 kgrid(static_cast<unsigned>(blocks), static_cast<unsigned>(a.nkv));
     if (const char* err = vendor::launch(&cca_qkv_kernel<P, false>, qgrid, dim3(kThreads), 0, stream, a)) return err;

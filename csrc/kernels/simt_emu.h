@@ -253,9 +253,16 @@ inline std::string& first_error() {
   return e;
 }
 
+// Kernel launches so far in this process (tests check launch counts, e.g. one per decode step).
+inline std::atomic<int64_t>& launch_count() {
+  static std::atomic<int64_t> n{0};
+  return n;
+}
+
 // Runs body(arg) as every thread of every block of the grid. Returns nullptr or an error message
 // (static storage, valid until the next failing launch).
 inline const char* launch(dim3 grid, dim3 blk, size_t smem_bytes, void (*body)(void*), void* arg) {
+  launch_count().fetch_add(1, std::memory_order_relaxed);
   const int64_t nblocks = static_cast<int64_t>(grid.x) * grid.y * grid.z;
   const int nthreads = static_cast<int>(blk.x * blk.y * blk.z);
   if (nthreads <= 0 || nthreads > 1024) return "emulated launch: block size must be 1..1024 threads";
