@@ -54,6 +54,21 @@ def test_matches_reference(device, T, dtype):
     _check(_args(device, T, H, I, E, dtype, seed=T))
 
 
+@pytest.mark.parametrize("target", [t for t in GPU_TARGETS if t.startswith("emu") and "-" not in t])
+@pytest.mark.parametrize("T", [5, 9], ids=["decode", "prefill"])
+def test_launches_per_call(target, T, monkeypatch):
+    """Decode (T <= 8) on CUDA takes two launches (the weight-streaming kernels find their tokens
+    themselves); CDNA decode and every prefill add the grouping launch: three."""
+    import importlib
+
+    use_target(target, monkeypatch)
+    emu = importlib.import_module(f"zaya_ops._emu_w{target[3:]}")
+    kw = _args("cpu", T, 72, 40, 4, seed=5)
+    before = emu.launches()
+    _check(kw)
+    assert emu.launches() - before == (2 if target == "emu32" and T <= 8 else 3)
+
+
 def test_long_prefill(device):
     """T = 4096 (64+ M-tiles per expert) at small H, I to keep the emulated run short."""
     _check(_args(device, 4096, 72, 40, 4, seed=41))

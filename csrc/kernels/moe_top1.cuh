@@ -2,7 +2,8 @@
 // experts, one portable source for CUDA (mma.sync) and CDNA (MFMA) through mma.cuh.
 //
 // Three launches, no host synchronisation (capturable in a CUDA graph); decode (T <= 8) swaps the
-// two matrix-tile kernels for weight-streaming ones (expert_gemv below):
+// two matrix-tile kernels for weight-streaming ones (expert_gemv below), which on CUDA find their
+// tokens themselves, so CUDA decode is two launches:
 //   1. group: one block counts tokens per class (shared-memory atomics), writes class offsets, the
 //      M-tile schedule of the local experts, and the token order (a counting sort; order within an
 //      expert is arbitrary, which cannot change results: every output row depends on its own row only).
@@ -288,9 +289,31 @@ ZAYA_DEV float warp_sum(float v) {
 // columns j of H, out[token][j] = round(round(act.Wd[j]) * w[token]).
 template <class D, bool kGateUp>
 __global__ void __launch_bounds__(kThreads, 1) expert_gemv(MoeTop1Args a) {
-  const Workspace ws = workspace(a);
+  // This expert's tokens (n <= kGemvTokens); act rows are indexed by token. CUDA: found by a scan of
+  // the T <= kGemvTokens indices, so decode needs no grouping launch. CDNA: from group_tokens' order
+  // (the scan made hip-clang spill scalar registers).
   const int e = static_cast<int>(a.expert_start) + static_cast<int>(blockIdx.y);
-  const int first = ws.offsets[e], n = ws.offsets[e + 1] - first;  // n <= kGemvTokens
+#if ZAYA_WARP_SIZE == 32
+  __shared__ int mine[kGemvTokens];
+  __shared__ int tok_list[kGemvTokens];
+  const int tid = static_cast<int>(threadIdx.x);
+  if (tid < kGemvTokens) mine[tid] = tid < a.T && class_of(a, tid) == e;
+  __syncthreads();
+  int n = 0;
+#pragma unroll
+  for (int t = 0; t < kGemvTokens; ++t) {
+    if (mine[t]) {
+      if (tid == 0) tok_list[n] = t;
+      ++n;
+    }
+  }
+  __syncthreads();
+  auto token = [&](int t) -> int64_t { return tok_list[t]; };
+#else
+  const Workspace ws = workspace(a);
+  const int first = ws.offsets[e], n = ws.offsets[e + 1] - first;
+  auto token = [&](int t) -> int64_t { return ws.order[first + t]; };
+#endif
   if (n == 0) return;  // the whole block
   const int64_t H = a.H, I = a.I, N = kGateUp ? I : H, K = kGateUp ? H : I;
   const uint16_t* x = static_cast<const uint16_t*>(a.x);
@@ -314,9 +337,8 @@ __global__ void __launch_bounds__(kThreads, 1) expert_gemv(MoeTop1Args a) {
 #pragma unroll
       for (int t = 0; t < kGemvTokens; ++t) {  // predicated, not broken out of: keeps acc in registers
         if (t < n) {
-          const int row = first + t;
-          const uint16_t* src = kGateUp ? x + static_cast<int64_t>(ws.order[row]) * a.x_row_stride
-                                        : act + static_cast<int64_t>(row) * I;
+          const int64_t tok = token(t);
+          const uint16_t* src = kGateUp ? x + tok * a.x_row_stride : act + tok * I;
           const uint4 xv = *reinterpret_cast<const uint4*>(src + k);
           fma8<D>(&acc0[t], wa, xv);
           if constexpr (kGateUp) fma8<D>(&acc1[t], wb, xv);
@@ -328,13 +350,11 @@ __global__ void __launch_bounds__(kThreads, 1) expert_gemv(MoeTop1Args a) {
       if (t < n) {  // n is uniform over the block: every lane takes part in the sums
         const float s0 = warp_sum(acc0[t]);
         const float s1 = kGateUp ? warp_sum(acc1[t]) : 0.f;
-        const int row = first + t;
+        const int64_t tok = token(t);
         if (lane == 0) {
           if constexpr (kGateUp) {
-            act[static_cast<int64_t>(row) * I + j] =
-                D::from_float(vendor::fmul(D::round(silu(D::round(s0))), D::round(s1)));
+            act[tok * I + j] = D::from_float(vendor::fmul(D::round(silu(D::round(s0))), D::round(s1)));
           } else {
-            const int64_t tok = ws.order[row];
             out[tok * H + j] = D::from_float(vendor::fmul(D::round(s0), D::to_float(ew[tok])));
           }
         }
@@ -364,7 +384,9 @@ inline const char* launch_moe_top1_impl(const MoeTop1Args& a, vendor::stream_t s
 #if defined(ZAYA_HAVE_WGMMA_SOURCE)
   if (a.T > kGemvTokens && wgmma::hopper_paths_enabled(dev)) return launch_sm90(a, stream);
 #endif
-  if (const char* err = vendor::launch(&group_tokens<kBM>, dim3(1), dim3(kGroupThreads), 0, stream, a)) return err;
+  if (a.T > kGemvTokens || ZAYA_WARP_SIZE != 32) {  // CUDA decode: expert_gemv scans the indices itself
+    if (const char* err = vendor::launch(&group_tokens<kBM>, dim3(1), dim3(kGroupThreads), 0, stream, a)) return err;
+  }
   const dim3 block(kThreads);
   const dim3 grid_gu(static_cast<unsigned>(m_tiles), static_cast<unsigned>((a.I + kBN - 1) / kBN));
   const dim3 grid_dn(static_cast<unsigned>(m_tiles), static_cast<unsigned>((a.H + kBN - 1) / kBN));
