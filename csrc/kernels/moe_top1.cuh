@@ -31,7 +31,7 @@
 //
 // HIP (check_hip.sh, gfx940 / gfx90a): see the numbers in hip/moe_top1.hip's header. CUDA (ptxas -v,
 // sm_80 / sm_90a): no spills; gate_up tile 136-140 registers and 30,976 B shared, down tile 95-96 and
-// 20,768 B, gemv 55-110. __launch_bounds__(threads, 1): without the 1, ptxas capped some kernels at
+// 20,768 B, gemv 75-132. __launch_bounds__(threads, 1): without the 1, ptxas capped some kernels at
 // 32-72 registers and spilled.
 #pragma once
 
