@@ -41,21 +41,21 @@
 //
 // Resources: nvcc 13 -Xptxas -v, sm_90a, no spills, no stack frame, no ptxas wgmma serialization
 // warning (C7510 / C7515, "warpgroup.arrive injected"):
-//   bf16: D=64 182 registers, D=128 168; fp16: D=64 146, D=128 149 (bf16 rounds P and out in
-//   software, vendor::float_to_bf16). Resident blocks per H100 SM (64K registers, 227 KiB shared):
+//   bf16: D=64 182 registers, D=128 168; fp16: D=64 146, D=128 149. Resident blocks per H100 SM (64K registers, 227 KiB shared):
 //   D=64 bf16 2 (registers), fp16 3 (shared memory); D=128 2 (shared memory). A minimum of 3 blocks
 //   (__launch_bounds__(128, 3)) makes ptxas spill for D=64 bf16, so it is not asked for.
 //   (The sm_80 image of this kernel is a 50-register stub: wgmma traps there, it is never selected.)
 //
-// Roofline expectation (H100 SXM, datasheet rates; no measurement exists): prefill is compute-bound
-// (cca_attention.cuh: ZAYA1 T = 4096, 34.4 GFLOP, a ~0.035 ms floor at ~990 dense bf16 TFLOP/s);
-// mma.sync peaks near ~2/3 of the wgmma rate on H100, so this path is what can approach the floor.
-// This first version does not: one warpgroup per block issues S, softmax and PV back to back (no
-// ping-pong between warpgroups or overlap of softmax with the next S, as FlashAttention-3 does),
-// and the loads are cp.async by the same threads (no TMA, no producer warp), so expect well under
-// half of the wgmma peak; latency is hidden only by 2-3 resident blocks per SM and the K/V double
-// buffer. Decode (flash-decoding splits) is bandwidth-bound either way: this kernel reads the same
-// K/V bytes once per (KV head, split), so it should match cca_attention_fwd there.
+// Roofline expectation (H100 SXM, datasheet rates; nothing here is measured): prefill is
+// compute-bound (cca_attention.cuh: ZAYA1 T = 4096, 34.4 GFLOP, a ~0.035 ms floor at ~990 dense
+// bf16 TFLOP/s). mma.sync is reported to reach only about 2/3 of that peak on H100 (FlashAttention-2
+// against -3), so wgmma is what can approach the floor. This first version is not built for peak:
+// one warpgroup per block issues S, softmax and PV back to back (no ping-pong between warpgroups and
+// no overlap of the softmax with the next S, as FlashAttention-3 does), its loads are cp.async by the
+// same threads (no TMA, no producer warp) and P / out are rounded in software; latency is hidden only
+// by the 2-3 resident blocks per SM and the K/V double buffer. A guess, to be replaced by a Hopper
+// measurement: well under half of the wgmma peak. Decode (flash-decoding splits) is bandwidth-bound
+// either way; this kernel reads the same K/V bytes once per (KV head, split) as cca_attention_fwd.
 #pragma once
 
 #include <cmath>
