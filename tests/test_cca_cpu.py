@@ -19,6 +19,7 @@ import contextlib
 import pytest
 import torch
 
+from conftest import HOPPER_TARGETS, KERNEL_TARGETS, use_target
 from zaya_ops import ops, reference as ref, samples
 
 # (nq, nkv, D, rotary dims)
@@ -157,10 +158,12 @@ def test_qkv_strided_inputs(dt):
 GPU_HEAD_DIMS = (64, 128, 256)
 
 
-@pytest.fixture
-def target(kernel_device, request) -> tuple[str, str]:
-    """(kernel target name, device of its tensors): see conftest.KERNEL_TARGETS."""
-    return request.node.callspec.params["kernel_device"], kernel_device
+@pytest.fixture(params=KERNEL_TARGETS + HOPPER_TARGETS)
+def target(request, monkeypatch) -> tuple[str, str]:
+    """(kernel target name, device of its tensors): see conftest.KERNEL_TARGETS, plus the Hopper (wgmma)
+    kernel for head dims 64 and 128 (conftest.HOPPER_TARGETS; head dim 256 falls back to the portable
+    kernel there)."""
+    return request.param, use_target(request.param, monkeypatch)
 
 
 def is_gpu(target) -> bool:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import KERNEL_TARGETS, use_target
+from conftest import HOPPER_TARGETS, KERNEL_TARGETS, use_target
 from zaya_ops import ops, samples
 
 GPU_TARGETS = [t for t in KERNEL_TARGETS if t != "cpu"]
@@ -22,6 +22,12 @@ GPU_TARGETS = [t for t in KERNEL_TARGETS if t != "cpu"]
 
 @pytest.fixture(params=GPU_TARGETS)
 def device(request, monkeypatch) -> str:
+    return use_target(request.param, monkeypatch)
+
+
+@pytest.fixture(params=GPU_TARGETS + HOPPER_TARGETS)
+def attn_device(request, monkeypatch) -> str:
+    """The GPU targets plus the Hopper (wgmma) attention kernel (head dim 64 here)."""
     return use_target(request.param, monkeypatch)
 
 
@@ -48,9 +54,9 @@ def test_moe_out_of_range_index_is_skipped(device, monkeypatch):
     assert bool((got[[3, 17]] == 0).all())
 
 
-def test_attention_bad_block_table_gives_nan_rows_only(device, monkeypatch):
+def test_attention_bad_block_table_gives_nan_rows_only(attn_device, monkeypatch):
     shape = samples.SampleShape(seq_lens=(5, 3, 4), nq=4, nkv=2, head_dim=64, block_size=8)
-    kw = _on(samples.cca_attention_args(shape, cached=(9, 2, 20)), device)
+    kw = _on(samples.cca_attention_args(shape, cached=(9, 2, 20)), attn_device)
     want, _ = ops.cca_attention(**kw)
     kw["block_table"][1, 0] = 10**6
     monkeypatch.setenv("ZAYA_CHECK_INDICES", "0")

@@ -26,6 +26,8 @@
 //   256  2      32      16        16.5 + 8.3 + 8.3 + 1.5 KiB = 34.5 KiB  (not tuned)
 // (static shared memory stays under CUDA's 48 KiB; no cp.async or ldmatrix, as the emulator has none).
 // Query tiles are launched costliest (latest, longest causal prefix) first.
+// Hopper: cca_attention_sm90.cuh has an opt-in wgmma version of this kernel for D = 64 and 128 (the
+// same grid, splits and combine; ZAYA_WGMMA=1, see wgmma::hopper_paths_enabled), emulator-tested only.
 //
 // Decode (flash-decoding): when the (B x nkv x query-tile) blocks do not fill the GPU, the key axis
 // is split over `splits` blocks (cca_attention_splits: from shapes, max_seqlen_q/k and the SM count
@@ -339,6 +341,13 @@ __global__ void __launch_bounds__(128) cca_attention_combine(CcaAttentionArgs a)
   }
 }
 
+}  // namespace zaya::kernels::attn
+
+// The Hopper (wgmma) forward kernel, opt-in (CUDA sm_90a and the 32-lane emulator only).
+#include "cca_attention_sm90.cuh"
+
+namespace zaya::kernels::attn {
+
 // --------------------------------------------------------------------------------------------
 // Launchers
 // --------------------------------------------------------------------------------------------
@@ -385,8 +394,30 @@ inline int64_t num_splits_impl(const CcaAttentionArgs& a) {
 
 using vendor::aligned16;
 
+#if defined(ZAYA_HAVE_WGMMA_SOURCE)
+// The Hopper kernel: the same grid (Sm90Cfg<D>::kM = Cfg<D>::kM rows per block), splits and combine.
+template <class T, int D>
+const char* launch_sm90(const CcaAttentionArgs& a, vendor::stream_t stream) {
+  using C = Sm90Cfg<D>;
+  static_assert(C::kM == Cfg<D>::kM, "the splits (num_splits_impl) assume Cfg<D>'s query tiles");
+  const int64_t tiles = query_tiles<C>(a);
+  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(a.nkv * a.splits), static_cast<unsigned>(a.B));
+  const char* err = vendor::launch(&cca_attention_fwd_sm90<T, D>, grid, dim3(C::kThreads),
+                                   static_cast<size_t>(C::kSmemBytes), stream, a, tiles, keys_per_split<C>(a, a.splits));
+  if (err != nullptr || a.splits == 1) return err;
+  return vendor::launch(&cca_attention_combine<T>, dim3(static_cast<unsigned>(a.T)), dim3(128), 0, stream, a);
+}
+#endif
+
 template <class T>
 const char* launch_typed(const CcaAttentionArgs& a, vendor::stream_t stream) {
+#if defined(ZAYA_HAVE_WGMMA_SOURCE)
+  if (a.D == 64 || a.D == 128) {
+    int dev = 0;
+    if (vendor::get_device(&dev) == vendor::kSuccess && wgmma::hopper_paths_enabled(dev))
+      return a.D == 64 ? launch_sm90<T, 64>(a, stream) : launch_sm90<T, 128>(a, stream);
+  }
+#endif
   return with_head_dim(a.D, [&](auto cfg) -> const char* {
     using C = decltype(cfg);
     const int64_t tiles = query_tiles<C>(a);
