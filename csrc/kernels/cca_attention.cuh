@@ -25,6 +25,8 @@
 //   128  4      64      32        17 + 8.5 + 8.5 + 5 KiB    = 39 KiB
 //   256  2      32      16        16.5 + 8.3 + 8.3 + 1.5 KiB = 34.5 KiB  (not tuned)
 // (static shared memory stays under CUDA's 48 KiB; no cp.async or ldmatrix, as the emulator has none).
+// CDNA, D <= 128: Q is read into registers once (A fragments) and its region then holds K, V and P:
+// 27 KiB (D = 64) and 22 KiB (D = 128), so two blocks share a CU's 64 KiB of LDS.
 // Query tiles are launched costliest (latest, longest causal prefix) first.
 // Hopper: cca_attention_sm90.cuh has an opt-in wgmma version of this kernel for D = 64 and 128 (the
 // same grid, splits and combine; ZAYA_WGMMA=1, see wgmma::hopper_paths_enabled), emulator-tested only.
@@ -48,10 +50,9 @@
 // Resources (bf16; fp16 within a few registers). nvcc 13 -Xptxas -v, sm_80 and sm_90a, no spills:
 //   fwd D=64: 127/128 registers, D=128: 128, D=256: 217/222; combine: 32.
 // hip-clang 16 (tools/check_hip.sh), bf16, no scratch or spills, occupancy in waves per SIMD:
-//   gfx940: fwd D=64 164 VGPR + 16 AGPR, D=128 172 + 8, D=256 201 + 4; gfx90a: 163 + 16, 171 + 28,
-//   202 + 40; all occupancy 1, bound by LDS (36-39 KiB per block of CDNA's 64 KiB per CU); combine
-//   24 VGPR, occupancy 8. 192 v_mfma instructions in each arch's ISA.
-//   Next step on AMD: keep Q in registers (D <= 128) to halve the LDS and allow two blocks per CU.
+//   gfx940: fwd D=64 167 VGPR + 16 AGPR, D=128 180 + 8, D=256 201 + 4; gfx90a: 166 + 16, 177 + 28,
+//   202 + 40; occupancy 2 for D = 64 and 128 (Q in registers; it was 1, LDS-bound at 36-39 KiB),
+//   1 for D = 256 (LDS); combine 24 VGPR, occupancy 8. v_mfma in each arch's ISA.
 #pragma once
 
 #include <cmath>
@@ -126,14 +127,20 @@ __global__ void __launch_bounds__(Cfg<D>::kThreads)
     cca_attention_fwd(CcaAttentionArgs a, int64_t tiles, int64_t keys_per_split) {
   using C = Cfg<D>;
   constexpr int kR = mma::kRowsPerLane;
-  __shared__ uint4 q_raw[C::kM * C::kLd / 8];
-  __shared__ uint4 k_raw[C::kBK * C::kLd / 8];
-  __shared__ uint4 v_raw[C::kBK * C::kLd / 8];
-  __shared__ uint4 p_raw[C::kM * C::kLdP / 8];
+  // CDNA, D <= 128: Q lives in registers (D / 16 A fragments of 2 VGPRs) after one pass through
+  // shared memory, whose Q region then serves K, V and P: 22-28 KiB instead of 36-39 KiB, so two
+  // blocks fit a CU's 64 KiB of LDS. CUDA keeps Q in shared memory (its registers are the limit there).
+  constexpr bool kQRegs = ZAYA_WARP_SIZE == 64 && D <= 128;
+  constexpr int kQElems = C::kM * C::kLd, kKVPElems = 2 * C::kBK * C::kLd + C::kM * C::kLdP;
+  constexpr int kElems = kQElems > kKVPElems ? kQElems : kKVPElems;  // with kQRegs: Q, then K, V, P
+  __shared__ uint4 q_raw[(kQRegs ? kElems : kQElems) / 8];
+  __shared__ uint4 k_raw[kQRegs ? 1 : C::kBK * C::kLd / 8];
+  __shared__ uint4 v_raw[kQRegs ? 1 : C::kBK * C::kLd / 8];
+  __shared__ uint4 p_raw[kQRegs ? 1 : C::kM * C::kLdP / 8];
   uint16_t* Qs = reinterpret_cast<uint16_t*>(q_raw);
-  uint16_t* Ks = reinterpret_cast<uint16_t*>(k_raw);
-  uint16_t* Vs = reinterpret_cast<uint16_t*>(v_raw);
-  uint16_t* Ps = reinterpret_cast<uint16_t*>(p_raw);
+  uint16_t* Ks = kQRegs ? Qs : reinterpret_cast<uint16_t*>(k_raw);
+  uint16_t* Vs = kQRegs ? Ks + C::kBK * C::kLd : reinterpret_cast<uint16_t*>(v_raw);
+  uint16_t* Ps = kQRegs ? Vs + C::kBK * C::kLd : reinterpret_cast<uint16_t*>(p_raw);
 
   const int warp = static_cast<int>(threadIdx.x) / kWarpSize, lane = vendor::lane_id();
   const int64_t g = a.nq / a.nkv;
@@ -180,6 +187,13 @@ __global__ void __launch_bounds__(Cfg<D>::kThreads)
   for (int nd = 0; nd < D / 16; ++nd) mma::zero(o[nd]);
   uint16_t* Pw = Ps + warp * 16 * C::kLdP;
   uint16_t* Qw = Qs + warp * 16 * C::kLd;
+  mma::FragA q_frag[kQRegs ? D / 16 : 1];
+  if constexpr (kQRegs) {
+    __syncthreads();  // Q is written
+#pragma unroll
+    for (int kd = 0; kd < D / 16; ++kd) q_frag[kd] = mma::load_a(Qw + kd * 16, C::kLd, lane);
+    // The loop's first barrier orders these reads before K, V and P overwrite the region.
+  }
 
   for (int k0 = kb; k0 < ke; k0 += C::kBK) {
     __syncthreads();  // the previous tile's K, V and P are consumed (and Q is written, first time)
@@ -191,7 +205,7 @@ __global__ void __launch_bounds__(Cfg<D>::kThreads)
       for (int nt = 0; nt < C::kBK / 16; ++nt) mma::zero(sc[nt]);
 #pragma unroll
       for (int kd = 0; kd < D / 16; ++kd) {
-        const mma::FragA qa = mma::load_a(Qw + kd * 16, C::kLd, lane);
+        const mma::FragA qa = kQRegs ? q_frag[kQRegs ? kd : 0] : mma::load_a(Qw + kd * 16, C::kLd, lane);
 #pragma unroll
         for (int nt = 0; nt < C::kBK / 16; ++nt)
           mma::mma<T>(sc[nt], qa, mma::load_b_nk(Ks + nt * 16 * C::kLd + kd * 16, C::kLd, lane));
