@@ -7,6 +7,9 @@
 #                                   # GPU kernel tests (small shapes)
 #   tools/gpu_session.sh bench      # build, then every op's benchmark and its plots
 #   tools/gpu_session.sh bench-model  # build, then the end-to-end model benchmark (ZAYA1-8B shapes)
+#   tools/gpu_session.sh hopper     # H100/H200: build, then the opt-in wgmma/TMA kernels: their tests
+#                                   # (cuda and cuda-wgmma rows), memcheck on them, and a zaya vs
+#                                   # zaya-wgmma timing of moe_top1 and cca_attention
 #
 # Through the device tool: `run` with command "bash tools/gpu_session.sh test" (and so on). Logs, JSON and
 # plots go to $OUT (default ./gpu-session-out), under the stage's name; copy bench results into
@@ -17,7 +20,7 @@
 # with tools/dev_build.sh and runs from the source tree (PYTHONPATH=python).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-stage=${1:?usage: tools/gpu_session.sh build|test|sanitize|bench|bench-model}
+stage=${1:?usage: tools/gpu_session.sh build|test|sanitize|bench|bench-model|hopper}
 out=${OUT:-$PWD/gpu-session-out}
 mkdir -p "$out/$stage"
 py=${PYTHON:-python3}
@@ -77,8 +80,25 @@ case "$stage" in
     "$py" -m zaya_ops.bench --model --device cuda --out "$out/bench-model" 2>&1 | tee "$out/bench-model/model.log" | tail -30
     "$py" -m zaya_ops.bench.plot "$out/bench-model" 2>&1 | tail -5
     ;;
+  hopper)
+    # The wgmma/TMA kernels were written and emulator-tested without a GPU: this is their first check
+    # on silicon. If only these fail, look first at the descriptors' LBO/SBO roles (wgmma.cuh) and the
+    # TMA box order (tma.cuh); the default kernels do not depend on them (ZAYA_WGMMA unset).
+    log "Hopper kernels: tests (cuda-wgmma), then zaya vs zaya-wgmma"
+    set +e
+    "$py" -m pytest tests/test_moe_top1_gpu.py tests/test_cca_cpu.py tests/test_unchecked_indices_gpu.py -q \
+        -p no:cacheprovider -k cuda 2>&1 | tee "$out/hopper/pytest.log" | tail -15
+    rc=${PIPESTATUS[0]}
+    compute-sanitizer --tool memcheck --error-exitcode 99 "$py" -m pytest tests/test_moe_top1_gpu.py -q -x \
+        -p no:cacheprovider -k "cuda-wgmma and not 4096" > "$out/hopper/memcheck.log" 2>&1 || rc=1
+    grep -E "ERROR SUMMARY|passed|failed" "$out/hopper/memcheck.log" | tail -3
+    set -e
+    "$py" -m zaya_ops.bench --device cuda --ops moe_top1,cca_attention --providers zaya,zaya-wgmma \
+        --out "$out/hopper" 2>&1 | tee "$out/hopper/bench.log" | tail -30
+    exit "$rc"
+    ;;
   *)
-    echo "unknown stage: $stage (build, test, sanitize, bench, bench-model)" >&2
+    echo "unknown stage: $stage (build, test, sanitize, bench, bench-model, hopper)" >&2
     exit 2
     ;;
 esac

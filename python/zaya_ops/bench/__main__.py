@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", type=_csv, default=["bf16"], help="bf16, fp16, fp32 (comma-separated)")
     p.add_argument("--providers", type=_csv, default=None,
                    help="comma-separated (default: each op's own list): zaya, eager, compile, zaya-raw (the "
-                        "norms without the wrapper's checks), sdpa / sdpa-flash / sdpa-efficient / sdpa-cudnn / "
+                        "norms without the wrapper's checks), zaya-wgmma (the opt-in Hopper kernels of moe_top1 and "
+                        "cca_attention, on an H100/H200), sdpa / sdpa-flash / sdpa-efficient / sdpa-cudnn / "
                         "sdpa-math (attention), grouped_mm, dense-loop (experts); each op runs those it knows. "
                         "--model: zaya, hf-eager (default), hf-sdpa, zaya-nograph, zaya-reference")
     p.add_argument("--model", action="store_true",
