@@ -24,7 +24,8 @@ cp -r python/zaya_ops "$stage/"
 cp build/emu-asan/_emu_w*.so "$stage/zaya_ops/"
 if [ $# -eq 0 ]; then
   set -- tests/test_norms.py tests/test_moe_top1_gpu.py tests/test_router_gpu.py tests/test_cca_qkv_gpu.py \
-         tests/test_cca_cpu.py tests/test_unchecked_indices_gpu.py tests/test_model_emulated.py -k emu
+         tests/test_cca_cpu.py tests/test_unchecked_indices_gpu.py tests/test_model_emulated.py tests/test_emulator.py \
+         -k emu
 fi
 # libstdc++ after libasan: ASan's __cxa_throw interceptor must find the real one when it starts, or the
 # first C++ exception (every argument-error test) aborts with "CHECK failed ... real___cxa_throw".
