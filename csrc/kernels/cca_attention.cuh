@@ -91,6 +91,35 @@ ZAYA_DEV uint4 nan_chunk() {  // eight NaNs of dtype T
   return uint4{w, w, w, w};
 }
 
+// What block (blockIdx.x, .y, .z) of a forward kernel with kM stacked rows per query tile works on:
+// sequence b, KV head j, split, its rows R0 .. and the keys [kb, ke) it reads; R0 >= rows means the
+// block has nothing to do (it returns before any barrier).
+struct BlockWork {
+  int64_t g, j, split, b, R0, rows;
+  int cu0, n, L, kb, ke;
+  const int32_t* table_row;
+};
+
+ZAYA_DEV BlockWork block_work(const CcaAttentionArgs& a, int64_t tiles, int64_t keys_per_split, int kM) {
+  BlockWork w;
+  w.g = a.nq / a.nkv;
+  const int64_t tile = tiles - 1 - static_cast<int64_t>(blockIdx.x);  // costliest first
+  w.j = blockIdx.y % a.nkv, w.split = blockIdx.y / a.nkv, w.b = blockIdx.z;
+  w.cu0 = a.cu_seqlens_q[w.b], w.n = a.cu_seqlens_q[w.b + 1] - w.cu0, w.L = a.seqused_k[w.b];
+  w.R0 = tile * kM;
+  w.rows = int64_t{w.n} * w.g;
+  w.kb = w.ke = 0;
+  w.table_row = a.block_table + w.b * a.table_cols;
+  if (w.R0 >= w.rows) return w;
+  const int64_t i_hi = (w.R0 + kM - 1 < w.rows ? w.R0 + kM - 1 : w.rows - 1) / w.g;
+  const int key_end = static_cast<int>(w.L - w.n + i_hi + 1);  // keys the block's last query sees
+  const int64_t kb64 = w.split * keys_per_split;
+  w.kb = static_cast<int>(kb64);
+  const int64_t split_end = kb64 + keys_per_split;
+  w.ke = kb64 >= key_end ? w.kb : key_end < split_end ? key_end : static_cast<int>(split_end);
+  return w;
+}
+
 // Copies K and V of keys k0 .. k0 + kBK - 1 of (sequence b, KV head j) into shared memory; keys at or
 // past `kend` are zeros (masked later: zeros keep 0 * V finite), a key whose block-table entry is
 // outside the table or the cache reads as NaN (see cca_attention_launch.h).
@@ -143,20 +172,11 @@ __global__ void __launch_bounds__(Cfg<D>::kThreads)
   uint16_t* Ps = kQRegs ? Vs + C::kBK * C::kLd : reinterpret_cast<uint16_t*>(p_raw);
 
   const int warp = static_cast<int>(threadIdx.x) / kWarpSize, lane = vendor::lane_id();
-  const int64_t g = a.nq / a.nkv;
-  const int64_t tile = tiles - 1 - static_cast<int64_t>(blockIdx.x);  // costliest first
-  const int64_t j = blockIdx.y % a.nkv, split = blockIdx.y / a.nkv, b = blockIdx.z;
-  const int cu0 = a.cu_seqlens_q[b], n = a.cu_seqlens_q[b + 1] - cu0, L = a.seqused_k[b];
-  const int64_t R0 = tile * C::kM;
-  if (R0 >= int64_t{n} * g) return;  // the whole block, before any barrier
-  const int64_t rows = int64_t{n} * g;
-  const int64_t i_hi = (R0 + C::kM - 1 < rows ? R0 + C::kM - 1 : rows - 1) / g;
-  const int key_end = static_cast<int>(L - n + i_hi + 1);  // keys the block's last query sees
-  const int64_t kb64 = split * keys_per_split;
-  const int kb = static_cast<int>(kb64);
-  const int64_t split_end = kb64 + keys_per_split;
-  const int ke = kb64 >= key_end ? kb : key_end < split_end ? key_end : static_cast<int>(split_end);
-  const int32_t* table_row = a.block_table + b * a.table_cols;
+  const BlockWork w = block_work(a, tiles, keys_per_split, C::kM);
+  if (w.R0 >= w.rows) return;  // the whole block, before any barrier
+  const int64_t g = w.g, j = w.j, split = w.split, R0 = w.R0, rows = w.rows;
+  const int cu0 = w.cu0, n = w.n, L = w.L, kb = w.kb, ke = w.ke;
+  const int32_t* table_row = w.table_row;
 
   // Q rows (zeros past the sequence's end).
   const uint16_t* q = static_cast<const uint16_t*>(a.q);

@@ -41,7 +41,8 @@
 //
 // Resources: nvcc 13 -Xptxas -v, sm_90a, no spills, no stack frame, no ptxas wgmma serialization
 // warning (C7510 / C7515, "warpgroup.arrive injected"):
-//   bf16: D=64 182 registers, D=128 168; fp16: D=64 146, D=128 149. Resident blocks per H100 SM (64K registers, 227 KiB shared):
+//   bf16: D=64 179 registers, D=128 166; fp16: D=64 139, D=128 137. Resident blocks per H100 SM
+//   (64K registers, 227 KiB shared):
 //   D=64 bf16 2 (registers), fp16 3 (shared memory); D=128 2 (shared memory). A minimum of 3 blocks
 //   (__launch_bounds__(128, 3)) makes ptxas spill for D=64 bf16, so it is not asked for.
 //   (The sm_80 image of this kernel is a 50-register stub: wgmma traps there, it is never selected.)
@@ -139,20 +140,11 @@ __global__ void __launch_bounds__(Sm90Cfg<D>::kThreads)
   uint16_t* Vs0 = Ks0 + 2 * C::kKVElems;    // V buffers [2][kBK * D]
 
   const int tid = static_cast<int>(threadIdx.x), lane = vendor::lane_id();
-  const int64_t g = a.nq / a.nkv;
-  const int64_t tile = tiles - 1 - static_cast<int64_t>(blockIdx.x);  // costliest first
-  const int64_t j = blockIdx.y % a.nkv, split = blockIdx.y / a.nkv, b = blockIdx.z;
-  const int cu0 = a.cu_seqlens_q[b], n = a.cu_seqlens_q[b + 1] - cu0, L = a.seqused_k[b];
-  const int64_t R0 = tile * C::kM;
-  if (R0 >= int64_t{n} * g) return;  // the whole block, before any barrier
-  const int64_t rows = int64_t{n} * g;
-  const int64_t i_hi = (R0 + C::kM - 1 < rows ? R0 + C::kM - 1 : rows - 1) / g;
-  const int key_end = static_cast<int>(L - n + i_hi + 1);  // keys the block's last query sees
-  const int64_t kb64 = split * keys_per_split;
-  const int kb = static_cast<int>(kb64);
-  const int64_t split_end = kb64 + keys_per_split;
-  const int ke = kb64 >= key_end ? kb : key_end < split_end ? key_end : static_cast<int>(split_end);
-  const int32_t* table_row = a.block_table + b * a.table_cols;
+  const BlockWork w = block_work(a, tiles, keys_per_split, C::kM);
+  if (w.R0 >= w.rows) return;  // the whole block, before any barrier
+  const int64_t g = w.g, j = w.j, split = w.split, R0 = w.R0, rows = w.rows;
+  const int cu0 = w.cu0, n = w.n, L = w.L, kb = w.kb, ke = w.ke;
+  const int32_t* table_row = w.table_row;
   const int ntiles = ke > kb ? (ke - kb + kBK - 1) / kBK : 0;
 
   // Q rows (zeros past the sequence's end) and the first K/V tile: one cp.async group.
