@@ -120,6 +120,18 @@ ZAYA_DEV BlockWork block_work(const CcaAttentionArgs& a, int64_t tiles, int64_t 
   return w;
 }
 
+// Online softmax step of one row (base 2): folds this key tile's row maximum into the running maximum
+// m, rescales the running sum l, sets m_use (the exponent offset of this tile's P; 0 while the row has
+// seen no key, so P = 0) and returns the factor the row's output accumulators must be scaled by.
+ZAYA_DEV float online_softmax_step(float& m, float& l, float tile_max, float& m_use) {
+  const float m_new = fmaxf(m, tile_max);
+  m_use = m_new == -INFINITY ? 0.f : m_new;
+  const float alpha = exp2f(m - m_use);
+  m = m_new;
+  l *= alpha;
+  return alpha;
+}
+
 // Copies K and V of keys k0 .. k0 + kBK - 1 of (sequence b, KV head j) into shared memory; keys at or
 // past `kend` are zeros (masked later: zeros keep 0 * V finite), a key whose block-table entry is
 // outside the table or the cache reads as NaN (see cca_attention_launch.h).
@@ -250,11 +262,7 @@ __global__ void __launch_bounds__(Cfg<D>::kThreads)
       for (int s = 0; s < kR; ++s) {
 #pragma unroll
         for (int off = 1; off < mma::kRowLanes; off *= 2) mx[s] = fmaxf(mx[s], vendor::shfl_xor(mx[s], off));
-        const float m_new = fmaxf(m[s], mx[s]);
-        m_use[s] = m_new == -INFINITY ? 0.f : m_new;  // a row with no visible key yet: P = 0
-        const float alpha = exp2f(m[s] - m_use[s]);
-        m[s] = m_new;
-        l[s] *= alpha;
+        const float alpha = online_softmax_step(m[s], l[s], mx[s], m_use[s]);
 #pragma unroll
         for (int nd = 0; nd < D / 16; ++nd) {
 #pragma unroll

@@ -216,11 +216,7 @@ __global__ void __launch_bounds__(Sm90Cfg<D>::kThreads)
     for (int s = 0; s < 2; ++s) {
       mx[s] = fmaxf(mx[s], vendor::shfl_xor(mx[s], 1));
       mx[s] = fmaxf(mx[s], vendor::shfl_xor(mx[s], 2));
-      const float m_new = fmaxf(m[s], mx[s]);
-      m_use[s] = m_new == -INFINITY ? 0.f : m_new;  // a row with no visible key yet: P = 0
-      const float alpha = exp2f(m[s] - m_use[s]);
-      m[s] = m_new;
-      l[s] *= alpha;
+      const float alpha = online_softmax_step(m[s], l[s], mx[s], m_use[s]);
 #pragma unroll
       for (int i = 0; i < D / 2; ++i)
         if (((i >> 1) & 1) == s) o.x[i] *= alpha;
