@@ -14,6 +14,12 @@
 // shared memory is filled with 0xFF bytes (NaN for every float type) at each block's start, so a
 // read before a write shows up in the results.
 //
+// Hopper's asynchronous units are modelled by their headers on top of this one: wgmma.cuh (warpgroup
+// MMA from shared-memory descriptors; Block::async_ops tracks each operation's operands until every
+// thread of the warpgroup has waited for it) and tma.cuh (bulk tensor copies at issue; Block::mbarriers
+// holds each mbarrier's phase, arrivals and transaction bytes). fail() stops a block with a message.
+// launch_count() counts launches (tests hold ops to their launches per call).
+//
 // ZAYA_EMU_WARP_SIZE (32 or 64) picks the warp the kernels see: 32 runs their CUDA paths (mma.sync
 // fragment layouts), 64 their CDNA paths (MFMA layouts).
 //
