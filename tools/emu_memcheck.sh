@@ -27,8 +27,9 @@ if [ $# -eq 0 ]; then
          tests/test_cca_cpu.py tests/test_unchecked_indices_gpu.py tests/test_model_emulated.py tests/test_emulator.py \
          -k emu
 fi
+# --capture=sys: pytest must not capture file descriptor 2, or an ASan report vanishes with the abort.
 # libstdc++ after libasan: ASan's __cxa_throw interceptor must find the real one when it starts, or the
 # first C++ exception (every argument-error test) aborts with "CHECK failed ... real___cxa_throw".
 LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libstdc++.so.6)" \
   ASAN_OPTIONS=detect_leaks=0:halt_on_error=1 \
-  PYTHONPATH="$stage" "$py" -m pytest -q -p no:cacheprovider "$@"
+  PYTHONPATH="$stage" "$py" -m pytest -q -p no:cacheprovider --capture=sys "$@"

@@ -32,6 +32,10 @@
 #include <setjmp.h>
 #include <ucontext.h>
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#endif
+
 #include <array>
 #include <atomic>
 #include <cstddef>
@@ -310,6 +314,10 @@ inline const char* launch(dim3 grid, dim3 blk, size_t smem_bytes, void (*body)(v
       std::string e = run_block(tb);
       tl_block = saved;
       if (!e.empty()) {
+#if defined(__SANITIZE_ADDRESS__)
+        // Fibers left mid-call keep their frames' redzones poisoned; the next block reuses the stacks.
+        for (auto& st : tb.stacks) ASAN_UNPOISON_MEMORY_REGION(st.get(), kStackBytes);
+#endif
         std::lock_guard<std::mutex> lock(mu);
         if (err.empty()) {
           err = "block (" + std::to_string(tb.block_idx.x) + "," + std::to_string(tb.block_idx.y) + "," +
