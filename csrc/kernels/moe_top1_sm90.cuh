@@ -141,26 +141,35 @@ __global__ void __launch_bounds__(kThreads90, 1) expert_gemm_sm90(MoeTop1Args a,
   wgmma::wait<0>();
   wgmma::fence_acc(acc);
 
-  // Epilogue: the reference's rounding points, in D (as expert_gemm's).
+  // Epilogue: the reference's rounding points, in D (as expert_gemm's). Accumulators i and i + 1 are
+  // columns n and n + 1 of one row (n even; N, I and H are multiples of 8): one 4-byte store per pair.
   const auto* ew = static_cast<const typename D::storage*>(a.expert_weight);
   auto* out = static_cast<typename D::storage*>(a.out);
+  auto store2 = [](uint16_t* p, uint16_t lo, uint16_t hi) {
+    *reinterpret_cast<uint32_t*>(p) = static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi) << 16);
+  };
   if constexpr (kGateUp) {
+    auto h = [&](int i) {  // columns 0..63: gate at x[i], up at x[i + 32]
+      const float gate = D::round(acc.x[i]), up = D::round(acc.x[i + kBN90 / 4]);
+      return D::from_float(vendor::fmul(D::round(silu(gate)), up));
+    };
 #pragma unroll
-    for (int i = 0; i < kBN90 / 4; ++i) {  // columns 0..63: gate at x[i], up at x[i + 32]
+    for (int i = 0; i < kBN90 / 4; i += 2) {
       const int r = 64 * wg + wgmma::acc_row(wt, i);
       const int64_t n = n0 + wgmma::acc_col(wt, i);
       if (r >= rows || n >= N) continue;
-      const float gate = D::round(acc.x[i]), up = D::round(acc.x[i + kBN90 / 4]);
-      act[static_cast<int64_t>(row0 + r) * I + n] = D::from_float(vendor::fmul(D::round(silu(gate)), up));
+      store2(act + static_cast<int64_t>(row0 + r) * I + n, h(i), h(i + 1));
     }
   } else {
 #pragma unroll
-    for (int i = 0; i < kBN90 / 2; ++i) {
+    for (int i = 0; i < kBN90 / 2; i += 2) {
       const int r = 64 * wg + wgmma::acc_row(wt, i);
       const int64_t n = n0 + wgmma::acc_col(wt, i);
       if (r >= rows || n >= N) continue;
       const int64_t t = tok[r];
-      out[t * H + n] = D::from_float(vendor::fmul(D::round(acc.x[i]), D::to_float(ew[t])));
+      const float w = D::to_float(ew[t]);
+      store2(out + t * H + n, D::from_float(vendor::fmul(D::round(acc.x[i]), w)),
+             D::from_float(vendor::fmul(D::round(acc.x[i + 1]), w)));
     }
   }
 }
