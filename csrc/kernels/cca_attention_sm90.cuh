@@ -63,6 +63,7 @@
 #include <cstdint>
 
 #include "cca_attention_launch.h"
+#include "mma.cuh"
 #include "vendor.h"
 #include "wgmma.cuh"
 
@@ -125,8 +126,6 @@ ZAYA_DEV void load_kv_sm90(uint16_t* Ks, uint16_t* Vs, const CcaAttentionArgs& a
     vendor::copy_async16(Vs + dst, vs, valid);
   }
 }
-
-ZAYA_DEV uint32_t pack2(uint16_t lo, uint16_t hi) { return static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi) << 16); }
 
 // grid (tiles, nkv * splits, B), block 128 threads, Sm90Cfg<D>::kSmemBytes of dynamic shared memory.
 // keys_per_split: a multiple of Sm90Cfg<D>::kBK.
@@ -232,7 +231,7 @@ __global__ void __launch_bounds__(Sm90Cfg<D>::kThreads)
         const float p1 = exp2f(sc.x[8 * kk + 2 * r + 1] - m_use[s]);
         l[s] += p0;
         l[s] += p1;
-        pa[kk].x[r] = pack2(T::from_float(p0), T::from_float(p1));
+        pa[kk].x[r] = mma::pack(T::from_float(p0), T::from_float(p1));
       }
     }
     // O += P V over kBK / 16 k-steps (V read MN-major).
@@ -285,7 +284,7 @@ __global__ void __launch_bounds__(Sm90Cfg<D>::kThreads)
     const int s = (i >> 1) & 1;
     const int r = wgmma::acc_row(tid, i), c = wgmma::acc_col(tid, i);  // c even: i, i + 1 adjacent
     *reinterpret_cast<uint32_t*>(Qs + wgmma::kmajor_offset(r, c, D)) =
-        pack2(T::from_float(o.x[i] * inv[s]), T::from_float(o.x[i + 1] * inv[s]));
+        mma::pack(T::from_float(o.x[i] * inv[s]), T::from_float(o.x[i + 1] * inv[s]));
   }
 #pragma unroll
   for (int s = 0; s < 2; ++s) {

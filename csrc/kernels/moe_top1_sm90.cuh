@@ -145,9 +145,7 @@ __global__ void __launch_bounds__(kThreads90, 1) expert_gemm_sm90(MoeTop1Args a,
   // columns n and n + 1 of one row (n even; N, I and H are multiples of 8): one 4-byte store per pair.
   const auto* ew = static_cast<const typename D::storage*>(a.expert_weight);
   auto* out = static_cast<typename D::storage*>(a.out);
-  auto store2 = [](uint16_t* p, uint16_t lo, uint16_t hi) {
-    *reinterpret_cast<uint32_t*>(p) = static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi) << 16);
-  };
+  auto store2 = [](uint16_t* p, uint16_t lo, uint16_t hi) { *reinterpret_cast<uint32_t*>(p) = mma::pack(lo, hi); };
   if constexpr (kGateUp) {
     auto h = [&](int i) {  // columns 0..63: gate at x[i], up at x[i + 32]
       const float gate = D::round(acc.x[i]), up = D::round(acc.x[i + kBN90 / 4]);

@@ -36,7 +36,6 @@
 #include <sanitizer/asan_interface.h>
 #endif
 
-#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -75,6 +74,27 @@ inline constexpr size_t kStackBytes = 256 * 1024;
 
 enum class State { kRunnable, kBlockBarrier, kWarpBarrier, kDone };
 
+// What the models of asynchronous units on top of this emulator keep per block and per thread:
+// an entry of a thread's log of issued operations and commits (wgmma.cuh),
+struct AsyncMark {
+  uint64_t seq;  // the operation's sequence number in its thread (unused for a commit)
+  bool commit;
+};
+// an asynchronous matrix operation in flight: its operands, their hash at issue, and how many
+// threads of its warpgroup have waited for it (wgmma.cuh),
+struct AsyncOp {
+  uint64_t desc_a, desc_b;  // desc_a 0: A from registers
+  int n;
+  bool trans_b;
+  uint64_t hash;
+  int retired;
+};
+// and an mbarrier, whose phase completes when no arrival and no transaction byte is pending (tma.cuh).
+struct MBarrier {
+  int64_t expected, pending, tx_bytes;
+  int phase;
+};
+
 // A fiber starts once through its ucontext (makecontext gives it its own stack) and from then on
 // switches with _setjmp/_longjmp, which, unlike swapcontext, make no signal-mask system call.
 struct Fiber {
@@ -83,9 +103,8 @@ struct Fiber {
   dim3 idx;
   State state = State::kRunnable;
   bool started = false;
-  // Asynchronous operations this thread has issued and not yet waited for, as {sequence number,
-  // kind} (wgmma.cuh's emulation; Block::async_ops holds what they read).
-  std::vector<std::array<uint64_t, 2>> async_ops;
+  // Asynchronous operations and commits this thread has issued and not yet waited for.
+  std::vector<AsyncMark> async_ops;
   uint64_t async_seq = 0;
 };
 
@@ -104,10 +123,8 @@ struct Block {
   std::string error;     // set by fail(): the block stops and the launch reports it
   // Asynchronous operations in flight, keyed by (thread group, sequence number): the first thread
   // of the group to issue one records what it reads, the last one to wait for it checks it again.
-  std::map<std::pair<int, uint64_t>, std::array<uint64_t, 6>> async_ops;
-  // Emulated mbarriers (tma.cuh), keyed by their shared-memory address: {expected arrivals, pending
-  // arrivals, outstanding transaction bytes, phase}.
-  std::map<const void*, std::array<int64_t, 4>> mbarriers;
+  std::map<std::pair<int, uint64_t>, AsyncOp> async_ops;
+  std::map<const void*, MBarrier> mbarriers;  // keyed by their shared-memory address
 };
 
 inline thread_local Block* tl_block = nullptr;
@@ -126,10 +143,6 @@ inline dim3 block_dim() { return tl_block->block_dim; }
 inline dim3 grid_dim() { return tl_block->grid_dim; }
 inline void* dynamic_smem() { return tl_block->dynamic_smem.data(); }
 
-// Byte offset of p in the block's dynamic shared memory (the emulated shared-memory address space:
-// kernels that hand shared addresses to emulated hardware units keep their tiles there).
-inline uint32_t smem_offset(const void* p);
-
 // Stops the calling thread's block with an error message (the launch returns it).
 [[noreturn]] inline void fail(const std::string& what) {
   if (tl_block->error.empty()) tl_block->error = what;
@@ -137,6 +150,8 @@ inline uint32_t smem_offset(const void* p);
   _longjmp(tl_block->scheduler, 1);
 }
 
+// Byte offset of p in the block's dynamic shared memory (the emulated shared-memory address space:
+// kernels that hand shared addresses to emulated hardware units keep their tiles there).
 inline uint32_t smem_offset(const void* p) {
   const auto* base = tl_block->dynamic_smem.data();
   const auto* c = static_cast<const unsigned char*>(p);

@@ -24,7 +24,7 @@
 #define ZAYA_HAVE_TMA_SOURCE 1
 
 #if defined(ZAYA_CUDA)
-#include <cuda.h>  // CUtensorMap and its enums (types only: the encoder comes from the runtime)
+#include <cudaTypedefs.h>  // CUtensorMap, its enums and the encoder's type (the encoder comes from the runtime)
 #endif
 
 namespace zaya::tma {
@@ -47,9 +47,7 @@ inline const char* make_map_2d(Map* map, const void* base, int64_t rows, int64_t
   if (box_cols % 8 != 0 || box_cols > 256 || box_rows > 256 || row_stride % 8 != 0 || !vendor::aligned16(base))
     return "zaya tma: unsupported tensor map (box or alignment)";
 #if defined(ZAYA_CUDA)
-  using Encode = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
-                              const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
-                              CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+  using Encode = PFN_cuTensorMapEncodeTiled_v12000;
   static Encode encode = [] {
     void* fn = nullptr;
     cudaDriverEntryPointQueryResult found{};
@@ -76,17 +74,17 @@ inline const char* make_map_2d(Map* map, const void* base, int64_t rows, int64_t
 
 #if defined(ZAYA_EMU)
 namespace emu_detail {
-inline std::array<int64_t, 4>& bar(const uint64_t* b) {
+inline emu::MBarrier& bar(const uint64_t* b) {
   auto& bars = emu::block().mbarriers;
   const auto it = bars.find(b);
   if (it == bars.end()) emu::fail("emulated mbarrier used before bar_init");
   return it->second;
 }
-// {expected, pending, tx bytes, phase}: the phase completes when no arrival and no byte is pending.
-inline void settle(std::array<int64_t, 4>& s) {
-  if (s[1] == 0 && s[2] == 0) {
-    s[3] ^= 1;
-    s[1] = s[0];
+// Completes the phase once no arrival and no transaction byte is pending.
+inline void settle(emu::MBarrier& s) {
+  if (s.pending == 0 && s.tx_bytes == 0) {
+    s.phase ^= 1;
+    s.pending = s.expected;
   }
 }
 }  // namespace emu_detail
@@ -113,8 +111,8 @@ ZAYA_DEV void bar_init_fence() {
 ZAYA_DEV void bar_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
 #if defined(ZAYA_EMU)
   auto& s = emu_detail::bar(bar);
-  s[2] += bytes;
-  s[1] -= 1;
+  s.tx_bytes += bytes;
+  s.pending -= 1;
   emu_detail::settle(s);
 #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(vendor::smem_u32(bar)), "r"(bytes)
@@ -126,7 +124,7 @@ ZAYA_DEV void bar_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
 
 ZAYA_DEV void bar_wait(uint64_t* bar, uint32_t phase) {
 #if defined(ZAYA_EMU)
-  if (emu_detail::bar(bar)[3] == static_cast<int64_t>(phase & 1)) {
+  if (emu_detail::bar(bar).phase == static_cast<int>(phase & 1)) {
     emu::fail("emulated mbarrier wait before its copies were issued (see tma.cuh: the emulator cannot spin)");
   }
 #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -156,7 +154,7 @@ ZAYA_DEV void load_2d(void* dst, const Map* map, uint64_t* bar, int row, int col
       d[r * map->box_cols + c] = in ? map->base[gr * map->row_stride + gc] : uint16_t{0};
     }
   auto& s = emu_detail::bar(bar);
-  s[2] -= static_cast<int64_t>(map->box_rows) * map->box_cols * 2;
+  s.tx_bytes -= static_cast<int64_t>(map->box_rows) * map->box_cols * 2;
   emu_detail::settle(s);
 #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile(

@@ -166,6 +166,18 @@ ZAYA_DEV int atomic_add(int* p, int v) {
 #endif
 }
 
+// Shared-memory address of p, as cp.async and Hopper's matrix units take it (CUDA and the emulator
+// only). Emulator: the offset in the block's dynamic shared memory, which is where such tiles must live.
+#if defined(ZAYA_CUDA) || defined(ZAYA_EMU)
+ZAYA_DEV uint32_t smem_u32(const void* p) {
+#if defined(ZAYA_CUDA)
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+#else
+  return emu::smem_offset(p);
+#endif
+}
+#endif
+
 // Asynchronous 16-byte global -> shared copy (zero-fill when !valid; `src` is then not read), the
 // building block of multi-stage tile pipelines. CUDA sm_80+: cp.async.cg, completed in commit groups
 // (copy_async_commit / copy_async_wait<N>: wait until at most N groups are in flight; then
@@ -173,8 +185,8 @@ ZAYA_DEV int atomic_add(int* p, int v) {
 // so the same pipeline code is correct everywhere, only without the overlap.
 ZAYA_DEV void copy_async16(void* dst_smem, const void* src, bool valid) {
 #if defined(ZAYA_CUDA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(dst_smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst_smem)), "l"(src),
+               "r"(valid ? 16 : 0));
 #else
   uint4 v{0u, 0u, 0u, 0u};
   if (valid) v = *static_cast<const uint4*>(src);
@@ -206,17 +218,6 @@ ZAYA_DEV T* dynamic_smem() {
 #endif
 }
 
-// Shared-memory address of p, as Hopper's matrix units take it (CUDA and the emulator only). Emulator:
-// the offset in the block's dynamic shared memory, which is where such tiles must live.
-#if defined(ZAYA_CUDA) || defined(ZAYA_EMU)
-ZAYA_DEV uint32_t smem_u32(const void* p) {
-#if defined(ZAYA_CUDA)
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-#else
-  return emu::smem_offset(p);
-#endif
-}
-#endif
 #endif  // !ZAYA_HOST_ONLY
 
 // Whether p may be read or written 16 bytes at a time (the launchers' alignment rule).

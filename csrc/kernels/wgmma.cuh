@@ -30,12 +30,12 @@
 #pragma once
 
 #include <algorithm>
-#include <array>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <type_traits>
 
+#include "mma.cuh"
 #include "vendor.h"
 
 #if defined(ZAYA_CUDA) || (defined(ZAYA_EMU) && ZAYA_WARP_SIZE == 32)
@@ -48,13 +48,13 @@ inline constexpr int kThreads = 128;  // one warpgroup
 template <int N>
 struct Acc {
   static_assert(N == 64 || N == 128, "wgmma tiles are 64 x 64 or 64 x 128 here");
-  static constexpr int kN = N;
   float x[N / 2];
 };
 
-struct FragA {
-  uint32_t x[4];
-};
+// The register A operand: mma.sync m16n8k16's A fragment, warp w of the warpgroup holding rows
+// 16w .. 16w + 15 (mma.cuh).
+using FragA = mma::FragA;
+static_assert(sizeof(FragA) == 16, "wgmma's register A operand is four 32-bit registers per thread");
 
 // Row and column in the 64 x N tile of accumulator i of warpgroup thread t (0..127).
 ZAYA_HD int acc_row(int t, int i) { return 16 * (t >> 5) + ((t & 31) >> 2) + 8 * ((i >> 1) & 1); }
@@ -114,12 +114,10 @@ inline uint64_t fingerprint(const Operand& o, int rows, bool mn_major) {
 
 inline int wg_thread() { return emu::linear_tid() % kThreads; }
 
-// The operands' fingerprint: {desc_a (0: registers), desc_b, N | trans_b << 16} and their hash.
-inline uint64_t operand_hash(const std::array<uint64_t, 6>& op) {
-  const int n = static_cast<int>(op[2] & 0xFFFF);
-  const bool tb = ((op[2] >> 16) & 1) != 0;
-  uint64_t h = fingerprint(decode(op[1]), n, tb);
-  if (op[0] != 0) h ^= fingerprint(decode(op[0]), 64, false) * 31;
+// The hash of an operation's shared-memory operands.
+inline uint64_t operand_hash(const emu::AsyncOp& op) {
+  uint64_t h = fingerprint(decode(op.desc_b), op.n, op.trans_b);
+  if (op.desc_a != 0) h ^= fingerprint(decode(op.desc_a), 64, false) * 31;
   return h;
 }
 
@@ -130,16 +128,16 @@ inline void log_op(uint64_t da, uint64_t db, int n, bool trans_b) {
   const uint64_t seq = f.async_seq++;
   auto& table = emu::block().async_ops;
   const std::pair<int, uint64_t> key{emu::linear_tid() / kThreads, seq};
-  std::array<uint64_t, 6> op{da, db, static_cast<uint64_t>(n) | (static_cast<uint64_t>(trans_b) << 16), 0, 0, 0};
+  emu::AsyncOp op{da, db, n, trans_b, 0, 0};
   const auto it = table.find(key);
   if (it == table.end()) {
-    op[3] = operand_hash(op);
+    op.hash = operand_hash(op);
     table.emplace(key, op);
-  } else if (it->second[0] != da || it->second[1] != db || it->second[2] != op[2]) {
+  } else if (it->second.desc_a != da || it->second.desc_b != db || it->second.n != n || it->second.trans_b != trans_b) {
     // .sync.aligned: the warpgroup issues one operation, so every thread must give the same operands.
     emu::fail("emulated wgmma: threads of one warpgroup issued different descriptors or shapes");
   }
-  f.async_ops.push_back({seq, 1});
+  f.async_ops.push_back({seq, false});
 }
 
 // Retires one operation for this thread; the warpgroup's last thread to do so checks the hash.
@@ -149,8 +147,8 @@ inline void retire(uint64_t seq) {
   if (it == table.end()) return;
   const int group_threads = std::min<int>(kThreads, static_cast<int>(emu::block().fibers.size()) -
                                                         (emu::linear_tid() / kThreads) * kThreads);
-  if (static_cast<int>(++it->second[4]) < group_threads) return;
-  if (operand_hash(it->second) != it->second[3]) {
+  if (++it->second.retired < group_threads) return;
+  if (operand_hash(it->second) != it->second.hash) {
     emu::fail("emulated wgmma: an operand's shared memory changed before every thread waited for its group");
   }
   table.erase(it);
@@ -180,7 +178,7 @@ ZAYA_DEV void fence() {
 
 ZAYA_DEV void commit() {
 #if defined(ZAYA_EMU)
-  emu::me().async_ops.push_back({0, 2});
+  emu::me().async_ops.push_back({0, true});
 #elif defined(__CUDA_ARCH_FEAT_SM90_ALL)
   asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 #endif
@@ -196,12 +194,12 @@ ZAYA_DEV void wait() {
   int seen = 0;
   while (end > 0) {
     --end;
-    if (log[end][1] == 2 && ++seen == kInFlight + 1) break;
+    if (log[end].commit && ++seen == kInFlight + 1) break;
   }
   if (seen < kInFlight + 1) return;  // no more groups than may stay in flight
   ++end;
   for (size_t i = 0; i < end; ++i) {
-    if (log[i][1] == 1) emu_detail::retire(log[i][0]);
+    if (!log[i].commit) emu_detail::retire(log[i].seq);
   }
   log.erase(log.begin(), log.begin() + static_cast<std::ptrdiff_t>(end));
 #elif defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -283,12 +281,11 @@ ZAYA_DEV void mma_rs(Acc<N>& d, const FragA& a, uint64_t b, bool accumulate) {
   emu::syncwarp();
   float A[16][16];
   for (int l = 0; l < 32; ++l) {
-    FragA f;
-    std::memcpy(&f, emu::lane_slot(l), sizeof f);
+    uint16_t v[8];
+    std::memcpy(v, emu::lane_slot(l), sizeof v);
     for (int e = 0; e < 8; ++e) {
-      const int reg = e >> 1, half = e & 1;
-      const uint16_t v = static_cast<uint16_t>(f.x[reg] >> (16 * half));
-      A[(l >> 2) + 8 * (reg & 1)][2 * (l & 3) + half + 8 * (reg >> 1)] = D::to_float(v);
+      const mma::emu_detail::Coord pos = mma::emu_detail::a_elem(l, e);
+      A[pos.r][pos.c] = D::to_float(v[e]);
     }
   }
   emu::syncwarp();

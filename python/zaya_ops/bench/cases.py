@@ -124,12 +124,6 @@ def compare(out: Any, ref: Any, compute_dtype: torch.dtype | None = None) -> tup
     return max_abs, max_rel, ok
 
 
-def ops_module():
-    from .. import ops
-
-    return ops
-
-
 def with_env(fn: Callable[[], Any], name: str, value: str) -> Callable[[], Any]:
     """fn run with environment variable ``name`` set to ``value`` (restored after each call: the
     kernels' launchers read it at every launch, and other providers must not see it)."""
@@ -210,7 +204,7 @@ class OpBench:
 
             return case.bind(getattr(ops, self.name))
         if provider == "zaya-wgmma":  # the Hopper (wgmma) kernels, opt-in through ZAYA_WGMMA=1
-            return with_env(case.bind(getattr(ops_module(), self.name)), "ZAYA_WGMMA", "1")
+            return with_env(self.make_provider("zaya", case), "ZAYA_WGMMA", "1")
         if provider == "zaya-raw":  # the registered op without the wrapper's Python checks
             return case.bind(getattr(torch.ops.zaya, self.name))
         if provider == "eager":
