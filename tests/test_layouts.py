@@ -40,10 +40,11 @@ from conftest import EMULATORS
 
 # The sources read for this file (``git show <commit>:<path>`` in a mirror of each repository). The
 # layouts below are stated as those files write them.
-CUTLASS = "NVIDIA/cutlass 7107b05535f8977f5ecb9d01ee203205b1fd9bc4"  # HEAD of 2026-08-20
-# (mma_traits_sm80.hpp, mma_traits_sm90_gmma.hpp and mma_sm90_desc.hpp last changed in aeba0d3723b8c226b7180a59081ae1cdfdf087a8)
+CUTLASS = "NVIDIA/cutlass 7107b05535f8977f5ecb9d01ee203205b1fd9bc4"  # main of 2026-08-20
+# (the newest commit touching mma_traits_sm80.hpp, mma_traits_sm90_gmma.hpp or mma_sm90_desc.hpp there:
+# aeba0d3723b8c226b7180a59081ae1cdfdf087a8)
 CK = "ROCm/composable_kernel 8e22e1ae31bbf7086f69d8724e027676791d351a"
-# (xdlops_gemm.hpp last changed in 42e6dceaccda48ec99eff93e181df49abef69c11)
+# (the newest commit touching xdlops_gemm.hpp there: 42e6dceaccda48ec99eff93e181df49abef69c11)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -400,8 +401,9 @@ def test_descriptor_encoder_fields_match_gmma_descriptor(offset, lbo, sbo):
 #              desc.bitfield.leading_byte_offset_ = (LAYOUT_TYPE == INTERLEAVE) ? stride_11 : stride_01;
 #   i.e. no-swizzle MN-major: SBO = next 16-byte column along MN, LBO = next 8 k-rows; for the swizzled
 #   MN-major modes the roles swap (LBO along MN, SBO along K).
-# The PTX ISA's table of strides (read in its tcgen05 chapter, 9.7.16.3, whose 128-bit-normalised
-# definitions the wgmma descriptor shares) says the same: leading dimension byte offset, MN-major,
+# The PTX ISA's table of strides says the same (read in a stored copy of its tcgen05 chapter, 9.7.16.3,
+# "Major-ness supported by Strides", whose descriptor fields are wgmma's; the wgmma chapter's own table
+# was not at hand): leading dimension byte offset, MN-major,
 # "Interleave: stride from the first 8 columns to the next 8 columns" (columns run along K there:
 # the no-swizzle MN-major atom is 1 x 8, MN x K, in 128-bit elements), "Swizzled layouts: stride from
 # the first (swizzle-byte-size/16) rows to the next" (rows along MN). The older wgmma wording, "LBO:
