@@ -48,4 +48,12 @@ inline void define_schemas(torch::Library& m) {
       "Tensor down_proj, int expert_start=0, int expert_end=-1) -> Tensor");
 }
 
+// Test-only ops, not part of the API and not defined by define_schemas: each is defined by the glue
+// of the builds that can run it. _wgmma_tile (csrc/gpu/wgmma_tile.cpp, tests/test_wgmma_tiles.py):
+// one Hopper warpgroup MMA tile, a [64, K] @ b[N, K]^T in fp32, A from shared memory or registers, B
+// read K-major or MN-major; CUDA builds with sm_90a and the 32-lane emulator only.
+inline void define_wgmma_tile_schema(torch::Library& m) {
+  m.def("_wgmma_tile(Tensor a, Tensor b, bool a_from_registers, bool b_mn_major) -> Tensor");
+}
+
 }  // namespace zaya

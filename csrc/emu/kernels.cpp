@@ -6,3 +6,4 @@
 #include "../../cuda/cca_qkv.cu"
 #include "../../cuda/router.cu"
 #include "../../cuda/cca_attention.cu"
+#include "../../cuda/wgmma_tile.cu"

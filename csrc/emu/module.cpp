@@ -5,6 +5,7 @@
 // namespace, torch.ops.<ZAYA_EMU_LIB>, so it never shadows the real zaya ops. For tests only: it is
 // a slow, faithful model of the GPU, not a CPU backend.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 #include <torch/library.h>
 
 #include <string>
@@ -15,6 +16,7 @@ TORCH_LIBRARY(ZAYA_EMU_LIB, m) { zaya::define_schemas(m); }
 
 std::string zaya_emu_selftest(const std::string& name);  // selftest.cpp
 int64_t zaya_emu_launches();                             // selftest.cpp
+void zaya_emu_bind_probes(pybind11::module_& m);         // selftest.cpp: the layout probes
 
 #define ZAYA_STR2(x) #x
 #define ZAYA_STR(x) ZAYA_STR2(x)
@@ -26,4 +28,5 @@ PYBIND11_MODULE(ZAYA_EMU_MODULE, m) {
   m.def("selftest", &zaya_emu_selftest, pybind11::arg("name"),
         "Runs one of the emulator's self-test kernels (csrc/emu/selftest.cpp); returns '' or what went wrong.");
   m.def("launches", &zaya_emu_launches, "Emulated kernel launches so far in this process.");
+  zaya_emu_bind_probes(m);
 }

@@ -2,11 +2,22 @@
 // that use wgmma.cuh and tma.cuh correctly (their results must match a host computation) or break one
 // of their rules on purpose (the launch must fail with the matching message). They keep the emulator's
 // checks from silently rotting: a checker that stopped firing would let kernel bugs through.
+// Below them, the layout probes (tests/test_layouts.py): the fragment maps of mma.cuh's loaders and
+// accumulators, wgmma.cuh's descriptors and the emulated instructions, lane by lane, for comparison
+// with CUTLASS/CuTe's and composable_kernel's statements of the same layouts.
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
+#include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "kernels/mma.cuh"
 #include "kernels/tma.cuh"
 #include "kernels/vendor.h"
 #include "kernels/wgmma.cuh"
@@ -133,6 +144,219 @@ __global__ void divergent_shuffle_kernel(float* out) {
   out[threadIdx.x] = v;
 }
 
+// ------------------------------------------------------------------------------------------------
+// Layout probes (tests/test_layouts.py): what mma.cuh's loaders and accumulator maps, wgmma.cuh's
+// descriptors and the emulated instructions do, lane by lane, for comparison with an independent
+// source (CUTLASS/CuTe's MMA traits, composable_kernel's xdlops parameters).
+// ------------------------------------------------------------------------------------------------
+namespace probe {
+
+constexpr int kHalvesA = static_cast<int>(sizeof(mma::FragA) / 2), kHalvesB = static_cast<int>(sizeof(mma::FragB) / 2);
+
+// One warp: a 16 x 16 operand whose element (row, col) holds (row << 8) | col, stored as the loader
+// expects (A[m][k] at s[m * ld + k]; B[k][n] at s[n * ld + k] for load_b_nk, s[k * ld + n] for
+// load_b_kn; padding columns 0xFFFF), loaded by every lane; out[lane][half] = its registers' halves.
+__global__ void loader_kernel(uint16_t* out, int kind, int ld) {
+  uint16_t* s = vendor::dynamic_smem<uint16_t>();
+  const int lane = static_cast<int>(threadIdx.x);
+  for (int i = lane; i < 16 * ld; i += vendor::kWarpSize) {
+    const int r = i / ld, c = i % ld;
+    // storage (r, c) holds operand element (c, r) for the n-major B tile, (r, c) otherwise
+    s[i] = c >= 16 ? 0xFFFF : kind == 1 ? static_cast<uint16_t>((c << 8) | r) : static_cast<uint16_t>((r << 8) | c);
+  }
+  __syncthreads();
+  if (kind == 0) {
+    const mma::FragA f = mma::load_a(s, ld, lane);
+    std::memcpy(out + lane * kHalvesA, &f, sizeof f);
+  } else {
+    const mma::FragB f = kind == 1 ? mma::load_b_nk(s, ld, lane) : mma::load_b_kn(s, ld, lane);
+    std::memcpy(out + lane * kHalvesB, &f, sizeof f);
+  }
+}
+
+std::vector<int64_t> loader_regs(const std::string& kind, int ld) {
+  const int k = kind == "a" ? 0 : kind == "b_nk" ? 1 : kind == "b_kn" ? 2 : -1;
+  if (k < 0) throw std::invalid_argument("mma_loader_regs: kind must be 'a', 'b_nk' or 'b_kn', got '" + kind + "'");
+  if (ld < 16 || ld % 2 != 0) throw std::invalid_argument("mma_loader_regs: ld must be even and >= 16");
+  std::vector<uint16_t> out(vendor::kWarpSize * std::max(kHalvesA, kHalvesB), 0xFFFF);
+  if (const char* e = vendor::launch(&loader_kernel, dim3(1), dim3(vendor::kWarpSize), static_cast<size_t>(16 * ld * 2), nullptr,
+                                     out.data(), k, ld))
+    throw std::runtime_error(e);
+  out.resize(vendor::kWarpSize * (k == 0 ? kHalvesA : kHalvesB));
+  return {out.begin(), out.end()};
+}
+
+// (row, col) of accumulator i of each lane, as the kernels store them (mma::c_row / c_col), and the
+// row the row-reduction helpers assign it (slot_row(lane, c_slot(i))).
+std::vector<std::array<int64_t, 3>> accumulator_map() {
+  std::vector<std::array<int64_t, 3>> m;
+  for (int l = 0; l < vendor::kWarpSize; ++l)
+    for (int i = 0; i < mma::kAccum; ++i) m.push_back({mma::c_row(l, i), mma::c_col(l, i), mma::slot_row(l, mma::c_slot(i))});
+  return m;
+}
+
+// The emulated instruction's own view (mma.cuh's emu_detail): (row, col) of A, B ((k, n)) and C
+// element e of lane l.
+std::vector<std::array<int64_t, 2>> instruction_map(const std::string& operand) {
+  std::vector<std::array<int64_t, 2>> m;
+  const int n = operand == "a" ? kHalvesA : operand == "b" ? kHalvesB : operand == "c" ? mma::kAccum : -1;
+  if (n < 0) throw std::invalid_argument("mma_instruction_map: operand must be 'a', 'b' or 'c'");
+  for (int l = 0; l < vendor::kWarpSize; ++l)
+    for (int e = 0; e < n; ++e) {
+      const auto p = operand == "a" ? mma::emu_detail::a_elem(l, e)
+                     : operand == "b" ? mma::emu_detail::b_elem(l, e) : mma::emu_detail::c_elem(l, e);
+      m.push_back({p.r, p.c});
+    }
+  return m;
+}
+
+// One emulated mma() from given per-lane registers: d = c + A B.
+template <class D>
+__global__ void mma_kernel(float* d, const uint16_t* a, const uint16_t* b, const float* c) {
+  const int lane = static_cast<int>(threadIdx.x);
+  mma::FragA fa;
+  mma::FragB fb;
+  mma::FragC fc;
+  std::memcpy(&fa, a + lane * kHalvesA, sizeof fa);
+  std::memcpy(&fb, b + lane * kHalvesB, sizeof fb);
+  std::memcpy(&fc, c + lane * mma::kAccum, sizeof fc);
+  mma::mma<D>(fc, fa, fb);
+  std::memcpy(d + lane * mma::kAccum, &fc, sizeof fc);
+}
+
+std::vector<double> run_mma(bool bf16, const std::vector<int64_t>& a, const std::vector<int64_t>& b,
+                            const std::vector<double>& c) {
+  if (a.size() != static_cast<size_t>(vendor::kWarpSize * kHalvesA) || b.size() != static_cast<size_t>(vendor::kWarpSize * kHalvesB) ||
+      c.size() != static_cast<size_t>(vendor::kWarpSize * mma::kAccum))
+    throw std::invalid_argument("mma_instruction: a, b, c must hold warp x registers elements");
+  std::vector<uint16_t> va(a.begin(), a.end()), vb(b.begin(), b.end());
+  std::vector<float> vc(c.begin(), c.end()), vd(c.size());
+  const char* e = bf16 ? vendor::launch(&mma_kernel<dtype::BF16>, dim3(1), dim3(vendor::kWarpSize), 0, nullptr, vd.data(),
+                                        static_cast<const uint16_t*>(va.data()), static_cast<const uint16_t*>(vb.data()),
+                                        static_cast<const float*>(vc.data()))
+                       : vendor::launch(&mma_kernel<dtype::F16>, dim3(1), dim3(vendor::kWarpSize), 0, nullptr, vd.data(),
+                                        static_cast<const uint16_t*>(va.data()), static_cast<const uint16_t*>(vb.data()),
+                                        static_cast<const float*>(vc.data()));
+  if (e) throw std::runtime_error(e);
+  return {vd.begin(), vd.end()};
+}
+
+#if defined(ZAYA_HAVE_WGMMA_SOURCE)
+std::vector<std::array<int64_t, 2>> wgmma_accumulator_map(int n) {
+  if (n != 64 && n != 128) throw std::invalid_argument("wgmma_accumulator_map: n must be 64 or 128");
+  std::vector<std::array<int64_t, 2>> m;
+  for (int t = 0; t < wgmma::kThreads; ++t)
+    for (int i = 0; i < n / 2; ++i) m.push_back({wgmma::acc_row(t, i), wgmma::acc_col(t, i)});
+  return m;
+}
+
+std::vector<int64_t> kmajor_offsets(int rows, int cols) {
+  if (rows <= 0 || rows % 8 != 0 || cols <= 0 || cols % 8 != 0 || rows * cols > (1 << 20))
+    throw std::invalid_argument("wgmma_kmajor_offsets: rows and cols must be positive multiples of 8");
+  std::vector<int64_t> out;
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < cols; ++c) out.push_back(wgmma::kmajor_offset(r, c, cols));
+  return out;
+}
+
+// One thread: the descriptor wgmma.cuh builds for a tile at byte offset `offset` of shared memory.
+__global__ void desc_kernel(uint64_t* out, int kind, int offset, int x, int y) {
+  const uint16_t* p = vendor::dynamic_smem<uint16_t>() + offset / 2;
+  *out = kind == 0 ? wgmma::make_desc(p, static_cast<uint32_t>(x), static_cast<uint32_t>(y))
+         : kind == 1 ? wgmma::kmajor_desc(p, x, y) : wgmma::mn_major_desc(p, x, y);
+}
+
+// kind "raw": make_desc(offset, lbo = x, sbo = y); "kmajor" / "mn_major": kmajor_desc / mn_major_desc
+// (tile at offset, ks = x, cols = y).
+uint64_t wgmma_desc(const std::string& kind, int offset, int x, int y) {
+  const int k = kind == "raw" ? 0 : kind == "kmajor" ? 1 : kind == "mn_major" ? 2 : -1;
+  if (k < 0) throw std::invalid_argument("wgmma_desc: kind must be 'raw', 'kmajor' or 'mn_major'");
+  if (offset < 0 || offset % 16 != 0) throw std::invalid_argument("wgmma_desc: offset must be a multiple of 16");
+  uint64_t d = 0;
+  // room for the tile's k-steps past `offset` (the helpers point into it)
+  if (const char* e = vendor::launch(&desc_kernel, dim3(1), dim3(1), static_cast<size_t>(offset) + (1 << 16), nullptr,
+                                     &d, k, offset, x, y))
+    throw std::runtime_error(e);
+  return d;
+}
+
+// One thread: the byte offsets the emulated wgmma reads element (mn, k) of an operand from.
+__global__ void offsets_kernel(int64_t* out, uint64_t desc, int rows, bool mn_major) {
+  const wgmma::emu_detail::Operand o = wgmma::emu_detail::decode(desc);
+  for (int mn = 0; mn < rows; ++mn)
+    for (int k = 0; k < 16; ++k) out[mn * 16 + k] = wgmma::emu_detail::at(o, mn, k, mn_major);
+}
+
+std::vector<int64_t> wgmma_operand_offsets(uint64_t desc, int rows, bool mn_major) {
+  if (rows <= 0 || rows > 256) throw std::invalid_argument("wgmma_operand_offsets: rows must be 1..256");
+  std::vector<int64_t> out(static_cast<size_t>(rows) * 16);
+  if (const char* e = vendor::launch(&offsets_kernel, dim3(1), dim3(1), 16, nullptr, out.data(), desc, rows, mn_major))
+    throw std::runtime_error(e);
+  return out;
+}
+
+// One warpgroup, one emulated k16 wgmma with the caller's shared-memory image and descriptors
+// (a_desc empty: A from the caller's per-thread registers, the "rs" form); d starts at zero.
+// out[thread][i] = accumulator i.
+template <class D, int N>
+__global__ void wgmma_kernel(float* out, const uint16_t* image, int halves, const uint16_t* regs, int a_off,
+                             int a_lbo, int a_sbo, int b_off, int b_lbo, int b_sbo, bool b_mn_major) {
+  uint16_t* s = vendor::dynamic_smem<uint16_t>();
+  const int t = static_cast<int>(threadIdx.x);
+  for (int i = t; i < halves; i += wgmma::kThreads) s[i] = image[i];
+  wgmma::fence_async_proxy();
+  __syncthreads();
+  wgmma::Acc<N> acc;
+  for (int i = 0; i < N / 2; ++i) acc.x[i] = 0.f;
+  const uint64_t db = wgmma::make_desc(s + b_off / 2, static_cast<uint32_t>(b_lbo), static_cast<uint32_t>(b_sbo));
+  wgmma::fence();
+  auto issue = [&](auto trans) {
+    if (regs != nullptr) {
+      wgmma::FragA fa;
+      std::memcpy(&fa, regs + t * 8, sizeof fa);
+      wgmma::mma_rs<D, decltype(trans)::value>(acc, fa, db, false);
+    } else {
+      const uint64_t da = wgmma::make_desc(s + a_off / 2, static_cast<uint32_t>(a_lbo), static_cast<uint32_t>(a_sbo));
+      wgmma::mma_ss<D, decltype(trans)::value>(acc, da, db, false);
+    }
+  };
+  if (b_mn_major) {
+    issue(std::true_type{});
+  } else {
+    issue(std::false_type{});
+  }
+  wgmma::commit();
+  wgmma::wait<0>();
+  for (int i = 0; i < N / 2; ++i) out[t * (N / 2) + i] = acc.x[i];
+}
+
+std::vector<double> run_wgmma(bool bf16, int n, const std::vector<int64_t>& image, const std::vector<int64_t>& regs,
+                              const std::vector<int64_t>& a_desc, const std::vector<int64_t>& b_desc, bool b_mn_major) {
+  if (n != 64 && n != 128) throw std::invalid_argument("wgmma_instruction: n must be 64 or 128");
+  if (!regs.empty() && regs.size() != static_cast<size_t>(wgmma::kThreads * 8))
+    throw std::invalid_argument("wgmma_instruction: regs must hold 128 x 8 halves (or be empty)");
+  if ((regs.empty() && a_desc.size() != 3) || b_desc.size() != 3)
+    throw std::invalid_argument("wgmma_instruction: a_desc and b_desc are (offset, lbo, sbo) in bytes");
+  std::vector<uint16_t> img(image.begin(), image.end()), r(regs.begin(), regs.end());
+  std::vector<float> out(static_cast<size_t>(wgmma::kThreads) * (n / 2));
+  const int ao = regs.empty() ? static_cast<int>(a_desc[0]) : 0, al = regs.empty() ? static_cast<int>(a_desc[1]) : 0,
+            as = regs.empty() ? static_cast<int>(a_desc[2]) : 0;
+  const uint16_t* rp = regs.empty() ? nullptr : r.data();
+  auto go = [&](auto kernel) {
+    return vendor::launch(kernel, dim3(1), dim3(wgmma::kThreads), img.size() * 2, nullptr, out.data(),
+                          static_cast<const uint16_t*>(img.data()), static_cast<int>(img.size()), rp, ao, al, as,
+                          static_cast<int>(b_desc[0]), static_cast<int>(b_desc[1]), static_cast<int>(b_desc[2]),
+                          b_mn_major);
+  };
+  const char* e = n == 64 ? (bf16 ? go(&wgmma_kernel<dtype::BF16, 64>) : go(&wgmma_kernel<dtype::F16, 64>))
+                          : (bf16 ? go(&wgmma_kernel<dtype::BF16, 128>) : go(&wgmma_kernel<dtype::F16, 128>));
+  if (e) throw std::runtime_error(e);
+  return {out.begin(), out.end()};
+}
+#endif
+
+}  // namespace probe
+
 std::string run(const std::string& name) {
   if (name == "divergent_shuffle") {
     std::vector<float> out(64);
@@ -159,3 +383,35 @@ std::string run(const std::string& name) {
 
 std::string zaya_emu_selftest(const std::string& name) { return zaya::emu_selftest::run(name); }
 int64_t zaya_emu_launches() { return zaya::emu::launch_count().load(); }
+
+// The layout probes, bound by module.cpp.
+void zaya_emu_bind_probes(pybind11::module_& m) {
+  namespace p = zaya::emu_selftest::probe;
+  using pybind11::arg;
+  m.def("mma_loader_regs", &p::loader_regs, arg("kind"), arg("ld") = 16,
+        "Each lane's mma.cuh fragment registers (16-bit halves in register order, lane-major) after loading a 16x16 "
+        "operand whose element (row, col) holds (row << 8) | col: kind 'a' (load_a), 'b_nk' or 'b_kn'.");
+  m.attr("mma_row_lanes") = zaya::mma::kRowLanes;  // lanes sharing an accumulator row (shfl_xor butterfly)
+  m.def("mma_accumulator_map", &p::accumulator_map,
+        "(c_row, c_col, slot_row(lane, c_slot(i))) of accumulator i of each lane, lane-major (mma.cuh).");
+  m.def("mma_instruction_map", &p::instruction_map, arg("operand"),
+        "The emulated mma instruction's (row, col) of operand 'a', 'b' ((k, n)) or 'c' element e of each lane.");
+  m.def("mma_instruction", &p::run_mma, arg("bf16"), arg("a"), arg("b"), arg("c"),
+        "Runs one emulated mma.cuh mma() on the given per-lane registers (16-bit halves for a and b, floats for "
+        "c, lane-major); returns the per-lane accumulators.");
+#if defined(ZAYA_HAVE_WGMMA_SOURCE)
+  m.def("wgmma_accumulator_map", &p::wgmma_accumulator_map, arg("n"),
+        "(acc_row, acc_col) of accumulator i of each warpgroup thread, thread-major (wgmma.cuh).");
+  m.def("wgmma_kmajor_offsets", &p::kmajor_offsets, arg("rows"), arg("cols"),
+        "wgmma::kmajor_offset(r, c, cols) for every element of a rows x cols tile, row-major list.");
+  m.def("wgmma_desc", &p::wgmma_desc, arg("kind"), arg("offset"), arg("x"), arg("y"),
+        "The 64-bit descriptor wgmma.cuh builds: 'raw' make_desc(smem + offset, lbo=x, sbo=y), 'kmajor' / "
+        "'mn_major' kmajor_desc / mn_major_desc(smem + offset, ks=x, cols=y).");
+  m.def("wgmma_operand_offsets", &p::wgmma_operand_offsets, arg("desc"), arg("rows"), arg("mn_major"),
+        "Byte offsets the emulated wgmma reads operand element (mn, k) from, for mn < rows, k < 16 (mn-major list).");
+  m.def("wgmma_instruction", &p::run_wgmma, arg("bf16"), arg("n"), arg("image"), arg("regs"), arg("a_desc"),
+        arg("b_desc"), arg("b_mn_major"),
+        "One emulated k16 wgmma on a shared-memory image (16-bit halves): A from registers (regs, 128 x 8 halves) "
+        "or, with regs empty, from a_desc = (offset, lbo, sbo) bytes; B from b_desc. Returns 128 x n/2 accumulators.");
+#endif
+}

@@ -11,12 +11,13 @@
 // rows, the same rows, grid and splits as cca_attention_fwd (Cfg<D>::kM = 64 for D = 64 and 128).
 // Everything the tensor cores read sits in dynamic shared memory in the no-swizzle K-major core
 // layout (wgmma::kmajor_offset: [rows / 8][D / 8] core matrices of 8 rows x 16 bytes):
-//   Q [64][D]: loaded once; A operand of S = Q K^T (mma_ss, descriptor per 16-wide d-step:
+//   Q [64][D]: loaded once; A operand of S = Q K^T (mma_ss, wgmma::kmajor_desc per 16-wide d-step:
 //     LBO = 128 B, SBO = 16 D B).
 //   K [kBK][D] (keys x d), two buffers: B operand of S, K-major (the same descriptors as Q).
 //   V [kBK][D] (keys x d), two buffers, the same byte layout as K: read as the MN-major B operand of
-//     O += P V (mma_rs<kTransB = true>, N = D): a core matrix is 8 keys x 8 d-elements, so LBO (next
-//     core along k = keys) = 16 D B and SBO (next core along n = d) = 128 B.
+//     O += P V (mma_rs<kTransB = true>, N = D, wgmma::mn_major_desc): a core matrix is 8 keys x 8
+//     d-elements, so LBO (next core along k = keys) = 16 D B and SBO (next core along n = d) = 128 B
+//     (tests/test_layouts.py: CUTLASS's reading; tests/test_wgmma_tiles.py settles it on a Hopper GPU).
 // A K or V row is copied from the paged cache with cp.async, 16 bytes per copy, straight to its
 // core-matrix position (8 consecutive threads fill one 128-byte core: no bank conflicts). Keys past
 // the block's last visible key are zero-filled, keys with an out-of-range block-table entry are NaN
@@ -193,8 +194,7 @@ __global__ void __launch_bounds__(Sm90Cfg<D>::kThreads)
     wgmma::fence();
 #pragma unroll
     for (int kd = 0; kd < D / 16; ++kd) {
-      wgmma::mma_ss<T, false>(sc, wgmma::make_desc(Qs + kd * 128, 128, 16 * D),
-                              wgmma::make_desc(Ks + kd * 128, 128, 16 * D), kd > 0);
+      wgmma::mma_ss<T, false>(sc, wgmma::kmajor_desc(Qs, kd, D), wgmma::kmajor_desc(Ks, kd, D), kd > 0);
     }
     wgmma::commit();
     wgmma::wait<0>();
@@ -238,7 +238,7 @@ __global__ void __launch_bounds__(Sm90Cfg<D>::kThreads)
     wgmma::fence();
 #pragma unroll
     for (int kk = 0; kk < kBK / 16; ++kk)
-      wgmma::mma_rs<T, true>(o, pa[kk], wgmma::make_desc(Vs + kk * 16 * D, 16 * D, 128), true);
+      wgmma::mma_rs<T, true>(o, pa[kk], wgmma::mn_major_desc(Vs, kk, D), true);
     wgmma::commit();
     wgmma::wait<0>();
     wgmma::fence_acc(o);

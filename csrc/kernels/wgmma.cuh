@@ -73,6 +73,21 @@ ZAYA_DEV uint64_t make_desc(const void* p, uint32_t lbo_bytes, uint32_t sbo_byte
          (static_cast<uint64_t>((sbo_bytes & 0x3FFFFu) >> 4) << 32);
 }
 
+// The descriptors of the two ways the kernels read a kmajor_offset tile (rows x cols, cols a multiple
+// of 16), for its 16-deep k-step ks (tests/test_layouts.py checks both against CUTLASS's make_gmma_desc):
+//   K-major operand (rows = m or n, k along cols): LBO = 128 B (next core matrix along k),
+//     SBO = cols / 8 * 128 B (next 8 rows).
+ZAYA_DEV uint64_t kmajor_desc(const uint16_t* tile, int ks, int cols) {
+  return make_desc(tile + ks * 128, 128, static_cast<uint32_t>(cols / 8 * 128));
+}
+//   MN-major operand B (rows = k, n along cols; the attention values V): a core matrix is 8 k-rows x
+//     8 n-elements, LBO = cols / 8 * 128 B (next core matrix along k), SBO = 128 B (next along n).
+//     This is the no-swizzle ("interleave") reading of CUTLASS's make_gmma_desc<Major::MN> and of
+//     the PTX ISA's stride table; the swizzled MN-major modes swap the roles of LBO and SBO.
+ZAYA_DEV uint64_t mn_major_desc(const uint16_t* tile, int ks, int cols) {
+  return make_desc(tile + ks * 16 * cols, static_cast<uint32_t>(cols / 8 * 128), 128);
+}
+
 #if defined(ZAYA_EMU)
 namespace emu_detail {
 
