@@ -9,18 +9,20 @@ reference computes them in the param dtype, so it is held to FlashAttention's ru
 against the reference run on fp32-cast inputs is at most twice the reference's own error. The GPU
 kernel takes bf16/fp16 and head dims 64, 128 and 256: fp32 inputs and other head dims must raise a
 clear error there. The emulated targets run ~1e6-1e7 GPU-thread instructions a second, so their
-1000-token cases use smaller heads than the CPU's.
+1000-token cases use smaller heads than the CPU's. The rules are zaya_ops.tolerances' (shared with
+zaya_ops.selftest).
 """
 
 from __future__ import annotations
-
-import contextlib
 
 import pytest
 import torch
 
 from conftest import HOPPER_TARGETS, KERNEL_TARGETS, use_target
 from zaya_ops import ops, reference as ref, samples
+from zaya_ops import tolerances as tol
+from zaya_ops._selftest import one_thread
+from zaya_ops.tolerances import require
 
 # (nq, nkv, D, rotary dims)
 HEADS = {"q8kv2d128": (8, 2, 128, 64), "q4kv4d64": (4, 4, 64, 64), "q8kv1d256": (8, 1, 256, 64),
@@ -28,19 +30,8 @@ HEADS = {"q8kv2d128": (8, 2, 128, 64), "q4kv4d64": (4, 4, 64, 64), "q8kv1d256": 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
-@contextlib.contextmanager
-def one_thread():
-    """The reference is thousands of small ops: on a shared 2-core machine each parallel region can wait
-    milliseconds for a descheduled worker, so it runs single-threaded (the kernels keep all threads)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
 def reference(fn):
+    """fn on one thread: the reference is thousands of small ops (the kernels keep all threads)."""
     def run(**kw):
         with one_thread():
             return fn(**kw)
@@ -67,28 +58,17 @@ def run_qkv(fn, kw):
 
 
 def assert_rounded_close(got, want, dtype, min_exact=None):
-    """fp32: tight; bf16/fp16: within about one ulp everywhere and bit-identical almost everywhere.
-    fp16 keeps 3 more mantissa bits than bf16, so a different fp32 summation order flips it more often,
-    and a flipped row norm changes a whole head row: its floor is lower."""
-    if min_exact is None:
-        min_exact = 0.995 if dtype == torch.float16 else 0.998
-    if dtype == torch.float32:
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-        return
-    eps = torch.finfo(dtype).eps
-    torch.testing.assert_close(got.float(), want.float(), rtol=2 * eps, atol=2 * eps)  # a flip may reach 2 ulps after RoPE
-    exact = (got == want).float().mean().item()
-    assert exact >= min_exact, f"only {exact:.5f} of the elements are bit-identical"
+    """fp32: tight; bf16/fp16: within about one ulp everywhere and bit-identical almost everywhere
+    (zaya_ops.tolerances.rounded_close: fp16's floor is lower, since it keeps 3 more mantissa bits than
+    bf16 and a flipped row norm changes a whole head row)."""
+    require(tol.rounded_close("out", got, want, dtype, min_exact))
 
 
 def check_qkv(kw, dtype):
+    """The kernel against the reference by zaya_ops.tolerances.cca_qkv (the rule zaya_ops.selftest applies)."""
     q_ref, a_ref = run_qkv(reference(ref.cca_qkv), kw)
     q_ker, a_ker = run_qkv(ops.cca_qkv, kw)
-    assert q_ker.shape == q_ref.shape and q_ker.dtype == q_ref.dtype
-    assert_rounded_close(q_ker, q_ref, dtype)
-    assert_rounded_close(a_ker["k_cache"], a_ref["k_cache"], dtype)
-    for name in ("v_cache", "conv_state", "value_state"):
-        assert torch.equal(a_ker[name], a_ref[name]), name
+    require(tol.cca_qkv(q_ker, a_ker, q_ref, a_ref, dtype))
     return a_ker
 
 
@@ -194,19 +174,7 @@ def check_attention(kw, dtype, target=("cpu", "cpu")):
             ops.cca_attention(**kw)
         return
     out, lse = ops.cca_attention(**kw)
-    f32 = {k: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in kw.items()}
-    out32, lse32 = reference(ref.cca_attention)(**f32)
-    assert out.dtype == dtype and lse.dtype == torch.float32
-    assert out.shape == out32.shape and lse.shape == lse32.shape
-    if dtype == torch.float32:
-        torch.testing.assert_close(out, out32, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(lse, lse32, rtol=1e-5, atol=1e-5)
-        return
-    out_ref, lse_ref = reference(ref.cca_attention)(**kw)
-    for name, got, low in (("out", out, out_ref), ("lse", lse, lse_ref)):
-        err = (got.float() - (out32 if name == "out" else lse32)).abs().max().item()
-        ref_err = (low.float() - (out32 if name == "out" else lse32)).abs().max().item()
-        assert err <= 2 * ref_err + 1e-5, f"{name}: kernel error {err:.3g} > 2 x reference error {ref_err:.3g}"
+    require(tol.cca_attention(out, lse, *tol.attention_references(kw, run=reference(ref.cca_attention)), dtype))
 
 
 @pytest.mark.parametrize("dt", DTYPES)

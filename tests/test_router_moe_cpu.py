@@ -14,6 +14,8 @@ row's largest element; a one-step rounding difference of any element fits in it)
   4 (bf16) / 16 (fp32) ulps of themselves.
 * moe_top1: within 1 ulp at row scale for bf16 (bit-equal with native GEMMs), 4 for fp32.
 * fp16: as bf16.
+
+The rules live in zaya_ops.tolerances (shared with zaya_ops.selftest).
 """
 
 from __future__ import annotations
@@ -25,24 +27,13 @@ import pytest
 import torch
 
 from zaya_ops import ops, reference, samples
+from zaya_ops import tolerances as tol
+from zaya_ops.tolerances import require
 
 BF16, FP16, FP32 = torch.bfloat16, torch.float16, torch.float32
 TOKENS = [1, 3, 5, 64, 1000, 4097]
 ROUTER_SIZES = [(264, 32, 4), (200, 256, 16)]  # (H, R, E), alternating over TOKENS
 MOE_SIZES = [(264, 48, 4), (200, 136, 16)]  # (H, I, E)
-ROUTER_TOL = {BF16: dict(state=1, logits=4, weight=4), FP16: dict(state=1, logits=4, weight=4),
-              FP32: dict(state=8, logits=32, weight=16)}
-MOE_TOL = {BF16: 1, FP16: 1, FP32: 4}
-
-
-def _ulps_at_row_scale(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    """Largest |actual - expected| in units of eps * (max |expected| of its row)."""
-    if expected.numel() == 0:
-        return 0.0
-    a, e = actual.float(), expected.float()
-    e2, d2 = e.reshape(e.shape[0], -1), (a - e).abs().reshape(e.shape[0], -1)
-    scale = e2.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
-    return float((d2 / (torch.finfo(expected.dtype).eps * scale)).max())
 
 
 def _router_kwargs(T, H, R, E, dtype, first_layer, seed=0, skip_bias=None):
@@ -53,46 +44,20 @@ def _router_kwargs(T, H, R, E, dtype, first_layer, seed=0, skip_bias=None):
 
 
 def check_router(kw: dict, out=None) -> dict:
-    """Run the kernel (unless given its outputs) and the reference on kw; assert the tolerances above.
-    Returns statistics."""
-    dtype = kw["x"].dtype
+    """Run the kernel (unless given its outputs) and the reference on kw; assert the tolerances above
+    (zaya_ops.tolerances.router, the rule zaya_ops.selftest applies). Returns statistics."""
     out = ops.router(**kw) if out is None else out
     ref = reference.router(**samples.clone_args({**kw, "return_logits": True}))
-    idx, w, state, logits, counts = out
-    ridx, rw, rstate, rlogits, rcounts = ref
-    T, E1 = kw["x"].shape[0], kw["out_weight"].shape[0]
-    assert idx.dtype == torch.int32 and idx.shape == (T,)
-    assert w.dtype == dtype and w.shape == (T,)
-    assert state.dtype == dtype and state.shape == rstate.shape
-    assert counts.dtype == torch.int32 and counts.shape == (E1,)
-    assert logits.shape == ((T, E1) if kw["return_logits"] else (0, E1))
-    assert torch.equal(counts, torch.bincount(idx.long(), minlength=E1).to(torch.int32))
-    assert bool(((idx >= 0) & (idx < E1)).all())
-    assert bool((w[idx == E1 - 1] == 0).all()), "the skip class must get weight 0"
-
-    tol = ROUTER_TOL[dtype]
-    assert _ulps_at_row_scale(state, rstate) <= tol["state"]
-    if kw["return_logits"]:
-        assert _ulps_at_row_scale(logits, rlogits) <= tol["logits"]
-    # Indices: equal wherever the decision is clear in the reference.
-    biased = torch.softmax(rlogits, dim=-1).float() + kw["balancing_biases"]
-    top2 = biased.topk(min(2, E1), dim=-1).values
-    decisive = (top2[:, 0] - top2[:, 1]) > 1e-3
-    same = idx == ridx
-    assert bool(same[decisive].all()), f"{int((~same & decisive).sum())} decisive tokens routed differently"
-    eps = torch.finfo(dtype).eps
-    dw = (w[same].float() - rw[same].float()).abs()
-    assert bool((dw <= tol["weight"] * eps * rw[same].float().abs()).all())
-    if bool(same.all()):
-        assert torch.equal(counts, rcounts)
+    require(tol.router(out, ref, kw))
+    idx, counts = out[0], out[4]
+    same = idx == ref[0]
+    T = kw["x"].shape[0]
     return dict(agree=float(same.float().mean()) if T else 1.0, skip=int(counts[-1]))
 
 
 def check_moe(kw: dict, out=None) -> None:
     out = ops.moe_top1(**kw) if out is None else out
-    ref = reference.moe_top1(**samples.clone_args(kw))
-    assert out.dtype == ref.dtype and out.shape == ref.shape
-    assert _ulps_at_row_scale(out, ref) <= MOE_TOL[ref.dtype]
+    require(tol.moe_top1(out, reference.moe_top1(**samples.clone_args(kw)), gpu_kernel=False))
 
 
 # --- router --------------------------------------------------------------------------------------

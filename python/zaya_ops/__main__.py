@@ -8,7 +8,8 @@ second, which backend ran each op, and the largest difference from the reference
 
     python -m zaya_ops [--device cpu|cuda] [--dtype bf16|fp16|fp32] [--prompt "1 2 3"] [--max-new-tokens N]
     python -m zaya_ops --checkpoint DIR [--prompt "text or ids"]   # a real checkpoint (tokenizer.json: text)
-    python -m zaya_ops --check-ops [--device ...] [--dtype ...]   # each op vs its reference, timed
+    python -m zaya_ops --check-ops [--device ...] [--dtype ...]   # zaya_ops.selftest's report, timed;
+                                                                  # exit status 1 when a kernel fails it
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 
 import zaya_ops
 from zaya_ops import ops, reference, samples
+from zaya_ops._selftest import format_report
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -55,61 +57,39 @@ def _time_call(fn, device, min_seconds=0.2, max_reps=1000) -> float:
     return times[len(times) // 2]
 
 
-def _flatten(out) -> list[torch.Tensor]:
-    return list(out) if isinstance(out, (tuple, list)) else [out]
-
-
-def _max_err(a, b) -> float:
-    """Largest absolute difference over all floating outputs; index outputs must match exactly."""
-    err = 0.0
-    for x, y in zip(_flatten(a), _flatten(b)):
-        if x.dtype.is_floating_point:
-            if x.numel():
-                err = max(err, (x.float() - y.float()).abs().max().item())
-        elif not torch.equal(x.cpu(), y.cpu()):
-            return float("inf")
-    return err
-
-
-def run_ops(device: torch.device, dtype: torch.dtype) -> list[dict]:
-    """Run each op against the reference on the samples; returns one dict per op."""
-    rows = []
+def time_ops(device: torch.device, dtype: torch.dtype) -> dict[str, tuple[float, float]]:
+    """Median seconds per call of each op's kernel and reference on the shared samples (ops without a
+    kernel for ``dtype`` on ``device`` are left out)."""
+    out = {}
     for name, build in samples.SAMPLES.items():
-        kwargs = build(dtype=dtype, device=device)
+        fresh = samples.clone_args(build(dtype=dtype, device=device))
         ref_fn, op_fn = getattr(reference, name), getattr(ops, name)
-        ref_out = ref_fn(**samples.clone_args(kwargs))
-        row = {"op": name}
         try:
-            out = op_fn(**samples.clone_args(kwargs))
-        except NotImplementedError as exc:
-            row.update(status="not implemented", detail=str(exc).splitlines()[0])
-        else:
-            fresh = samples.clone_args(kwargs)
-            row.update(
-                status="ok",
-                max_abs_err=_max_err(out, ref_out),
-                kernel_us=_time_call(lambda: op_fn(**fresh), device) * 1e6,
-                reference_us=_time_call(lambda: ref_fn(**fresh), device) * 1e6,
-            )
-        rows.append(row)
-    return rows
+            kernel_s = _time_call(lambda: op_fn(**fresh), device)
+        except NotImplementedError:
+            continue
+        out[name] = (kernel_s, _time_call(lambda: ref_fn(**fresh), device))
+    return out
 
 
-def check_ops(device: torch.device, dtype_name: str, as_json: bool) -> int:
-    """The op-by-op check (``--check-ops``)."""
-    rows = run_ops(device, DTYPES[dtype_name])
-    print(f"{'op':<24}{'status':<18}{'max |err|':>12}{'kernel us':>12}{'reference us':>14}{'speedup':>9}")
-    for r in rows:
-        if r["status"] == "ok":
-            print(f"{r['op']:<24}{'ok':<18}{r['max_abs_err']:>12.3g}{r['kernel_us']:>12.1f}"
-                  f"{r['reference_us']:>14.1f}{r['reference_us'] / r['kernel_us']:>8.2f}x")
-        else:
-            print(f"{r['op']:<24}{r['status']:<18}  ({device.type} kernel not written yet)")
+def check_ops(device: torch.device, dtype_name: str | None, as_json: bool, timing: bool = True) -> int:
+    """The op-by-op check (``--check-ops``): :func:`zaya_ops.selftest`'s report (every dtype, or
+    ``dtype_name``'s), with the kernel and reference times per call on the shared samples (in
+    ``dtype_name``, default bf16). Returns 1 when an op failed, else 0."""
+    report = zaya_ops.selftest(device, dtypes=None if dtype_name is None else [DTYPES[dtype_name]])
+    failed = [r for r in report if r.status == "failed"]
+    timings = None
+    if timing:  # a failed kernel is not timed: it may be what broke (and the numbers would mean nothing)
+        timings = {k: v for k, v in time_ops(device, DTYPES[dtype_name or "bf16"]).items()
+                   if k not in {r.op for r in failed}}
+    print(format_report(report, timings))
     if as_json:
+        rows = [{**r.as_dict(), **({} if not timings or r.op not in timings else
+                                   dict(kernel_us=timings[r.op][0] * 1e6, reference_us=timings[r.op][1] * 1e6))}
+                for r in report]
         print(json.dumps(rows, indent=1))
-    bad = [r["op"] for r in rows if r["status"] == "ok" and not r["max_abs_err"] < float("inf")]
-    if bad:
-        print(f"\nFAILED: index outputs differ from the reference for {', '.join(bad)}", file=sys.stderr)
+    if failed:
+        print(f"\nFAILED: {', '.join(r.op for r in failed)} (see above)", file=sys.stderr)
         return 1
     return 0
 
@@ -243,9 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                    help="parameter dtype (default: the checkpoint's; bf16 for the random model; "
-                        "bf16 for --check-ops)")
-    p.add_argument("--check-ops", action="store_true", help="run each op against its reference instead")
+                        "--check-ops: every dtype checked, bf16 timed)")
+    p.add_argument("--check-ops", action="store_true",
+                   help="run zaya_ops.selftest (each kernel against its reference) instead; exit 1 if one fails")
     p.add_argument("--json", action="store_true", help="--check-ops: print the rows as JSON too")
+    p.add_argument("--no-timing", action="store_true", help="--check-ops: skip the kernel/reference timings")
     p.add_argument("--checkpoint", metavar="DIR", help="a transformers ZAYA1 checkpoint directory to run")
     p.add_argument("--prompt", help="token ids ('2 17 9') or, with a checkpoint's tokenizer, text")
     p.add_argument("--max-new-tokens", type=int, default=32)
@@ -280,7 +262,7 @@ def _main(args, device: torch.device) -> int:
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'host CPU'}), "
           f"{torch.get_num_threads()} CPU threads, dtype {args.dtype or 'default'}\n")
     if args.check_ops:
-        return check_ops(device, args.dtype or "bf16", args.json)
+        return check_ops(device, args.dtype, args.json, timing=not args.no_timing)
     return run_model(args)
 
 

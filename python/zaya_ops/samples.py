@@ -1,7 +1,9 @@
 """Small seeded sample inputs for every op, shared by the main job, opcheck tests and benchmarks.
 
 Each builder returns the op's keyword arguments (the wrapper's parameter names). ``clone_args`` gives
-an independent copy, since ``cca_qkv`` writes its state and cache arguments in place.
+an independent copy, since ``cca_qkv`` writes its state and cache arguments in place. ``SAMPLES`` holds
+one builder per op; ``CHECK_CASES`` the small awkward cases (decode, prefill, varlen) that
+``zaya_ops.selftest`` runs.
 """
 
 from __future__ import annotations
@@ -156,6 +158,59 @@ SAMPLES = {
     "router": router_args,
     "moe_top1": moe_top1_args,
 }
+
+#: Heads of the self-check cases: head dim 64, within every attention kernel's coverage (the GPU kernels
+#: take 64, 128 and 256), GQA 2:1, partial rotary, blocks of 8 tokens (sequences cross blocks).
+_CHECK_HEADS = SampleShape(nq=4, nkv=2, head_dim=64, rot_dim=32, block_size=8)
+
+
+def _with_lens(seq_lens) -> SampleShape:
+    return SampleShape(**{**_CHECK_HEADS.__dict__, "seq_lens": tuple(seq_lens)})
+
+
+#: Small awkward cases of every op for ``zaya_ops.selftest``: decode (T = 1, one token per sequence),
+#: prefill (T = 7), varlen batches with an empty sequence and cached context, moe_top1 on both sides of
+#: the GPU kernels' decode/prefill switch (T <= 8 / T > 8), the router's first and later layers, rows
+#: of a hidden size that is a multiple of 8 but not of 16 or 64 (264). Each entry: (label, builder,
+#: builder keyword arguments); :func:`check_case` builds one for a dtype and device.
+CHECK_CASES = {
+    "rms_norm": [
+        ("decode T=1", rms_norm_args, dict(T=1, seed=11)),
+        ("prefill T=7", rms_norm_args, dict(T=7, seed=12)),
+        ("prefill T=7, x in the param dtype", rms_norm_args, dict(T=7, seed=13, x_dtype=None)),
+    ],
+    "residual_scale_rmsnorm": [
+        ("decode T=1", residual_scale_rmsnorm_args, dict(T=1, seed=21)),
+        ("prefill T=7", residual_scale_rmsnorm_args, dict(T=7, seed=22)),
+    ],
+    "cca_qkv": [
+        ("varlen prefill (7, 0, 1, 5)", cca_qkv_args, dict(shape=_with_lens((7, 0, 1, 5)), seed=31)),
+        ("decode (1, 1, 1)", cca_qkv_args, dict(shape=_with_lens((1, 1, 1)), seed=32)),
+    ],
+    "cca_attention": [
+        ("varlen prefill (7, 1, 0, 5) after (0, 3, 4, 9) cached", cca_attention_args,
+         dict(shape=_with_lens((7, 1, 0, 5)), cached=(0, 3, 4, 9), seed=41)),
+        ("decode (1, 1, 1) after (0, 6, 20) cached", cca_attention_args,
+         dict(shape=_with_lens((1, 1, 1)), cached=(0, 6, 20), seed=42)),
+    ],
+    "router": [
+        ("decode T=1", router_args, dict(T=1, seed=51)),
+        ("prefill T=7, first layer", router_args, dict(T=7, seed=52, first_layer=True)),
+    ],
+    "moe_top1": [
+        ("decode T=1", moe_top1_args, dict(T=1, seed=61)),
+        ("T=7", moe_top1_args, dict(T=7, seed=62)),
+        ("prefill T=9", moe_top1_args, dict(T=9, seed=63)),
+    ],
+}
+
+
+def check_case(builder, kwargs: dict, dtype: torch.dtype, device) -> dict:
+    """The wrapper arguments of one :data:`CHECK_CASES` entry in ``dtype`` on ``device`` (an ``x_dtype``
+    of None means the param dtype)."""
+    if "x_dtype" in kwargs and kwargs["x_dtype"] is None:
+        kwargs = {**kwargs, "x_dtype": dtype}
+    return builder(dtype=dtype, device=device, **kwargs)
 
 
 def clone_args(kwargs: dict) -> dict:

@@ -62,7 +62,9 @@ def patch(model, backend: str = "auto"):
 
     Args:
         model: a loaded transformers ZAYA model (any dtype/device the ops support).
-        backend: "auto", "ops" or "reference" (see ``zaya_ops.model.backend``).
+        backend: "auto", "ops" or "reference" (see ``zaya_ops.model.backend``). Under "auto" each kernel
+            passes ``zaya_ops.selftest``'s check before its first use, else its op runs on the reference
+            (one ``zaya_ops.SelfTestWarning``; :func:`op_backends` says why).
     Returns:
         the model (patched in place). :func:`unpatch` restores the original forwards.
     Raises:

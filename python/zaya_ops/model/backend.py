@@ -3,9 +3,13 @@
 
 ``"reference"`` runs every op's reference, ``"ops"`` every compiled kernel (a missing kernel raises
 NotImplementedError), ``"auto"`` each op's kernel when it exists for the device (and the shapes are within
-the kernels' limits), else the reference. Whether a kernel exists is learnt from the first call of the op
-on a (device type, dtype): a missing kernel raises NotImplementedError before touching its arguments, and
-the answer is remembered for the process.
+the kernels' limits) and passes its self-check, else the reference. Before an op's kernel first runs under
+"auto", :func:`zaya_ops.selftest`'s gate checks it against the reference on small cases (once per process,
+op, dtype, device and kernel namespace; ``ZAYA_SELFTEST=0`` skips it); a kernel that fails runs on the
+reference instead, with one warning, and :meth:`OpBackend.report` says ``reference (self-check failed:
+...)``. Whether a kernel exists is learnt from the first call of the op on a (kernel namespace, device
+type, dtype): a missing kernel raises NotImplementedError before touching its arguments, and the answer is
+remembered for the process.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from collections.abc import Callable
 
 import torch
 
+from .. import _selftest
 from .. import ops as _ops
 from .. import reference as _reference
 from .config import KERNEL_HEAD_DIMS
@@ -24,8 +29,9 @@ OP_NAMES = ("rms_norm", "residual_scale_rmsnorm", "cca_qkv", "cca_attention", "r
 BACKENDS = ("auto", "ops", "reference")
 _ATTENTION_OPS = ("cca_qkv", "cca_attention")
 
-# (op, device type, dtype) -> whether the compiled kernel exists; shared by all models of the process.
-_KERNEL_EXISTS: dict[tuple[str, str, torch.dtype], bool] = {}
+# (op, kernel namespace, device type, dtype) -> whether the compiled kernel exists; shared by all models of
+# the process. The namespace is zaya_ops.ops._OPS's (tests route it to the emulators on CPU tensors).
+_KERNEL_EXISTS: dict[tuple[str, str, str, torch.dtype], bool] = {}
 
 
 class OpBackend:
@@ -52,39 +58,70 @@ class OpBackend:
             for name in _ATTENTION_OPS:
                 self._static_ref[name] = f"head_dim {head_dim} outside the kernels' {KERNEL_HEAD_DIMS}"
         self.ran: dict[str, str] = {}  # op -> "kernel" | "reference", of the calls made so far
+        self._failed: dict[str, str] = {}  # op -> why its kernel failed the self-check
         self._fns: dict[str, Callable] = {}
         for name in OP_NAMES:
             # A model-specific reason for the reference (head dim) wins over what another model learnt
             # about the kernel's existence for this device and dtype.
-            if backend == "reference" or name in self._static_ref or self._known(name) is False:
+            if backend == "reference" or name in self._static_ref:
                 self._fns[name] = getattr(_reference, name)
-            elif backend == "ops" or self._known(name) is True:
+            elif backend == "ops":
                 self._fns[name] = getattr(_ops, name)
+            # "auto": decided at the op's first call (kernel existence, self-check; both cached per process)
 
-    def _key(self, name: str) -> tuple[str, str, torch.dtype]:
-        return (name, self.device.type, self.dtype)
+    def _key(self, name: str) -> tuple[str, str, str, torch.dtype]:
+        return (name, getattr(_ops._OPS, "name", "zaya"), self.device.type, self.dtype)
 
     def _known(self, name: str) -> bool | None:
         return _KERNEL_EXISTS.get(self._key(name))
 
+    def _use(self, name: str, how: str) -> Callable:
+        self._fns[name] = getattr(_ops if how == "kernel" else _reference, name)
+        self.ran[name] = how
+        return self._fns[name]
+
+    def _resolve(self, name: str) -> Callable | None:
+        """"auto", first call of op ``name``: the reference when the kernel is known missing or fails its
+        self-check, the kernel when it is known to exist, None when only a call can tell."""
+        known = self._known(name)
+        if known is False:
+            return self._use(name, "reference")
+        failure = _selftest.gate(name, self.device, self.dtype)
+        if failure is not None:
+            self._failed[name] = failure
+            return self._use(name, "reference")
+        return self._use(name, "kernel") if known else None
+
+    def self_check(self) -> dict[str, str]:
+        """Settle every op now (under "auto": run the self-check of each op that may use a kernel), rather
+        than at its first call: call it before capturing a CUDA graph or compiling. Returns
+        :meth:`report`."""
+        if self.backend == "auto":
+            for name in OP_NAMES:
+                if name not in self._fns and self._known(name) is not False:
+                    failure = _selftest.gate(name, self.device, self.dtype)
+                    if failure is not None:
+                        self._failed[name] = failure
+                        self._use(name, "reference")
+        return self.report()
+
     def __call__(self, name: str, *args, **kwargs):
         """Run op ``name`` with the wrapper's arguments."""
         fn = self._fns.get(name)
+        if fn is None:
+            fn = self._resolve(name)
         if fn is not None:
             if name not in self.ran:
                 self.ran[name] = "kernel" if fn is getattr(_ops, name) else "reference"
             return fn(*args, **kwargs)
-        # "auto", first call of this op on this device/dtype: try the kernel.
+        # "auto", the kernel passed its self-check (or was not checked), existence unknown: try it.
         try:
             out = getattr(_ops, name)(*args, **kwargs)
         except NotImplementedError:
             _KERNEL_EXISTS[self._key(name)] = False
-            self._fns[name] = getattr(_reference, name)
-            self.ran[name] = "reference"
-            return self._fns[name](*args, **kwargs)
+            return self._use(name, "reference")(*args, **kwargs)
         _KERNEL_EXISTS[self._key(name)] = True
-        self._fns[name] = getattr(_ops, name)
-        self.ran[name] = "kernel"
+        self._use(name, "kernel")
         return out
 
     def report(self) -> dict[str, str]:
@@ -101,6 +138,8 @@ class OpBackend:
                 out[name] = "reference (backend='reference')"
             elif name in self._static_ref:
                 out[name] = f"reference ({self._static_ref[name]})"
+            elif name in self._failed:
+                out[name] = f"reference (self-check failed: {self._failed[name]})"
             else:
                 out[name] = f"reference (no {dev} {str(self.dtype).replace('torch.', '')} kernel)"
         return out

@@ -12,6 +12,8 @@ import os
 
 import torch
 
+from ..tolerances import max_scaled_error, model_tolerance as tolerance  # noqa: F401  (the shared rules)
+
 __all__ = ["make_hf_model", "randomise_hf_model", "save_hf_model", "tolerance", "max_scaled_error"]
 
 
@@ -87,19 +89,3 @@ def save_hf_model(model, directory: str | os.PathLike, max_shard_size: str | int
     kw = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
     model.save_pretrained(os.fspath(directory), safe_serialization=True, **kw)
     return os.fspath(directory)
-
-
-def max_scaled_error(got: torch.Tensor, want: torch.Tensor) -> float:
-    """max |got - want| / (|want| + rms(want)), elementwise, in fp32: an error relative to each value's
-    magnitude, floored at the tensor's rms so that values near zero do not dominate."""
-    got, want = got.float(), want.float()
-    if got.shape != want.shape:
-        raise AssertionError(f"shape {tuple(got.shape)} != {tuple(want.shape)}")
-    rms = want.pow(2).mean().sqrt()
-    return ((got - want).abs() / (want.abs() + rms + 1e-30)).max().item()
-
-
-def tolerance(dtype: torch.dtype) -> float:
-    """The :func:`max_scaled_error` allowed between two computations of the same model in ``dtype`` that
-    differ only in accumulation order (see the parity tests for the reasoning)."""
-    return {torch.float32: 2e-5, torch.bfloat16: 4 * 2.0 ** -8, torch.float16: 4 * 2.0 ** -11}[dtype]
