@@ -48,10 +48,46 @@ def hf_config(**changes):
     ({"hidden_size": 0}, "hidden_size"),
     ({"quantization_config": {"quant_method": "fp8"}}, "quantization_config"),
     ({"dtype": "int8"}, "dtype"),
+    # values of the wrong JSON type: the field and the value named (a bool is not an int)
+    ({"rms_norm_eps": "1e-5"}, r"rms_norm_eps must be a finite number, got '1e-5'"),
+    ({"rms_norm_eps": None}, r"rms_norm_eps must be a finite number, got None"),
+    ({"rms_norm_eps": float("inf")}, r"rms_norm_eps must be a finite number, got inf"),
+    ({"rms_norm_eps": True}, r"rms_norm_eps must be a finite number, got True"),
+    ({"rope_parameters": {"hybrid": {"rope_type": "default", "rope_theta": "abc"}}},
+     r"rope_theta must be a finite number, got 'abc'"),
+    ({"rope_parameters": None, "rope_theta": float("nan")}, r"rope_theta must be a finite number, got nan"),
+    ({"rope_parameters": {"hybrid": "default"}}, r"rope_parameters.hybrid must be an object, got 'default'"),
+    ({"rope_parameters": None, "partial_rotary_factor": "0.5"}, r"partial_rotary_factor must be a finite number"),
+    ({"num_hidden_layers": True}, r"num_hidden_layers must be an integer, got True"),
+    ({"num_hidden_layers": True, "layer_types": None}, r"num_hidden_layers must be an integer, got True"),
+    ({"hidden_size": 64.0}, r"hidden_size must be an integer, got 64.0"),
+    ({"num_experts_per_tok": True}, r"num_experts_per_tok must be an integer, got True"),
+    ({"cca_time1": "2"}, r"cca_time1 must be an integer, got '2'"),
+    ({"tie_word_embeddings": "false"}, r"tie_word_embeddings must be true or false, got 'false'"),
+    ({"attention_bias": 0}, r"attention_bias must be true or false, got 0"),
+    ({"eos_token_id": "106"}, r"eos_token_id must be an integer, a list of integers or null, got '106'"),
+    ({"eos_token_id": [1, True]}, r"eos_token_id must be .*, got \[1, True\]"),
+    ({"pad_token_id": 0.0}, r"pad_token_id must be an integer or null, got 0.0"),
+    ({"hidden_act": None}, r"hidden_act must be a string, got None"),
+    ({"layer_types": "hybrid"}, r"layer_types must be a list of strings, got 'hybrid'"),
 ])
 def test_config_rejects(changes, match):
     with pytest.raises(ValueError, match=match):
         ZayaConfig.from_dict(hf_config(**changes))
+
+
+def test_config_json_special_floats_fail_at_load(tmp_path):
+    """``Infinity``/``NaN`` literals (Python's json reads them) are refused when config.json is read,
+    not at the first forward; a JSON integer where a float belongs is fine."""
+    for value, shown in (("Infinity", "inf"), ("NaN", "nan"), ("-Infinity", "-inf")):
+        text = json.dumps(hf_config()).replace('"rms_norm_eps": 1e-05', f'"rms_norm_eps": {value}')
+        assert value in text
+        (tmp_path / "config.json").write_text(text)
+        with pytest.raises(ValueError, match=f"rms_norm_eps must be a finite number, got {shown}$"):
+            ZayaForCausalLM.from_pretrained(tmp_path)
+    c = ZayaConfig.from_dict(hf_config(rms_norm_eps=1, rope_parameters=None, rope_theta=10000))
+    assert (c.rms_norm_eps, c.rope_theta) == (1.0, 10000.0) and isinstance(c.rope_theta, float)
+    assert ZayaConfig.from_dict(c.to_dict()) == c
 
 
 def test_config_reads_transformers_forms():
