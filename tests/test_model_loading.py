@@ -245,6 +245,97 @@ def test_loader_errors(tmp_path, checkpoint):
         ZayaForCausalLM.from_pretrained(tmp_path / "sh")
 
 
+def test_non_floating_tensors_are_refused(checkpoint):
+    """Integer or bool tensors would convert silently into the float weights: refused from the header,
+    naming tensor and dtype; the fp32 balancing biases and any floating dtype load."""
+    def change(sd):
+        sd["model.norm.weight"] = sd["model.norm.weight"].to(torch.int64)
+        sd["model.layers.1.mlp.gate.balancing_biases"] = torch.ones(4, dtype=torch.bool)
+        sd["model.layers.0.input_layernorm.weight"] = sd["model.layers.0.input_layernorm.weight"].half()
+        sd["model.layers.0.mlp.gate.balancing_biases"] = sd["model.layers.0.mlp.gate.balancing_biases"].double()
+
+    _edit(checkpoint, change)
+    with pytest.raises(CheckpointError, match=r"non-floating dtype .*: model.norm.weight \(I64\), "
+                                              r"model.layers.1.mlp.gate.balancing_biases \(BOOL\)$"):
+        ZayaForCausalLM.from_pretrained(checkpoint)
+    _edit(checkpoint, lambda sd: sd.update({"model.norm.weight": torch.ones(64, dtype=torch.bfloat16),
+                                            "model.layers.1.mlp.gate.balancing_biases": torch.zeros(4)}))
+    m = ZayaForCausalLM.from_pretrained(checkpoint, dtype=torch.float32)
+    assert m.layers[0].balancing_biases.dtype == torch.float32 and torch.equal(m.hf_state_dict()["model.norm.weight"], torch.ones(64))
+
+
+def _sharded(tmp_path):
+    cfg = ZayaConfig(**SMALL)
+    d = tmp_path / "ckpt"
+    files = save_checkpoint(d, cfg, random_state_dict(cfg), max_shard_bytes=50_000)
+    index = d / "model.safetensors.index.json"
+    return d, index, json.loads(index.read_text()), sorted(f for f in files if f.endswith(".safetensors"))
+
+
+def test_shards_outside_the_checkpoint_are_refused(tmp_path):
+    """An index entry may name only files inside the checkpoint directory: '../x', absolute paths and
+    symlinks that lead out are refused (even when the file there is a valid shard)."""
+    d, index, idx, shards = _sharded(tmp_path)
+    name = next(iter(idx["weight_map"]))
+    victim = idx["weight_map"][name]
+    (tmp_path / "other").mkdir()
+    outside = tmp_path / "other" / victim
+    os.replace(d / victim, outside)
+    for entry in (f"../other/{victim}", str(outside), f"sub/../../other/{victim}"):
+        index.write_text(json.dumps({"weight_map": {**idx["weight_map"], name: entry}}))
+        with pytest.raises(CheckpointError, match=r"shards must be files of the checkpoint directory"):
+            ZayaForCausalLM.from_pretrained(d)
+    index.write_text(json.dumps(idx))
+    os.symlink(outside, d / victim)  # a link out of the directory
+    with pytest.raises(CheckpointError, match=r"resolves to .*other.*, outside the checkpoint directory"):
+        ZayaForCausalLM.from_pretrained(d)
+    os.remove(d / victim)
+    (d / "sub").mkdir()
+    os.replace(outside, d / "sub" / victim)
+    os.symlink(os.path.join("sub", victim), d / victim)  # a link inside it is fine
+    ZayaForCausalLM.from_pretrained(d)
+    # a single model.safetensors that links out is refused too
+    single = tmp_path / "single"
+    single.mkdir()
+    ZayaConfig(**SMALL).save(single)
+    save_file(random_state_dict(ZayaConfig(**SMALL)), tmp_path / "other" / "w.safetensors")
+    os.symlink(tmp_path / "other" / "w.safetensors", single / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"model.safetensors: .* outside the checkpoint directory"):
+        ZayaForCausalLM.from_pretrained(single)
+
+
+def test_hub_cache_layout_loads(tmp_path):
+    """The Hugging Face hub cache keeps files in <repo>/blobs/ and links them from
+    <repo>/snapshots/<revision>/: those links are followed."""
+    d, index, idx, shards = _sharded(tmp_path)
+    repo = tmp_path / "models--zyphra--tiny"
+    snap = repo / "snapshots" / "abc123"
+    (repo / "blobs").mkdir(parents=True)
+    snap.mkdir(parents=True)
+    for i, f in enumerate(os.listdir(d)):
+        os.replace(d / f, repo / "blobs" / f"blob{i}")
+        os.symlink(os.path.join("..", "..", "blobs", f"blob{i}"), snap / f)
+    m = ZayaForCausalLM.from_pretrained(snap, dtype=torch.float32)
+    assert torch.equal(m.embed, random_state_dict(ZayaConfig(**SMALL))["model.embed_tokens.weight"].float())
+
+
+def test_corrupt_or_truncated_files_are_named(tmp_path, checkpoint):
+    f = checkpoint / "model.safetensors"
+    raw = f.read_bytes()
+    for data in (raw[:-100], raw[:5], b"not a safetensors file" * 4, b""):
+        f.write_bytes(data)
+        with pytest.raises(CheckpointError, match=rf"{f} is not a valid safetensors file \(corrupt or truncated\?\)"):
+            ZayaForCausalLM.from_pretrained(checkpoint)
+    d, index, idx, shards = _sharded(tmp_path)
+    with open(shards[1], "r+b") as fh:
+        fh.truncate(os.path.getsize(shards[1]) - 8)
+    with pytest.raises(CheckpointError, match=rf"{shards[1]} is not a valid safetensors file"):
+        ZayaForCausalLM.from_pretrained(d)
+    index.write_text(json.dumps({"weight_map": ["model.norm.weight"]}))
+    with pytest.raises(CheckpointError, match=r"weight_map must map tensor names to file names"):
+        ZayaForCausalLM.from_pretrained(d)
+
+
 def test_parameter_table_matches_transformers():
     """Our parameter names and shapes are exactly transformers' state_dict (tied and untied, biases)."""
     pytest.importorskip("transformers")
