@@ -527,6 +527,8 @@ BAD = [
      r"head dim must be even"),
     (_qkv_bad, lambda k: {"cos_sin": k["cos_sin"][:, :6].repeat(1, 6)}, ValueError, r"cos_sin width"),
     (_qkv_bad, lambda k: {"value_state": k["value_state"].float()}, TypeError, r"value_state must have dtype"),
+    (_qkv_bad, lambda k: {"k_cache": k["k_cache"][:, :, :0], "v_cache": k["v_cache"][:, :, :0]}, ValueError,
+     r"k_cache must have at least one KV head"),
 ]
 
 

@@ -116,6 +116,15 @@ def test_direct_call_with_mixed_devices_raises(name, other):
                     nsop.redispatch(cpu_key, *mixed)
 
 
+def test_meta_call_with_zero_head_dim_raises():
+    """The cca_qkv fake divides by the head dim: a zero one is a ValueError, not a ZeroDivisionError."""
+    kw = samples.cca_qkv_args()
+    kw["k_cache"], kw["v_cache"] = kw["k_cache"][..., :0], kw["v_cache"][..., :0]
+    args = [a.to("meta") if isinstance(a, torch.Tensor) else a for a in samples.to_op_args("cca_qkv", kw)]
+    with pytest.raises(ValueError, match="k_cache head dim must be positive"):
+        torch.ops.zaya.cca_qkv(*args)
+
+
 # --- argument errors through the wrappers: each names the argument ---------------------------------
 
 def _bad(name, change, exc, match):

@@ -66,6 +66,7 @@ def _cca_qkv_fake(qt, kt, vc, vd, conv_dw_weight, conv_dw_bias, conv_g_weight, c
                   cos_sin, positions, cu_seqlens, conv_state, value_state, state_indices, k_cache,
                   v_cache, slot_mapping, qk_norm_eps):
     D = k_cache.shape[3]
+    torch._check_value(D > 0, lambda: "cca_qkv: k_cache head dim must be positive")
     torch._check(qt.shape[1] % D == 0, lambda: "qt width must be a multiple of the head dim")
     return qt.new_empty((qt.shape[0], qt.shape[1] // D, D))
 
