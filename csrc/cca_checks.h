@@ -8,7 +8,9 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "arg_checks.h"
@@ -71,6 +73,12 @@ inline CcaAttentionDims check_cca_attention_shapes(const at::Tensor& q, const at
                     " rows (one per sequence), got shape ", block_table.sizes());
   d.cols = block_table.size(1);
   return d;
+}
+
+// The softmax scale: finite, and within float32's range (the kernels take it as a float32).
+inline void check_cca_attention_scale(double scale) {
+  TORCH_CHECK_VALUE(std::isfinite(scale) && std::abs(scale) <= std::numeric_limits<float>::max(),
+                    "zaya::cca_attention: scale must be a finite number (in float32's range), got ", scale);
 }
 
 // The index tensors' values on the host.

@@ -15,6 +15,9 @@ zaya_ops.selftest).
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+
 import pytest
 import torch
 
@@ -374,6 +377,86 @@ def test_qkv_fp16():
     check_qkv(qkv_args((7, 0, 70, 1), "q8kv2d128", torch.float16, seed=8), torch.float16)
 
 
+# --- NaN and infinite inputs: the reference's special values, on every kernel target -----------------
+
+NONFINITE_CASES = ["nan-q-row", "inf-q", "neg-inf-q", "all-neg-inf-scores", "nan-k", "inf-k", "nan-v", "inf-v"]
+
+
+def _special(t: torch.Tensor) -> torch.Tensor:
+    """0 finite, 1 NaN, 2 +inf, 3 -inf, per element."""
+    c = torch.zeros(t.shape, dtype=torch.int8, device=t.device)
+    c[t.isnan()] = 1
+    c[t == float("inf")] = 2
+    c[t == float("-inf")] = 3
+    return c
+
+
+def _poison(kw: dict, case: str) -> None:
+    """Puts NaN or infinite values into one sample's q or cache, in place; keys are edited in the last
+    sequence at positions every one of its new queries sees."""
+    q, k, v = kw["q"], kw["k_cache"], kw["v_cache"]
+    nan, inf, T, last = float("nan"), float("inf"), kw["q"].shape[0], kw["block_table"].shape[0] - 1
+    bs = k.shape[1]
+
+    def key(pos):  # (block, offset) of key `pos` of the last sequence
+        return int(kw["block_table"][last, pos // bs]), pos % bs
+
+    if case == "nan-q-row":
+        q[T - 1, 1] = nan
+    elif case == "inf-q":  # scores +-inf by the sign of k[..., 5]: lse +inf
+        q[T - 1, 3, 5] = inf
+    elif case == "neg-inf-q":
+        q[0, 0, 7] = -inf
+    elif case == "all-neg-inf-scores":  # -inf * (k > 0) in every score of the row: lse -inf, out 0/0
+        q[T - 1, 2, 0] = -inf
+        k[..., 0] = k[..., 0].abs() + 0.25
+    elif case == "nan-k":
+        k[key(2)][-1, 17] = nan
+    elif case == "inf-k":
+        k[key(1)][0, 9] = inf
+    elif case == "nan-v":
+        v[key(2)][-1, 3] = nan
+    elif case == "inf-v":
+        v[key(0)][0, 60] = -inf
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("layout", ["prefill", "decode-splits"])
+@pytest.mark.parametrize("case", NONFINITE_CASES)
+def test_attention_nonfinite_inputs_match_the_reference(case, layout, dt, target):
+    """NaN and infinite q, k or v give the reference's special values: lse as torch.logsumexp over the
+    visible scores (NaN if one is NaN, +inf if one is +inf, -inf if all are -inf: a NaN q row used to
+    give -inf), out NaN where the reference's is; the other rows unchanged and accurate. "decode-splits"
+    has too few blocks for the GPU (the emulator reports 4 SMs), so the GPU kernel splits the keys and
+    its combine merges the special values."""
+    dtype = DTYPES[dt]
+    if is_gpu(target) and dtype == torch.float32:
+        pytest.skip("the GPU kernels take bf16/fp16 (fp32 raises NotImplementedError, tested above)")
+    if layout == "prefill":
+        kw = attn_args((5, 1, 11), (0, 3, 6), (4, 2, 64), dtype, seed=21, block_size=8)
+    else:
+        kw = attn_args((1, 1), (300, 40), (4, 1, 64), dtype, seed=22, block_size=16)
+    _poison(kw, case)
+    out_ref, lse_ref = reference(ref.cca_attention)(**kw)
+    assert not (out_ref.isfinite().all() and lse_ref.isfinite().all()), "the case must reach the output"
+    f32 = {k: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in kw.items()}
+    out32, lse32 = reference(ref.cca_attention)(**f32)
+    emu = importlib.import_module(f"zaya_ops._emu_w{target[0][3:5]}") if is_emulated(target) else None
+    before = emu.launches() if emu else 0
+    out, lse = ops.cca_attention(**{k: v.to(target[1]) if isinstance(v, torch.Tensor) else v for k, v in kw.items()})
+    out, lse = out.cpu(), lse.cpu()
+    if emu:  # the forward kernel, plus the combine when the keys are split
+        assert emu.launches() - before == (1 if layout == "prefill" else 2)
+    for name, got, want, want32 in (("lse", lse, lse_ref, lse32), ("out", out, out_ref, out32)):
+        bad = (_special(got) != _special(want)).nonzero().tolist()
+        assert not bad, (f"{name}: special values differ at {bad[:4]}: got {[got[tuple(i)].item() for i in bad[:4]]}, "
+                         f"reference {[want[tuple(i)].item() for i in bad[:4]]}")
+        fin = want.isfinite()
+        err = (got[fin].float() - want32[fin]).abs().max().item()
+        ref_err = (want[fin].float() - want32[fin]).abs().max().item()
+        assert err <= 2 * ref_err + 1e-5, f"{name}: kernel error {err:.3g} > 2 x reference error {ref_err:.3g}"
+
+
 # --- opcheck on more samples -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dt", DTYPES)
@@ -414,6 +497,8 @@ BAD = [
      r"head dim must be even"),
     (_qkv_bad, lambda k: {"cos_sin": k["cos_sin"][:, :6].repeat(1, 6)}, ValueError, r"cos_sin width"),
     (_qkv_bad, lambda k: {"value_state": k["value_state"].float()}, TypeError, r"value_state must have dtype"),
+    (_qkv_bad, lambda k: {"k_cache": k["k_cache"][:, :, :0], "v_cache": k["v_cache"][:, :, :0]}, ValueError,
+     r"k_cache must have at least one KV head"),
 ]
 
 
@@ -450,6 +535,9 @@ ATTN_BAD = [
     (lambda k: {"block_table": k["block_table"].index_fill(1, torch.tensor([1]), -1)}, ValueError,
      r"block_table\[\d, 1\] = -1 is outside the cache"),
     (lambda k: {"v_cache": k["v_cache"].half()}, TypeError, r"v_cache must have dtype bfloat16"),
+    (lambda k: {"scale": float("nan")}, ValueError, r"scale must be a finite number \(in float32's range\), got nan"),
+    (lambda k: {"scale": float("inf")}, ValueError, r"scale must be a finite number .*, got inf"),
+    (lambda k: {"scale": -1e39}, ValueError, r"scale must be a finite number .*, got -1e\+39"),
 ]
 
 

@@ -171,6 +171,38 @@ def test_generate_options():
     assert m2.generate([prompts[0]], max_new_tokens=6).tokens == [greedy.tokens[0][:1]]
 
 
+def test_generate_tiny_temperatures_and_stop_token_forms():
+    """A positive temperature however small samples (it used to overflow logits / temperature into NaN
+    probabilities and crash in torch.multinomial): the most likely id, as greedy; stop_tokens is an int
+    or an iterable of ints in any form, and a str is refused, not split into digit characters."""
+    from zaya_ops.model import sample_next
+
+    m = model()
+    prompts = seqs_of([3, 8, 1], seed=3)
+    greedy = m.generate(prompts, max_new_tokens=5, stop_tokens=()).tokens
+    for t in (1e-45, 5e-324, 1e-300, 1e-30):
+        assert m.generate(prompts, max_new_tokens=5, temperature=t, stop_tokens=(), seed=0).tokens == greedy, t
+    logits = torch.tensor([[1.0, 3.0, 3.0, 0.0], [-1e30, 1e30, 0.0, float("-inf")]])
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([sample_next(logits, temperature=5e-324, generator=g) for _ in range(64)])
+    assert set(draws[:, 0].tolist()) == {1, 2} and set(draws[:, 1].tolist()) == {1}  # ties stay ties
+    for bad in (float("inf"), float("nan"), -1e-45):
+        with pytest.raises(ValueError, match="temperature must be finite and >= 0"):
+            m.generate(prompts, max_new_tokens=2, temperature=bad)
+
+    stop = greedy[1][2]
+    want = m.generate(prompts, max_new_tokens=5, stop_tokens=[stop]).tokens
+    assert want != greedy
+    for form in (stop, (stop,), {stop, V + 7}, range(stop, stop + 1), torch.tensor([stop]), torch.tensor(stop),
+                 torch.tensor([[stop]])[0], iter([stop])):
+        assert m.generate(prompts, max_new_tokens=5, stop_tokens=form).tokens == want, form
+    for bad, what in (("80", "str '80'"), (str(stop), f"str '{stop}'"), (b"P", "bytes"), ([str(stop)], "str"),
+                      ([stop, 1.0], "float 1.0"), (True, "bool"), ([stop, True], "bool"), (80.0, "float"),
+                      (torch.tensor([1.0]), "Tensor")):
+        with pytest.raises(TypeError, match=f"stop_tokens must be an int or an iterable of ints, got .*{what}"):
+            m.generate(prompts, max_new_tokens=2, stop_tokens=bad)
+
+
 def test_sample_next_filters():
     from zaya_ops.model import sample_next
 

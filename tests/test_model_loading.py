@@ -48,10 +48,46 @@ def hf_config(**changes):
     ({"hidden_size": 0}, "hidden_size"),
     ({"quantization_config": {"quant_method": "fp8"}}, "quantization_config"),
     ({"dtype": "int8"}, "dtype"),
+    # values of the wrong JSON type: the field and the value named (a bool is not an int)
+    ({"rms_norm_eps": "1e-5"}, r"rms_norm_eps must be a finite number, got '1e-5'"),
+    ({"rms_norm_eps": None}, r"rms_norm_eps must be a finite number, got None"),
+    ({"rms_norm_eps": float("inf")}, r"rms_norm_eps must be a finite number, got inf"),
+    ({"rms_norm_eps": True}, r"rms_norm_eps must be a finite number, got True"),
+    ({"rope_parameters": {"hybrid": {"rope_type": "default", "rope_theta": "abc"}}},
+     r"rope_theta must be a finite number, got 'abc'"),
+    ({"rope_parameters": None, "rope_theta": float("nan")}, r"rope_theta must be a finite number, got nan"),
+    ({"rope_parameters": {"hybrid": "default"}}, r"rope_parameters.hybrid must be an object, got 'default'"),
+    ({"rope_parameters": None, "partial_rotary_factor": "0.5"}, r"partial_rotary_factor must be a finite number"),
+    ({"num_hidden_layers": True}, r"num_hidden_layers must be an integer, got True"),
+    ({"num_hidden_layers": True, "layer_types": None}, r"num_hidden_layers must be an integer, got True"),
+    ({"hidden_size": 64.0}, r"hidden_size must be an integer, got 64.0"),
+    ({"num_experts_per_tok": True}, r"num_experts_per_tok must be an integer, got True"),
+    ({"cca_time1": "2"}, r"cca_time1 must be an integer, got '2'"),
+    ({"tie_word_embeddings": "false"}, r"tie_word_embeddings must be true or false, got 'false'"),
+    ({"attention_bias": 0}, r"attention_bias must be true or false, got 0"),
+    ({"eos_token_id": "106"}, r"eos_token_id must be an integer, a list of integers or null, got '106'"),
+    ({"eos_token_id": [1, True]}, r"eos_token_id must be .*, got \[1, True\]"),
+    ({"pad_token_id": 0.0}, r"pad_token_id must be an integer or null, got 0.0"),
+    ({"hidden_act": None}, r"hidden_act must be a string, got None"),
+    ({"layer_types": "hybrid"}, r"layer_types must be a list of strings, got 'hybrid'"),
 ])
 def test_config_rejects(changes, match):
     with pytest.raises(ValueError, match=match):
         ZayaConfig.from_dict(hf_config(**changes))
+
+
+def test_config_json_special_floats_fail_at_load(tmp_path):
+    """``Infinity``/``NaN`` literals (Python's json reads them) are refused when config.json is read,
+    not at the first forward; a JSON integer where a float belongs is fine."""
+    for value, shown in (("Infinity", "inf"), ("NaN", "nan"), ("-Infinity", "-inf")):
+        text = json.dumps(hf_config()).replace('"rms_norm_eps": 1e-05', f'"rms_norm_eps": {value}')
+        assert value in text
+        (tmp_path / "config.json").write_text(text)
+        with pytest.raises(ValueError, match=f"rms_norm_eps must be a finite number, got {shown}$"):
+            ZayaForCausalLM.from_pretrained(tmp_path)
+    c = ZayaConfig.from_dict(hf_config(rms_norm_eps=1, rope_parameters=None, rope_theta=10000))
+    assert (c.rms_norm_eps, c.rope_theta) == (1.0, 10000.0) and isinstance(c.rope_theta, float)
+    assert ZayaConfig.from_dict(c.to_dict()) == c
 
 
 def test_config_reads_transformers_forms():
@@ -207,6 +243,97 @@ def test_loader_errors(tmp_path, checkpoint):
     os.remove([f for f in files if f.endswith("safetensors")][-1])
     with pytest.raises(FileNotFoundError, match="does not exist"):
         ZayaForCausalLM.from_pretrained(tmp_path / "sh")
+
+
+def test_non_floating_tensors_are_refused(checkpoint):
+    """Integer or bool tensors would convert silently into the float weights: refused from the header,
+    naming tensor and dtype; the fp32 balancing biases and any floating dtype load."""
+    def change(sd):
+        sd["model.norm.weight"] = sd["model.norm.weight"].to(torch.int64)
+        sd["model.layers.1.mlp.gate.balancing_biases"] = torch.ones(4, dtype=torch.bool)
+        sd["model.layers.0.input_layernorm.weight"] = sd["model.layers.0.input_layernorm.weight"].half()
+        sd["model.layers.0.mlp.gate.balancing_biases"] = sd["model.layers.0.mlp.gate.balancing_biases"].double()
+
+    _edit(checkpoint, change)
+    with pytest.raises(CheckpointError, match=r"non-floating dtype .*: model.norm.weight \(I64\), "
+                                              r"model.layers.1.mlp.gate.balancing_biases \(BOOL\)$"):
+        ZayaForCausalLM.from_pretrained(checkpoint)
+    _edit(checkpoint, lambda sd: sd.update({"model.norm.weight": torch.ones(64, dtype=torch.bfloat16),
+                                            "model.layers.1.mlp.gate.balancing_biases": torch.zeros(4)}))
+    m = ZayaForCausalLM.from_pretrained(checkpoint, dtype=torch.float32)
+    assert m.layers[0].balancing_biases.dtype == torch.float32 and torch.equal(m.hf_state_dict()["model.norm.weight"], torch.ones(64))
+
+
+def _sharded(tmp_path):
+    cfg = ZayaConfig(**SMALL)
+    d = tmp_path / "ckpt"
+    files = save_checkpoint(d, cfg, random_state_dict(cfg), max_shard_bytes=50_000)
+    index = d / "model.safetensors.index.json"
+    return d, index, json.loads(index.read_text()), sorted(f for f in files if f.endswith(".safetensors"))
+
+
+def test_shards_outside_the_checkpoint_are_refused(tmp_path):
+    """An index entry may name only files inside the checkpoint directory: '../x', absolute paths and
+    symlinks that lead out are refused (even when the file there is a valid shard)."""
+    d, index, idx, shards = _sharded(tmp_path)
+    name = next(iter(idx["weight_map"]))
+    victim = idx["weight_map"][name]
+    (tmp_path / "other").mkdir()
+    outside = tmp_path / "other" / victim
+    os.replace(d / victim, outside)
+    for entry in (f"../other/{victim}", str(outside), f"sub/../../other/{victim}"):
+        index.write_text(json.dumps({"weight_map": {**idx["weight_map"], name: entry}}))
+        with pytest.raises(CheckpointError, match=r"shards must be files of the checkpoint directory"):
+            ZayaForCausalLM.from_pretrained(d)
+    index.write_text(json.dumps(idx))
+    os.symlink(outside, d / victim)  # a link out of the directory
+    with pytest.raises(CheckpointError, match=r"resolves to .*other.*, outside the checkpoint directory"):
+        ZayaForCausalLM.from_pretrained(d)
+    os.remove(d / victim)
+    (d / "sub").mkdir()
+    os.replace(outside, d / "sub" / victim)
+    os.symlink(os.path.join("sub", victim), d / victim)  # a link inside it is fine
+    ZayaForCausalLM.from_pretrained(d)
+    # a single model.safetensors that links out is refused too
+    single = tmp_path / "single"
+    single.mkdir()
+    ZayaConfig(**SMALL).save(single)
+    save_file(random_state_dict(ZayaConfig(**SMALL)), tmp_path / "other" / "w.safetensors")
+    os.symlink(tmp_path / "other" / "w.safetensors", single / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"model.safetensors: .* outside the checkpoint directory"):
+        ZayaForCausalLM.from_pretrained(single)
+
+
+def test_hub_cache_layout_loads(tmp_path):
+    """The Hugging Face hub cache keeps files in <repo>/blobs/ and links them from
+    <repo>/snapshots/<revision>/: those links are followed."""
+    d, index, idx, shards = _sharded(tmp_path)
+    repo = tmp_path / "models--zyphra--tiny"
+    snap = repo / "snapshots" / "abc123"
+    (repo / "blobs").mkdir(parents=True)
+    snap.mkdir(parents=True)
+    for i, f in enumerate(os.listdir(d)):
+        os.replace(d / f, repo / "blobs" / f"blob{i}")
+        os.symlink(os.path.join("..", "..", "blobs", f"blob{i}"), snap / f)
+    m = ZayaForCausalLM.from_pretrained(snap, dtype=torch.float32)
+    assert torch.equal(m.embed, random_state_dict(ZayaConfig(**SMALL))["model.embed_tokens.weight"].float())
+
+
+def test_corrupt_or_truncated_files_are_named(tmp_path, checkpoint):
+    f = checkpoint / "model.safetensors"
+    raw = f.read_bytes()
+    for data in (raw[:-100], raw[:5], b"not a safetensors file" * 4, b""):
+        f.write_bytes(data)
+        with pytest.raises(CheckpointError, match=rf"{f} is not a valid safetensors file \(corrupt or truncated\?\)"):
+            ZayaForCausalLM.from_pretrained(checkpoint)
+    d, index, idx, shards = _sharded(tmp_path)
+    with open(shards[1], "r+b") as fh:
+        fh.truncate(os.path.getsize(shards[1]) - 8)
+    with pytest.raises(CheckpointError, match=rf"{shards[1]} is not a valid safetensors file"):
+        ZayaForCausalLM.from_pretrained(d)
+    index.write_text(json.dumps({"weight_map": ["model.norm.weight"]}))
+    with pytest.raises(CheckpointError, match=r"weight_map must map tensor names to file names"):
+        ZayaForCausalLM.from_pretrained(d)
 
 
 def test_parameter_table_matches_transformers():

@@ -8,6 +8,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import zaya_ops
+from conftest import EMULATORS
 from zaya_ops import ops, reference, samples
 
 OPS = list(samples.SAMPLES)
@@ -79,6 +80,51 @@ def test_opcheck(name, kernel_device, request):
     torch.library.opcheck(getattr(ops._OPS, name).default, samples.to_op_args(name, kwargs))
 
 
+# --- mixed devices in a direct torch.ops call ---------------------------------------------------------
+
+OTHER_DEVICES = ["meta"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("other", OTHER_DEVICES)
+@pytest.mark.parametrize("name", OPS)
+def test_direct_call_with_mixed_devices_raises(name, other):
+    """A direct ``torch.ops.zaya.<op>`` call with one tensor on another device and the rest on the CPU.
+    The dispatcher picks the kernel of the highest backend among the arguments: with a meta tensor the
+    Meta kernel, i.e. the fake (which returned uninitialised CPU memory before it checked devices),
+    with a CUDA tensor the CUDA kernel. Each must raise a ValueError naming the argument's device. The
+    CPU kernels and the emulated GPU glue, reached with the same mixture by redispatching to the CPU
+    key, refuse it too."""
+    op = getattr(torch.ops.zaya, name).default
+    names = [a.name for a in op._schema.arguments]
+    cpu_key = torch._C.DispatchKeySet(torch._C.DispatchKey.CPU)
+    emulated = [getattr(torch.ops, f"zaya_{e}") for e in EMULATORS]
+    for ns in [torch.ops.zaya] + emulated:
+        args = samples.to_op_args(name, _kernel_sample(name, "cpu" if ns is torch.ops.zaya else "emu", "cpu"))
+        nsop = getattr(ns, name).default
+        for i, a in enumerate(args):
+            if not isinstance(a, torch.Tensor):
+                continue
+            mixed = list(args)
+            mixed[i] = a.to(other)
+            if ns is torch.ops.zaya:
+                with pytest.raises(ValueError, match=f"(?i){other}") as e:
+                    nsop(*mixed)
+                if other == "meta":
+                    assert f"{names[i]} is on meta" in str(e.value) or f"but {names[i]} on meta" in str(e.value)
+            if other == "meta":
+                with pytest.raises(ValueError, match="meta"):
+                    nsop.redispatch(cpu_key, *mixed)
+
+
+def test_meta_call_with_zero_head_dim_raises():
+    """The cca_qkv fake divides by the head dim: a zero one is a ValueError, not a ZeroDivisionError."""
+    kw = samples.cca_qkv_args()
+    kw["k_cache"], kw["v_cache"] = kw["k_cache"][..., :0], kw["v_cache"][..., :0]
+    args = [a.to("meta") if isinstance(a, torch.Tensor) else a for a in samples.to_op_args("cca_qkv", kw)]
+    with pytest.raises(ValueError, match="k_cache head dim must be positive"):
+        torch.ops.zaya.cca_qkv(*args)
+
+
 # --- argument errors through the wrappers: each names the argument ---------------------------------
 
 def _bad(name, change, exc, match):
@@ -104,11 +150,16 @@ BAD_INPUTS = [
     ("cca_qkv", lambda k: {"value_state": k["value_state"].float()}, TypeError, "value_state"),
     ("cca_qkv", lambda k: {"qt": k["qt"][:, :-3]}, ValueError, "qt width"),
     ("cca_qkv", lambda k: {"state_indices": k["state_indices"][:1]}, ValueError, "state_indices"),
+    ("cca_qkv", lambda k: {"k_cache": k["k_cache"][:, :, :0], "v_cache": k["v_cache"][:, :, :0]}, ValueError,
+     r"multiple of KV heads \(0, k_cache.shape\[2\]\)"),
     ("cca_attention", lambda k: {"k_cache": k["k_cache"][..., :16], "v_cache": k["v_cache"][..., :16]},
      ValueError, "head dim"),
     ("cca_attention", lambda k: {"q": k["q"][:, :3]}, ValueError, "multiple of k_cache heads"),
     ("cca_attention", lambda k: {"block_table": k["block_table"].long()}, TypeError, "block_table"),
     ("cca_attention", lambda k: {"seqused_k": k["seqused_k"][:1]}, ValueError, "seqused_k"),
+    ("cca_attention", lambda k: {"scale": float("nan")}, ValueError, "scale must be a finite number"),
+    ("cca_attention", lambda k: {"scale": float("-inf")}, ValueError, "scale must be a finite number"),
+    ("cca_attention", lambda k: {"scale": 1e39}, ValueError, "scale must be a finite number"),
     ("router", lambda k: {"prev_state": None}, ValueError, "prev_state and states_scale"),
     ("router", lambda k: {"balancing_biases": k["balancing_biases"].bfloat16()}, TypeError,
      "balancing_biases"),

@@ -55,6 +55,7 @@ struct Scratch {
 
 // Online-softmax step for M rows of scores S (ld columns, n of them, n a multiple of 8, masked
 // entries -inf): P = 2^(S - m_new) in place, l = l * 2^(m - m_new) + rowsum(P), O rows rescaled.
+// The running maximum propagates NaN: a NaN score makes the row's m, l and O NaN for good (row_lse).
 ZAYA_CLONES void softmax_tile(float* S, int64_t M, int64_t n, int64_t ld, float* m, float* l, float* O,
                               int64_t D) {
   using namespace vec;
@@ -62,7 +63,7 @@ ZAYA_CLONES void softmax_tile(float* S, int64_t M, int64_t n, int64_t ld, float*
     float* row = S + r * ld;
     f8 mx = splat(kNegInf);
     for (int64_t c = 0; c < n; c += 8) mx = vmax(mx, load(row + c));
-    const float m_new = std::max(m[r], hmax(mx));
+    const float m_new = max_nan(m[r], hmax(mx));
     if (m_new == kNegInf) {  // no visible key yet (cannot happen: key 0 is seen first)
       std::fill(row, row + n, 0.f);
       continue;
@@ -82,6 +83,14 @@ ZAYA_CLONES void softmax_tile(float* S, int64_t M, int64_t n, int64_t ld, float*
       for (int64_t d = 0; d < D; ++d) o[d] *= alpha;
     }
   }
+}
+
+// A row's lse in natural log from its base-2 running maximum m and sum l, with the reference's special
+// values (torch.logsumexp over the visible scores): NaN when a score was NaN (m is NaN), +inf when one
+// was +inf and none NaN (l is NaN then: 2^(inf - inf)), -inf when none was above -inf (l = 0). The
+// row's out is NaN in all three cases, as the reference's softmax makes it.
+inline float row_lse(float m, float l) {
+  return m == std::numeric_limits<float>::infinity() ? m : l == 0.f ? kNegInf : (m + std::log2(l)) * kLn2;
 }
 
 template <typename T>
@@ -127,7 +136,7 @@ void attend_item(const AttnParams<T>& p, const Item& it, Scratch& s) {
     T* o = p.out + t * p.nq * D + h * D;
     const float* src = O + r * D;
     for (int64_t d = 0; d < D; ++d) o[d] = from_f<T>(src[d] * inv);
-    p.lse[h * p.T_ + t] = (m[r] + std::log2(l[r])) * kLn2;
+    p.lse[h * p.T_ + t] = row_lse(m[r], l[r]);
   }
 }
 
@@ -160,6 +169,7 @@ std::tuple<at::Tensor, at::Tensor> cca_attention_cpu(const at::Tensor& q, const 
                                                      double scale, int64_t max_seqlen_q, int64_t max_seqlen_k) {
   check_cpu("q", q);
   const auto d = zaya::checks::check_cca_attention_shapes(q, k_cache, v_cache, cu_seqlens_q, seqused_k, block_table);
+  zaya::checks::check_cca_attention_scale(scale);
   const auto ix = zaya::checks::check_cca_attention_indices(d, cu_seqlens_q, seqused_k, block_table, max_seqlen_q,
                                                             max_seqlen_k);
   const auto dt = q.scalar_type();

@@ -134,10 +134,12 @@ ZAYA_INLINE f8 load(const float* p) {
 }
 ZAYA_INLINE void store(float* p, f8 v) { std::memcpy(p, &v, sizeof v); }
 ZAYA_INLINE f8 splat(float x) { return f8{x, x, x, x, x, x, x, x}; }
-ZAYA_INLINE f8 vmax(f8 a, f8 b) { return a > b ? a : b; }
+// Maxima that propagate NaN (NaN when either operand is), so that a NaN score reaches its softmax row.
+ZAYA_INLINE float max_nan(float a, float b) { return a > b || a != a ? a : b; }
+ZAYA_INLINE f8 vmax(f8 a, f8 b) { return (a > b) | (a != a) ? a : b; }
 ZAYA_INLINE float hmax(f8 v) {
   float r = v[0];
-  for (int i = 1; i < 8; ++i) r = std::max(r, v[i]);
+  for (int i = 1; i < 8; ++i) r = max_nan(r, v[i]);
   return r;
 }
 ZAYA_INLINE float hsum(f8 v) {

@@ -41,6 +41,7 @@ std::tuple<at::Tensor, at::Tensor> cca_attention_gpu(const at::Tensor& q_in, con
   check_device(op, "q", q_in);
   const CcaAttentionDims d =
       check_cca_attention_shapes(q_in, k_cache_in, v_cache_in, cu_seqlens_q, seqused_k, block_table);
+  check_cca_attention_scale(scale);
   // Valid inputs outside the kernel's coverage: NotImplementedError, so callers can fall back.
   TORCH_CHECK_NOT_IMPLEMENTED(q_in.scalar_type() != at::kFloat, op,
                               ": q is float32; the CUDA/HIP kernel takes bfloat16 or float16 (float32 runs on "
@@ -49,7 +50,6 @@ std::tuple<at::Tensor, at::Tensor> cca_attention_gpu(const at::Tensor& q_in, con
                               " is not supported on CUDA/HIP (64, 128 or 256; other head dims run on the CPU "
                               "kernel or zaya_ops.reference)");
   TORCH_CHECK_VALUE(max_seqlen_q >= 0 && max_seqlen_k >= 0, op, ": max_seqlen_q and max_seqlen_k must be >= 0");
-  TORCH_CHECK_VALUE(std::isfinite(scale), op, ": scale must be finite, got ", scale);
   if (check_index_values()) check_cca_attention_indices(d, cu_seqlens_q, seqused_k, block_table, max_seqlen_q, max_seqlen_k);
 
   const DeviceGuard guard(q_in.device());

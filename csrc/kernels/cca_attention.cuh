@@ -120,11 +120,25 @@ ZAYA_DEV BlockWork block_work(const CcaAttentionArgs& a, int64_t tiles, int64_t 
   return w;
 }
 
+// NaN and infinite inputs give the reference's special values (torch.softmax and torch.logsumexp over
+// the row's visible scores): a NaN score makes the row's out and lse NaN; a +inf score (none NaN) makes
+// its out NaN (inf - inf) and its lse +inf; a row whose visible scores are all -inf (or that sees no
+// key) has out NaN (0 / 0) and lse -inf. Row maxima therefore propagate NaN (fmaxf drops it: a NaN row
+// would end with lse -inf), and row_lse maps the running (m, l) to those values.
+ZAYA_DEV float max_nan(float a, float b) { return a > b || a != a ? a : b; }
+
+// A row's lse in natural log from its base-2 running maximum m and sum l: NaN when m is NaN (a NaN
+// score), +inf when m is +inf (l is NaN then: 2^(inf - inf)), -inf when l = 0 (no score above -inf).
+ZAYA_DEV float row_lse(float m, float l) {
+  return m == INFINITY ? INFINITY : l == 0.f ? -INFINITY : (m + log2f(l)) * kLn2;
+}
+
 // Online softmax step of one row (base 2): folds this key tile's row maximum into the running maximum
 // m, rescales the running sum l, sets m_use (the exponent offset of this tile's P; 0 while the row has
-// seen no key, so P = 0) and returns the factor the row's output accumulators must be scaled by.
+// seen no key, so P = 0) and returns the factor the row's output accumulators must be scaled by. A NaN
+// maximum stays NaN (max_nan), so that every later P, l and O of the row are NaN too.
 ZAYA_DEV float online_softmax_step(float& m, float& l, float tile_max, float& m_use) {
-  const float m_new = fmaxf(m, tile_max);
+  const float m_new = max_nan(m, tile_max);
   m_use = m_new == -INFINITY ? 0.f : m_new;
   const float alpha = exp2f(m - m_use);
   m = m_new;
@@ -254,14 +268,14 @@ __global__ void __launch_bounds__(Cfg<D>::kThreads)
           const int kpos = k0 + nt * 16 + mma::c_col(lane, i);
           const float x = kpos <= qpos[s] && kpos < ke ? sc[nt].x[i] * scale_log2 : -INFINITY;
           sc[nt].x[i] = x;
-          mx[s] = fmaxf(mx[s], x);
+          mx[s] = max_nan(mx[s], x);
         }
       }
       float m_use[kR];
 #pragma unroll
       for (int s = 0; s < kR; ++s) {
 #pragma unroll
-        for (int off = 1; off < mma::kRowLanes; off *= 2) mx[s] = fmaxf(mx[s], vendor::shfl_xor(mx[s], off));
+        for (int off = 1; off < mma::kRowLanes; off *= 2) mx[s] = max_nan(mx[s], vendor::shfl_xor(mx[s], off));
         const float alpha = online_softmax_step(m[s], l[s], mx[s], m_use[s]);
 #pragma unroll
         for (int nd = 0; nd < D / 16; ++nd) {
@@ -295,14 +309,14 @@ __global__ void __launch_bounds__(Cfg<D>::kThreads)
     }
   }
 
-  // Row sums over the lanes of each row; lse in natural log (-inf for a row that saw no key).
+  // Row sums over the lanes of each row; lse in natural log (row_lse: -inf for a row that saw no key).
   float inv[kR], lse[kR];
 #pragma unroll
   for (int s = 0; s < kR; ++s) {
 #pragma unroll
     for (int off = 1; off < mma::kRowLanes; off *= 2) l[s] += vendor::shfl_xor(l[s], off);
     inv[s] = 1.f / l[s];  // inf for a row that saw no key: 0 * inf = NaN, like the reference's 0/0
-    lse[s] = l[s] > 0.f ? (m[s] + log2f(l[s])) * kLn2 : -INFINITY;
+    lse[s] = row_lse(m[s], l[s]);
   }
   const bool lead = (lane % mma::kRowLanes) == 0;
   if (a.splits > 1) {
@@ -317,8 +331,9 @@ __global__ void __launch_bounds__(Cfg<D>::kThreads)
           const int64_t t = cu0 + R / g, h = j * g + R % g;
           if (t < 0 || t >= a.T) continue;
           const int s = mma::c_slot(i);
+          // An empty split weighs 0 in the combine; one with a NaN l (its lse NaN or +inf) weighs NaN.
           a.part_out[((split * a.T + t) * a.nq + h) * D + nd * 16 + mma::c_col(lane, i)] =
-              l[s] > 0.f ? o[nd].x[i] * inv[s] : 0.f;  // an empty split weighs 0 in the combine
+              l[s] > 0.f ? o[nd].x[i] * inv[s] : 0.f;
         }
       }
 #pragma unroll
@@ -363,14 +378,16 @@ __global__ void __launch_bounds__(Cfg<D>::kThreads)
   }
 }
 
-// Merges the splits of every (token, head): grid T, block 128 threads over the nq * D outputs.
+// Merges the splits of every (token, head): grid T, block 128 threads over the nq * D outputs. The
+// special values compose as in one pass: a NaN split lse makes out and lse NaN, a +inf one (none NaN)
+// out NaN and lse +inf, all -inf (no key seen) out NaN and lse -inf.
 template <class T>
 __global__ void __launch_bounds__(128) cca_attention_combine(CcaAttentionArgs a) {
   const int64_t t = blockIdx.x, HD = a.nq * a.D;
   for (int64_t idx = threadIdx.x; idx < HD; idx += blockDim.x) {
     const int64_t h = idx / a.D;
     float mx = -INFINITY;
-    for (int64_t s = 0; s < a.splits; ++s) mx = fmaxf(mx, a.part_lse[(s * a.nq + h) * a.T + t]);
+    for (int64_t s = 0; s < a.splits; ++s) mx = max_nan(mx, a.part_lse[(s * a.nq + h) * a.T + t]);
     float sum = 0.f, acc = 0.f;
     for (int64_t s = 0; s < a.splits; ++s) {
       const float ls = a.part_lse[(s * a.nq + h) * a.T + t];
@@ -379,7 +396,7 @@ __global__ void __launch_bounds__(128) cca_attention_combine(CcaAttentionArgs a)
       acc += w * a.part_out[(s * a.T + t) * HD + idx];
     }
     static_cast<uint16_t*>(a.out)[t * HD + idx] = T::from_float(acc / sum);  // 0/0 = NaN: no key seen
-    if (idx % a.D == 0) a.lse[h * a.T + t] = sum > 0.f ? mx + logf(sum) : -INFINITY;
+    if (idx % a.D == 0) a.lse[h * a.T + t] = mx == INFINITY ? INFINITY : sum == 0.f ? -INFINITY : mx + logf(sum);
   }
 }
 

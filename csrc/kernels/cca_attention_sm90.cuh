@@ -208,13 +208,13 @@ __global__ void __launch_bounds__(Sm90Cfg<D>::kThreads)
       const int kpos = k0 + wgmma::acc_col(tid, i);
       const float x = kpos <= qpos[s] && kpos < ke ? sc.x[i] * scale_log2 : -INFINITY;
       sc.x[i] = x;
-      mx[s] = fmaxf(mx[s], x);
+      mx[s] = max_nan(mx[s], x);  // NaN-propagating, see row_lse
     }
     float m_use[2];
 #pragma unroll
     for (int s = 0; s < 2; ++s) {
-      mx[s] = fmaxf(mx[s], vendor::shfl_xor(mx[s], 1));
-      mx[s] = fmaxf(mx[s], vendor::shfl_xor(mx[s], 2));
+      mx[s] = max_nan(mx[s], vendor::shfl_xor(mx[s], 1));
+      mx[s] = max_nan(mx[s], vendor::shfl_xor(mx[s], 2));
       const float alpha = online_softmax_step(m[s], l[s], mx[s], m_use[s]);
 #pragma unroll
       for (int i = 0; i < D / 2; ++i)
@@ -246,14 +246,14 @@ __global__ void __launch_bounds__(Sm90Cfg<D>::kThreads)
   }
   vendor::copy_async_wait<0>();  // no copy may still be landing in Q (a block with no key tile)
 
-  // Row sums over the quad; lse in natural log (-inf for a row that saw no key).
+  // Row sums over the quad; lse in natural log (row_lse: -inf for a row that saw no key).
   float inv[2], lse[2];
 #pragma unroll
   for (int s = 0; s < 2; ++s) {
     l[s] += vendor::shfl_xor(l[s], 1);
     l[s] += vendor::shfl_xor(l[s], 2);
     inv[s] = 1.f / l[s];  // inf for a row that saw no key: 0 * inf = NaN, like the reference's 0/0
-    lse[s] = l[s] > 0.f ? (m[s] + log2f(l[s])) * kLn2 : -INFINITY;
+    lse[s] = row_lse(m[s], l[s]);
   }
   const bool lead = (lane & 3) == 0;
   if (a.splits > 1) {

@@ -1,23 +1,58 @@
 """Fake (meta) kernels: output shapes and dtypes of each zaya op, so torch.compile can trace them.
 
-They check only what the output shapes depend on; the wrappers in ops.py check the rest.
+They check only what the output shapes depend on, and that every tensor argument sits on one device;
+the wrappers in ops.py check the rest. They also serve as the ops' Meta kernels, which the dispatcher
+picks whenever any argument is a meta tensor: a direct ``torch.ops.zaya.<op>`` call with one meta
+tensor among CPU or CUDA ones would otherwise return uninitialised memory instead of an error.
 """
 
 from __future__ import annotations
+
+import functools
+import inspect
 
 import torch
 
 from . import _library  # noqa: F401  (the schemas must exist before register_fake)
 
 
-@torch.library.register_fake("zaya::rms_norm")
+def _check_one_device(op: str, arguments: dict) -> None:
+    """A ValueError naming the first tensor argument whose device differs from the first tensor's."""
+    first = None
+    for name, a in arguments.items():
+        if not isinstance(a, torch.Tensor):
+            continue
+        if first is None:
+            first = (name, a.device)
+        elif a.device != first[1]:
+            raise ValueError(f"zaya::{op}: {name} is on {a.device} but {first[0]} on {first[1]}: every tensor "
+                             f"argument must be on one device")
+
+
+def _fake(op: str):
+    """Registers the decorated function as ``zaya::<op>``'s fake kernel, behind the device check."""
+    def register(fn):
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def checked(*args, **kwargs):
+            _check_one_device(op, signature.bind(*args, **kwargs).arguments)
+            return fn(*args, **kwargs)
+
+        torch.library.register_fake(f"zaya::{op}")(checked)
+        return checked
+
+    return register
+
+
+@_fake("rms_norm")
 def _rms_norm_fake(x, weight, eps):
     torch._check(x.dim() == 2, lambda: "rms_norm: x must be 2-D")
     torch._check(weight.shape == (x.shape[1],), lambda: "rms_norm: weight must be [H]")
     return x.new_empty(x.shape, dtype=weight.dtype)
 
 
-@torch.library.register_fake("zaya::residual_scale_rmsnorm")
+@_fake("residual_scale_rmsnorm")
 def _residual_scale_rmsnorm_fake(h, residual, h_bias, h_scale, r_bias, r_scale, norm_weight, eps):
     torch._check(h.dim() == 2 and residual.shape == h.shape, lambda: "h and residual must be [T, H]")
     return (
@@ -26,23 +61,24 @@ def _residual_scale_rmsnorm_fake(h, residual, h_bias, h_scale, r_bias, r_scale, 
     )
 
 
-@torch.library.register_fake("zaya::cca_qkv")
+@_fake("cca_qkv")
 def _cca_qkv_fake(qt, kt, vc, vd, conv_dw_weight, conv_dw_bias, conv_g_weight, conv_g_bias, qk_temp,
                   cos_sin, positions, cu_seqlens, conv_state, value_state, state_indices, k_cache,
                   v_cache, slot_mapping, qk_norm_eps):
     D = k_cache.shape[3]
+    torch._check_value(D > 0, lambda: "cca_qkv: k_cache head dim must be positive")
     torch._check(qt.shape[1] % D == 0, lambda: "qt width must be a multiple of the head dim")
     return qt.new_empty((qt.shape[0], qt.shape[1] // D, D))
 
 
-@torch.library.register_fake("zaya::cca_attention")
+@_fake("cca_attention")
 def _cca_attention_fake(q, k_cache, v_cache, cu_seqlens_q, seqused_k, block_table, scale, max_seqlen_q,
                         max_seqlen_k):
     T, nq, D = q.shape
     return q.new_empty((T, nq * D)), q.new_empty((nq, T), dtype=torch.float32)
 
 
-@torch.library.register_fake("zaya::router")
+@_fake("router")
 def _router_fake(x, prev_state, down_weight, down_bias, states_scale, norm_weight, fc1_weight, fc1_bias,
                  fc2_weight, fc2_bias, out_weight, balancing_biases, eps, return_logits=False):
     T = x.shape[0]
@@ -57,6 +93,6 @@ def _router_fake(x, prev_state, down_weight, down_bias, states_scale, norm_weigh
     )
 
 
-@torch.library.register_fake("zaya::moe_top1")
+@_fake("moe_top1")
 def _moe_top1_fake(x, expert_index, expert_weight, gate_up_proj, down_proj, expert_start=0, expert_end=-1):
     return torch.empty_like(x)

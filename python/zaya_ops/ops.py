@@ -155,8 +155,8 @@ def cca_qkv(
     if qt.shape[1] % D or qt.shape[1] == 0:
         raise ValueError(f"qt width {qt.shape[1]} must be a positive multiple of the head dim {D}")
     nq = qt.shape[1] // D
-    if nq % nkv:
-        raise ValueError(f"query heads ({nq}) must be a multiple of KV heads ({nkv})")
+    if nkv == 0 or nq % nkv:
+        raise ValueError(f"query heads ({nq}) must be a multiple of KV heads ({nkv}, k_cache.shape[2])")
     C = (nq + nkv) * D
     check_tensor("kt", kt, dtypes=(dt,), shape=(T, nkv * D), device=dev)
     check_tensor("vc", vc, dtypes=(dt,), shape=(T, nkv * D // 2), device=dev)
@@ -210,7 +210,8 @@ def cca_attention(
         q: [T, nq, D] param dtype.
         k_cache, v_cache: [num_blocks, block_size, nkv, D] param dtype.
         cu_seqlens_q: [B+1] int32; seqused_k: [B] int32; block_table: [B, max_blocks] int32.
-        scale: softmax scale, default D ** -0.5.
+        scale: softmax scale, default D ** -0.5; a NaN or infinite scale (or one beyond float32's range)
+            is a ValueError.
         max_seqlen_q, max_seqlen_k: upper bounds of n_b and seqused_k (kernels size their grids from
             them, so decode keeps static shapes); default computed from the tensors (a host sync).
     Returns:
@@ -234,6 +235,8 @@ def cca_attention(
     check_tensor("block_table", block_table, dtypes=(torch.int32,), shape=(B, None), device=dev)
     if scale is None:
         scale = D ** -0.5
+    elif not abs(float(scale)) <= torch.finfo(torch.float32).max:  # the kernels take it as a float32
+        raise ValueError(f"scale must be a finite number (in float32's range), got {scale!r}")
     if max_seqlen_q is None:
         max_seqlen_q = int((cu_seqlens_q[1:] - cu_seqlens_q[:-1]).max().item())
     if max_seqlen_k is None:

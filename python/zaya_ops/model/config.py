@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,9 +32,33 @@ DTYPE_NAMES = {
 
 _DEFAULT_ROPE = {"rope_type": "default", "rope_theta": 5_000_000.0, "partial_rotary_factor": 0.5}
 
+#: Size fields: integers (not bools) >= 1.
+_POSITIVE_INTS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                  "head_dim", "num_experts", "moe_intermediate_size", "router_hidden_size",
+                  "max_position_embeddings")
+
 
 def _err(field_name: str, msg: str) -> ValueError:
     return ValueError(f"unsupported ZAYA config: {field_name} {msg}")
+
+
+def _is_int(v: Any) -> bool:
+    """An integer that is not a bool (JSON ``true`` parses as a Python bool, a subclass of int)."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _finite_number(name: str, v: Any) -> float:
+    """``v`` as a float when it is a finite int or float (not a bool, a string or null), else a ValueError
+    naming the field and the value."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise _err(name, f"must be a finite number, got {v!r}")
+    return float(v)
+
+
+def _token_ids_ok(v: Any, many: bool) -> bool:
+    if v is None or _is_int(v):
+        return True
+    return many and isinstance(v, (list, tuple)) and all(_is_int(t) for t in v)
 
 
 @dataclass(frozen=True)
@@ -53,7 +78,11 @@ class ZayaConfig:
     * ``cca_time0``/``cca_time1`` other than 2 (the CCA convolutions have kernel size 2);
     * ``hidden_act`` other than ``"silu"``; a ``quantization_config``;
     * ``num_attention_heads`` not a multiple of ``num_key_value_heads``, an odd or non-positive
-      ``head_dim``, non-positive sizes.
+      ``head_dim``, non-positive sizes;
+    * a value of the wrong JSON type (a size or count that is not an integer, ``true`` included; a
+      ``rms_norm_eps``/``rope_theta``/``partial_rotary_factor`` that is a string, null, NaN or
+      infinite; a flag that is not ``true``/``false``; token ids that are not integers), the message
+      naming the field and the value.
 
     Head dims: any even head dim works with the reference backend; the compiled attention kernels take
     ``head_dim`` in :data:`KERNEL_HEAD_DIMS` (64, 128, 256). Other kernel limits: the router and experts
@@ -89,13 +118,12 @@ class ZayaConfig:
 
     # ------------------------------------------------------------------------------------------
     def __post_init__(self) -> None:
+        self._check_types()
         if isinstance(self.eos_token_id, list):
             object.__setattr__(self, "eos_token_id", tuple(self.eos_token_id))
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                     "num_key_value_heads", "head_dim", "num_experts", "moe_intermediate_size",
-                     "router_hidden_size", "max_position_embeddings"):
+        for name in _POSITIVE_INTS:
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            if v <= 0:
                 raise _err(name, f"must be a positive integer, got {v!r}")
         if self.num_experts_per_tok != 1:
             raise _err("num_experts_per_tok", f"must be 1 (ZAYA1 routes each token to one expert or the skip "
@@ -120,6 +148,30 @@ class ZayaConfig:
             raise _err("rms_norm_eps", f"must be positive, got {self.rms_norm_eps}")
         if self.dtype is not None and self.dtype not in DTYPE_NAMES:
             raise _err("dtype", f"{self.dtype!r} is not one of {sorted(set(DTYPE_NAMES))}")
+
+    def _check_types(self) -> None:
+        """Every field's JSON type (a bool is not an int, a string is not a number), and finite
+        floats, each failure a ValueError naming the field and its value; the float fields become
+        Python floats."""
+        for name in _POSITIVE_INTS + ("num_experts_per_tok", "cca_time0", "cca_time1"):
+            v = getattr(self, name)
+            if not _is_int(v):
+                raise _err(name, f"must be an integer, got {v!r}")
+        for name in ("rms_norm_eps", "rope_theta", "partial_rotary_factor"):
+            object.__setattr__(self, name, _finite_number(name, getattr(self, name)))
+        for name in ("attention_bias", "lm_head_bias", "tie_word_embeddings"):
+            v = getattr(self, name)
+            if not isinstance(v, bool):
+                raise _err(name, f"must be true or false, got {v!r}")
+        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            v = getattr(self, name)
+            if not _token_ids_ok(v, many=name == "eos_token_id"):
+                kind = "an integer, a list of integers or null" if name == "eos_token_id" else "an integer or null"
+                raise _err(name, f"must be {kind}, got {v!r}")
+        if not isinstance(self.hidden_act, str):
+            raise _err("hidden_act", f"must be a string, got {self.hidden_act!r}")
+        if self.dtype is not None and not isinstance(self.dtype, str):
+            raise _err("dtype", f"must be a string or null, got {self.dtype!r}")
 
     # ------------------------------------------------------------------------------------------
     # Derived sizes
@@ -181,11 +233,15 @@ class ZayaConfig:
             raise _err("quantization_config", "is set: quantized checkpoints are not supported")
         layer_types = d.get("layer_types")
         if layer_types is not None:
-            bad = sorted({t for t in layer_types if t != "hybrid"})
+            if not isinstance(layer_types, list):
+                raise _err("layer_types", f"must be a list of strings, got {layer_types!r}")
+            bad = sorted({repr(t) for t in layer_types if t != "hybrid"})
             if bad:
-                raise _err("layer_types", f"contains {bad}: only 'hybrid' (full causal attention) layers are "
-                           f"supported, not sliding-window ('hybrid_sliding') ones")
+                raise _err("layer_types", f"contains {', '.join(bad)}: only 'hybrid' (full causal attention) layers "
+                           f"are supported, not sliding-window ('hybrid_sliding') ones")
             n = d.get("num_hidden_layers", cls.num_hidden_layers)
+            if not _is_int(n):
+                raise _err("num_hidden_layers", f"must be an integer, got {n!r}")
             if len(layer_types) != n:
                 raise _err("layer_types", f"has {len(layer_types)} entries for {n} layers")
         rope = cls._rope_from_dict(d)
@@ -197,8 +253,7 @@ class ZayaConfig:
         known = names | {"rope_parameters", "rope_theta", "partial_rotary_factor", "dtype", "torch_dtype",
                          "rope_scaling"}
         extra = {k: v for k, v in d.items() if k not in known}
-        return cls(rope_theta=float(rope["rope_theta"]),
-                   partial_rotary_factor=float(rope.get("partial_rotary_factor", 1.0)),
+        return cls(rope_theta=rope["rope_theta"], partial_rotary_factor=rope.get("partial_rotary_factor", 1.0),
                    dtype=dtype if isinstance(dtype, str) else None, extra=extra, **kwargs)
 
     @staticmethod
@@ -218,6 +273,8 @@ class ZayaConfig:
             rope = rp["hybrid"]
             if rope is None:
                 raise _err("rope_parameters.hybrid", "is null: the hybrid layers need RoPE parameters")
+            if not isinstance(rope, dict):
+                raise _err("rope_parameters.hybrid", f"must be an object, got {rope!r}")
         else:
             rope = rp
         rope = {**_DEFAULT_ROPE, **rope}

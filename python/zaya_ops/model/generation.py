@@ -4,8 +4,9 @@ temperature/top-k/top-p sampling, stop tokens, ``max_new_tokens`` and a seed."""
 
 from __future__ import annotations
 
+import operator
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -61,11 +62,17 @@ def sample_next(logits: torch.Tensor, *, temperature: float = 0.0, top_k: int = 
     ``softmax(logits / temperature)`` restricted to the ``top_k`` most likely ids (0: all) and to the
     smallest set whose probability reaches ``top_p`` (1.0: all; the most likely id always stays), drawing
     with ``generator``. Returns int64 [B].
+
+    The division runs in fp64 after subtracting each row's maximum, so any positive temperature works:
+    a tiny one (down to the smallest subnormal, 5e-324) makes every id but the most likely ones
+    impossible (``-inf``) instead of overflowing into NaN probabilities; in the limit it samples among
+    the tied maxima, like greedy decoding up to tie-breaking.
     """
     logits = logits.float()
     if temperature == 0:
         return logits.argmax(dim=-1)
-    logits = logits / temperature
+    z = logits.double()
+    logits = ((z - z.amax(dim=-1, keepdim=True)) / temperature).float()
     V = logits.shape[-1]
     if 0 < top_k < V:
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
@@ -80,6 +87,25 @@ def sample_next(logits: torch.Tensor, *, temperature: float = 0.0, top_k: int = 
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     probs = logits.softmax(dim=-1)
     return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+
+def _stop_token_set(stop_tokens) -> set[int]:
+    """``stop_tokens`` (an int or an iterable of ints) as a set; anything else is a TypeError naming it."""
+    def as_id(t) -> int:
+        if isinstance(t, bool) or (isinstance(t, torch.Tensor) and t.dtype == torch.bool):
+            raise TypeError(f"stop_tokens must be an int or an iterable of ints, got the bool {t!r}")
+        try:
+            return operator.index(t)
+        except TypeError:
+            raise TypeError(f"stop_tokens must be an int or an iterable of ints, got {type(t).__name__} "
+                            f"{t!r}") from None
+
+    if isinstance(stop_tokens, (str, bytes, bytearray)):
+        raise TypeError(f"stop_tokens must be an int or an iterable of ints, got {type(stop_tokens).__name__} "
+                        f"{stop_tokens!r} (not split into characters: pass [int(...)])")
+    if isinstance(stop_tokens, Iterable) and not (isinstance(stop_tokens, torch.Tensor) and stop_tokens.dim() == 0):
+        return {as_id(t) for t in stop_tokens}
+    return {as_id(stop_tokens)}
 
 
 def _sync(device: torch.device) -> None:
@@ -99,8 +125,9 @@ def generate(model, prompts, max_new_tokens: int = 32, *, temperature: float = 0
         max_new_tokens: tokens to generate per prompt at most (>= 0).
         temperature: 0 for greedy decoding, > 0 to sample (with ``top_k``, ``top_p``; see
             :func:`sample_next`).
-        stop_tokens: ids that end a sequence (included in its output); default the config's
-            ``eos_token_id``; ``()`` for none.
+        stop_tokens: an id or an iterable of ids (ints, or integer 0-d tensors) that end a sequence
+            (included in its output); default the config's ``eos_token_id``; ``()`` for none. A str or
+            bytes is refused (TypeError), not split into characters.
         seed: seeds the sampling generator (sampling is then reproducible); None uses torch's global RNG.
         block_size: KV-cache block size.
     Returns:
@@ -109,24 +136,20 @@ def generate(model, prompts, max_new_tokens: int = 32, *, temperature: float = 0
     Raises:
         ValueError: bad prompts (empty, ids outside the vocabulary) or arguments, or prompts too long for
         ``max_position_embeddings``.
+        TypeError: ``stop_tokens`` that is not an int or an iterable of ints.
     """
     from .modeling import _as_sequences
 
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
-    if not temperature >= 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if not 0 <= temperature < float("inf"):
+        raise ValueError(f"temperature must be finite and >= 0, got {temperature}")
     if not isinstance(top_k, int) or top_k < 0:
         raise ValueError(f"top_k must be a non-negative integer, got {top_k!r}")
     if not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     seqs = _as_sequences(prompts, model.config.vocab_size, model.device)
-    if stop_tokens is None:
-        stops = set(model.config.eos_token_ids)
-    elif isinstance(stop_tokens, int):
-        stops = {stop_tokens}
-    else:
-        stops = {int(t) for t in stop_tokens}
+    stops = set(model.config.eos_token_ids) if stop_tokens is None else _stop_token_set(stop_tokens)
     lens = [int(s.numel()) for s in seqs]
     B = len(seqs)
     out = GenerationOutput(tokens=[[] for _ in range(B)], finish_reasons=["length"] * B, prompt_lens=lens,

@@ -8,6 +8,7 @@ A checkpoint directory holds ``config.json`` and either ``model.safetensors`` or
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -35,7 +36,42 @@ PROGRESS_MIN_BYTES = 256 << 20
 
 
 class CheckpointError(ValueError):
-    """A checkpoint does not fit the config: missing, unexpected or mis-shaped tensors (all named)."""
+    """A checkpoint is unusable: missing, unexpected, mis-shaped or non-floating tensors (all named), a
+    shard outside the checkpoint directory, or a file that is not valid safetensors (named)."""
+
+
+#: safetensors dtypes that load into the (floating-point) weights; integer, bool, complex and
+#: scale-only (F8_E8M0) tensors are refused.
+_FLOAT_STORED = ("F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2")
+
+
+@contextlib.contextmanager
+def _safetensors(path: str):
+    """``safe_open(path)`` on the CPU, a corrupt, truncated or unreadable file raising a CheckpointError
+    that names it (safetensors' own errors do not)."""
+    import safetensors
+    from safetensors import safe_open
+
+    errors = (getattr(safetensors, "SafetensorError", RuntimeError), OSError)
+    try:
+        with safe_open(path, framework="pt", device="cpu") as f:
+            yield f
+    except errors as exc:
+        raise CheckpointError(f"{path} is not a valid safetensors file (corrupt or truncated?): {exc}") from exc
+
+
+def _inside_checkpoint(directory: str, path: str, what: str) -> str:
+    """``path`` if it resolves (symlinks followed) inside ``directory``, else a CheckpointError. The one
+    exception is the Hugging Face hub cache, whose ``snapshots/<revision>/`` files are links into the
+    repository's ``blobs/``."""
+    real_dir, real = os.path.realpath(directory), os.path.realpath(path)
+    roots = [real_dir]
+    parent = os.path.dirname(real_dir)
+    if os.path.basename(parent) == "snapshots":
+        roots.append(os.path.join(os.path.dirname(parent), "blobs"))
+    if not any(os.path.commonpath([real, root]) == root for root in roots):
+        raise CheckpointError(f"{what}: {path} resolves to {real}, outside the checkpoint directory {directory}")
+    return path
 
 
 def _layer_shapes(cfg: ZayaConfig, i: int) -> dict[str, tuple[int, ...]]:
@@ -108,7 +144,10 @@ def checkpoint_tensor_files(directory: str | os.PathLike) -> dict[str, str]:
     """Map each tensor name of the checkpoint in ``directory`` to the safetensors file holding it.
 
     Uses ``model.safetensors.index.json`` when present (sharded), else ``model.safetensors``. Raises
-    FileNotFoundError when neither exists (naming what the directory holds) or a listed shard is missing.
+    FileNotFoundError when neither exists (naming what the directory holds) or a listed shard is missing,
+    and CheckpointError for an index entry that is not a plain relative file name (absolute, ``..``) or a
+    weight file that resolves outside the directory through a symlink (the Hugging Face hub cache's links
+    from ``snapshots/<revision>/`` into ``blobs/`` are allowed), or a file that is not valid safetensors.
     """
     directory = os.fspath(directory)
     index = os.path.join(directory, INDEX_FILE)
@@ -119,17 +158,23 @@ def checkpoint_tensor_files(directory: str | os.PathLike) -> dict[str, str]:
                 weight_map = json.load(f)["weight_map"]
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
                 raise CheckpointError(f"{index}: not a safetensors index with a weight_map ({exc})") from exc
+        if not isinstance(weight_map, dict):
+            raise CheckpointError(f"{index}: weight_map must map tensor names to file names, got {weight_map!r}")
         files = {}
         for name, shard in weight_map.items():
+            what = f"{index} lists {name!r} in {shard!r}"
+            if (not isinstance(shard, str) or not shard or os.path.isabs(shard)
+                    or ".." in shard.replace("\\", "/").split("/")):
+                raise CheckpointError(f"{what}: shards must be files of the checkpoint directory, named relative "
+                                      f"to it (no absolute path, no '..')")
             path = os.path.join(directory, shard)
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"{index} lists {name!r} in {shard}, which does not exist")
-            files[name] = path
+            files[name] = _inside_checkpoint(directory, path, what)
         return files
     if os.path.isfile(single):
-        from safetensors import safe_open
-
-        with safe_open(single, framework="pt") as f:
+        _inside_checkpoint(directory, single, SINGLE_FILE)
+        with _safetensors(single) as f:
             return {name: single for name in f.keys()}
     have = sorted(os.listdir(directory)) if os.path.isdir(directory) else []
     hint = " (PyTorch .bin checkpoints are not supported: convert them to safetensors)" if any(
@@ -152,15 +197,15 @@ def load_tensors_into(
 ) -> None:
     """Copy each checkpoint tensor of ``directory`` into ``targets[name]`` (converting dtype and device).
 
-    First every name and shape is checked against ``targets`` from the safetensors headers alone; a
-    ``CheckpointError`` then lists all missing, unexpected and mis-shaped tensors, and nothing is read.
+    First every name, shape and stored dtype is checked against ``targets`` from the safetensors headers
+    alone; a ``CheckpointError`` then lists all missing, unexpected, mis-shaped and non-floating (integer,
+    bool: they would convert silently) tensors, and nothing is read. A corrupt or truncated file raises a
+    ``CheckpointError`` naming it.
     Then each file is memory-mapped (``safe_open``) and its tensors are copied one at a time, so host
     memory holds at most one tensor beyond the destinations. ``ignore``: names that may be present and
     are skipped (e.g. a tied ``lm_head.weight``). ``progress``: a tqdm bar (default: for checkpoints of
     256 MiB or more).
     """
-    from safetensors import safe_open
-
     files = checkpoint_tensor_files(directory)
     ignore = set(ignore)
     by_file: dict[str, list[str]] = {}
@@ -168,10 +213,11 @@ def load_tensors_into(
         by_file.setdefault(path, []).append(name)
 
     shapes: dict[str, tuple[int, ...]] = {}
+    dtypes: dict[str, str] = {}
     nbytes = 0
     absent_in_shard = []
     for path, names in by_file.items():
-        with safe_open(path, framework="pt") as f:
+        with _safetensors(path) as f:
             keys = set(f.keys())
             for name in names:
                 if name not in keys:
@@ -179,11 +225,13 @@ def load_tensors_into(
                     continue
                 sl = f.get_slice(name)
                 shapes[name] = tuple(sl.get_shape())
-                nbytes += math.prod(shapes[name]) * _DTYPE_BYTES.get(sl.get_dtype(), 4)
+                dtypes[name] = sl.get_dtype()
+                nbytes += math.prod(shapes[name]) * _DTYPE_BYTES.get(dtypes[name], 4)
     missing = [n for n in targets if n not in shapes]
     unexpected = [n for n in shapes if n not in targets and n not in ignore]
     misshaped = [f"{n} (expected {list(targets[n].shape)}, got {list(shapes[n])})"
                  for n in targets if n in shapes and tuple(targets[n].shape) != shapes[n]]
+    not_float = [f"{n} ({dtypes[n]})" for n in targets if n in dtypes and dtypes[n] not in _FLOAT_STORED]
     problems = []
     if absent_in_shard:
         problems.append(f"listed by the index but absent from their shard: {_fmt(absent_in_shard)}")
@@ -193,6 +241,9 @@ def load_tensors_into(
         problems.append(f"unexpected tensors: {_fmt(unexpected)}")
     if misshaped:
         problems.append(f"mis-shaped tensors: {_fmt(misshaped)}")
+    if not_float:
+        problems.append(f"tensors stored with a non-floating dtype (the weights are floating point): "
+                        f"{_fmt(not_float)}")
     if problems:
         raise CheckpointError(f"checkpoint {os.fspath(directory)} does not match its config: " + "; ".join(problems))
 
@@ -206,7 +257,7 @@ def load_tensors_into(
     try:
         with torch.no_grad():
             for path, names in by_file.items():
-                with safe_open(path, framework="pt", device="cpu") as f:
+                with _safetensors(path) as f:
                     for name in names:
                         if name not in targets:
                             continue
