@@ -4,6 +4,7 @@
 // checks from silently rotting: a checker that stopped firing would let kernel bugs through.
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -133,7 +134,35 @@ __global__ void divergent_shuffle_kernel(float* out) {
   out[threadIdx.x] = v;
 }
 
+#if defined(ZAYA_SMEM_OPT_IN)
+// Touches all of a 64 KiB dynamic shared-memory block.
+__global__ void big_smem_kernel(int* out) {
+  unsigned char* smem = vendor::dynamic_smem<unsigned char>();
+  for (int i = static_cast<int>(threadIdx.x); i < 64 * 1024; i += 64) smem[i] = 1;
+  __syncthreads();
+  if (threadIdx.x == 0) out[0] = smem[64 * 1024 - 1];
+}
+
+// Above 48 KiB the emulated driver demands the kernel's opt-in, as CUDA does: a launch that bypasses
+// vendor::launch's opt-in fails, one through it runs.
+std::string run_smem_opt_in() {
+  int out = 0;
+  auto call = [&] { big_smem_kernel(&out); };
+  using Call = decltype(call);
+  const void* id = reinterpret_cast<const void*>(&big_smem_kernel);
+  emu::reset_driver_state();
+  vendor::reset_launch_caches();
+  const char* e = emu::launch(dim3(1), dim3(64), 64 * 1024, [](void* c) { (*static_cast<Call*>(c))(); }, &call, id);
+  if (e == nullptr || std::strstr(e, "opt-in") == nullptr) return "a 64 KiB launch without the opt-in was not refused";
+  if (const char* err = vendor::launch(&big_smem_kernel, dim3(1), dim3(64), 64 * 1024, nullptr, &out)) return err;
+  return out == 1 ? "" : "the 64 KiB kernel did not run";
+}
+#endif
+
 std::string run(const std::string& name) {
+#if defined(ZAYA_SMEM_OPT_IN)
+  if (name == "smem_opt_in") return run_smem_opt_in();
+#endif
   if (name == "divergent_shuffle") {
     std::vector<float> out(64);
     const char* e = vendor::launch(&divergent_shuffle_kernel, dim3(1), dim3(64), 0, nullptr, out.data());
@@ -159,3 +188,11 @@ std::string run(const std::string& name) {
 
 std::string zaya_emu_selftest(const std::string& name) { return zaya::emu_selftest::run(name); }
 int64_t zaya_emu_launches() { return zaya::emu::launch_count().load(); }
+
+void zaya_emu_reset_runtime_caches() {
+  zaya::vendor::reset_launch_caches();
+  zaya::emu::reset_driver_state();
+#if defined(ZAYA_HAVE_TMA_SOURCE)
+  zaya::tma::reset_map_cache();
+#endif
+}
