@@ -6,10 +6,16 @@ NotImplementedError), ``"auto"`` each op's kernel when it exists for the device 
 the kernels' limits), else the reference. Whether a kernel exists is learnt from the first call of the op
 on a (device type, dtype): a missing kernel raises NotImplementedError before touching its arguments, and
 the answer is remembered for the process.
+
+The callers (the model, the transformers integration) make their index metadata themselves and validate
+it there (``ZayaCache.validate_batch``, once per change of batch; the integration builds it from aranges),
+so kernel calls pass ``_prevalidated=True`` and skip the wrappers' per-call index check, which would read
+values on the host: a decode step makes no device-to-host sync.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -23,6 +29,13 @@ __all__ = ["OP_NAMES", "BACKENDS", "OpBackend"]
 OP_NAMES = ("rms_norm", "residual_scale_rmsnorm", "cca_qkv", "cca_attention", "router", "moe_top1")
 BACKENDS = ("auto", "ops", "reference")
 _ATTENTION_OPS = ("cca_qkv", "cca_attention")
+_INDEX_OPS = ("cca_qkv", "cca_attention", "moe_top1")  # the wrappers that check index values
+
+
+def _kernel(name: str) -> Callable:
+    """Op ``name``'s wrapper (compiled kernel), without its index check for the ops that have one."""
+    fn = getattr(_ops, name)
+    return functools.partial(fn, _prevalidated=True) if name in _INDEX_OPS else fn
 
 # (op, device type, dtype) -> whether the compiled kernel exists; shared by all models of the process.
 _KERNEL_EXISTS: dict[tuple[str, str, torch.dtype], bool] = {}
@@ -52,14 +65,14 @@ class OpBackend:
             for name in _ATTENTION_OPS:
                 self._static_ref[name] = f"head_dim {head_dim} outside the kernels' {KERNEL_HEAD_DIMS}"
         self.ran: dict[str, str] = {}  # op -> "kernel" | "reference", of the calls made so far
-        self._fns: dict[str, Callable] = {}
+        self._fns: dict[str, tuple[Callable, str]] = {}  # op -> (function, "kernel" | "reference")
         for name in OP_NAMES:
             # A model-specific reason for the reference (head dim) wins over what another model learnt
             # about the kernel's existence for this device and dtype.
             if backend == "reference" or name in self._static_ref or self._known(name) is False:
-                self._fns[name] = getattr(_reference, name)
+                self._fns[name] = (getattr(_reference, name), "reference")
             elif backend == "ops" or self._known(name) is True:
-                self._fns[name] = getattr(_ops, name)
+                self._fns[name] = (_kernel(name), "kernel")
 
     def _key(self, name: str) -> tuple[str, str, torch.dtype]:
         return (name, self.device.type, self.dtype)
@@ -69,21 +82,22 @@ class OpBackend:
 
     def __call__(self, name: str, *args, **kwargs):
         """Run op ``name`` with the wrapper's arguments."""
-        fn = self._fns.get(name)
-        if fn is not None:
+        chosen = self._fns.get(name)
+        if chosen is not None:
+            fn, how = chosen
             if name not in self.ran:
-                self.ran[name] = "kernel" if fn is getattr(_ops, name) else "reference"
+                self.ran[name] = how
             return fn(*args, **kwargs)
         # "auto", first call of this op on this device/dtype: try the kernel.
         try:
-            out = getattr(_ops, name)(*args, **kwargs)
+            out = _kernel(name)(*args, **kwargs)
         except NotImplementedError:
             _KERNEL_EXISTS[self._key(name)] = False
-            self._fns[name] = getattr(_reference, name)
+            self._fns[name] = (getattr(_reference, name), "reference")
             self.ran[name] = "reference"
-            return self._fns[name](*args, **kwargs)
+            return self._fns[name][0](*args, **kwargs)
         _KERNEL_EXISTS[self._key(name)] = True
-        self._fns[name] = getattr(_ops, name)
+        self._fns[name] = (_kernel(name), "kernel")
         self.ran[name] = "kernel"
         return out
 
