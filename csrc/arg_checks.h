@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "kernels/runtime_state.h"
+
 namespace zaya::checks {
 
 inline std::string dtype_name(at::ScalarType s) {
@@ -87,9 +89,12 @@ inline void check_eps(const char* op, double eps) {
   TORCH_CHECK_VALUE(eps > 0.0 && std::isfinite(eps), op, ": eps must be a positive finite number, got ", eps);
 }
 
-// The values of a small int32/int64 index tensor, row-major, as int64 (a device tensor is copied to
-// the host first: a synchronising read, so GPU glue calls it only outside graph capture).
+// The values of a small int32/int64 index tensor, row-major, as int64 (a device tensor would be copied
+// to the host first: a synchronising read, which is why only the CPU kernels call it; the GPU glue
+// never does, see csrc/gpu/glue.h). Every C++ host read of tensor values goes through here and is
+// counted (runtime::counters().host_reads, exposed by the modules for tests).
 inline std::vector<int64_t> host_ints(const at::Tensor& t) {
+  runtime::count(runtime::counters().host_reads);
   auto c = t.cpu().contiguous();
   std::vector<int64_t> out(c.numel());
   if (c.scalar_type() == at::kInt) {

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "runtime_py.h"
+
 namespace py = pybind11;
 
 namespace {
@@ -54,4 +56,5 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "zaya_ops compiled library: op schemas and kernels (see torch.ops.zaya)";
   m.def("build_info", &build_info,
         "Backends compiled, CUDA/HIP arch lists and the torch version this build was made against.");
+  zaya::runtime::bind_runtime(m, "_");  // _runtime_counters, _set_hopper_paths (tests, benchmarks)
 }

@@ -1,8 +1,8 @@
-// Argument rules of zaya::cca_attention (and the index-tensor helpers of the CCA ops), shared by the CPU
-// kernel (csrc/cpu/) and the CUDA/HIP/emulator glue (csrc/gpu/). The caller checks that q is on its
-// backend's device; every other tensor must sit on the same device. Index values are read on the host
-// (a device-to-host copy for GPU tensors): the GPU glue skips that part while a CUDA graph is being
-// captured (see csrc/gpu/cca_attention.cpp).
+// Argument rules of zaya::cca_attention (and the index-tensor helpers of the CCA ops): the shapes are
+// shared by the CPU kernel (csrc/cpu/) and the CUDA/HIP/emulator glue (csrc/gpu/); the index values
+// are read on the host by the CPU kernel only (the GPU glue never reads them, see csrc/gpu/glue.h; the
+// Python wrappers check them for direct GPU calls, python/zaya_ops/_index_checks.py, same messages).
+// The caller checks that q is on its backend's device; every other tensor must sit on the same device.
 #pragma once
 
 #include <ATen/ATen.h>

@@ -1,7 +1,8 @@
-// Argument rules of zaya::cca_qkv, shared by the CPU kernel (csrc/cpu/cca_qkv.cpp) and the CUDA/HIP
-// glue (csrc/gpu/cca_qkv.cpp): shapes, dtypes and devices (cheap, metadata only), and the values of
-// the index tensors (read on the host: the GPU glue skips them while a CUDA graph is being captured,
-// and its kernel then ignores out-of-range indices instead of following them).
+// Argument rules of zaya::cca_qkv: shapes, dtypes and devices (cheap, metadata only), shared by the CPU
+// kernel (csrc/cpu/cca_qkv.cpp) and the CUDA/HIP glue (csrc/gpu/cca_qkv.cpp); and the values of the
+// index tensors, read on the host by the CPU kernel only (the GPU glue never reads them, see
+// csrc/gpu/glue.h: the Python wrappers check them for direct GPU calls with the same messages, and the
+// kernel ignores out-of-range indices instead of following them).
 #pragma once
 
 #include <cmath>

@@ -1,6 +1,7 @@
 // Argument rules of zaya::moe_top1, shared by the CPU kernel (csrc/cpu/moe_top1.cpp) and the GPU glue
 // (csrc/gpu/moe_top1.cpp): dtypes, shapes, devices and the expert range. The per-entry range of
-// expert_index (0..E) is checked by each backend where it reads the indices.
+// expert_index (0..E) is checked by the CPU kernel where it reads the indices and by the Python wrapper
+// for direct GPU calls; the GPU kernels treat an out-of-range entry as the skip class.
 #pragma once
 
 #include "arg_checks.h"

@@ -36,8 +36,9 @@ def _hopper_gpu() -> bool:
     return torch.cuda.is_available() and torch.version.hip is None and torch.cuda.get_device_capability()[0] == 9
 
 
-# The Hopper (wgmma) kernels, opt-in through ZAYA_WGMMA=1 (csrc/kernels/wgmma.cuh): on the 32-lane
-# emulator always, on a real GPU when it is a Hopper. Tests of ops that have such kernels add these.
+# The Hopper (wgmma) kernels, opt-in (csrc/kernels/wgmma.cuh; tests flip the switch
+# zaya_ops._library.hopper_paths, since the launchers read ZAYA_WGMMA only once per process): on the
+# 32-lane emulator always, on a real GPU when it is a Hopper. Tests of ops that have such kernels add these.
 HOPPER_TARGETS = (["cuda-wgmma"] if _hopper_gpu() else []) + (["emu32-wgmma"] if "emu32" in EMULATORS else [])
 
 
@@ -58,12 +59,12 @@ def _register_emulator_fakes(ns: str) -> None:
 
 def use_target(target: str, monkeypatch) -> str:
     """Route the zaya_ops wrappers to ``target``'s kernels; returns the torch device for its tensors.
-    A "-wgmma" suffix selects the Hopper kernels (ZAYA_WGMMA=1), see HOPPER_TARGETS."""
-    if target.endswith("-wgmma"):
-        monkeypatch.setenv("ZAYA_WGMMA", "1")
-        target = target[: -len("-wgmma")]
-    else:
-        monkeypatch.delenv("ZAYA_WGMMA", raising=False)
+    A "-wgmma" suffix selects the Hopper kernels (the switch zaya_ops._library.hopper_paths, restored
+    after the test), see HOPPER_TARGETS; other targets run with them off."""
+    from zaya_ops._library import hopper_paths
+
+    monkeypatch.setattr(hopper_paths, "state", target.endswith("-wgmma"))
+    target = target.removesuffix("-wgmma")
     if target.startswith("emu"):
         import zaya_ops.ops
 

@@ -294,18 +294,17 @@ def test_router_near_tie_is_not_a_mismatch():
     assert not bench.check("x", case, (idx, w, st, lg, cnt3), ref)[2]  # counts of other choices
 
 
-def test_with_env_sets_and_restores(monkeypatch):
-    """The zaya-wgmma provider's wrapper: the variable is set during each call only."""
-    import os
+def test_with_hopper_paths_sets_and_restores(monkeypatch):
+    """The zaya-wgmma provider's wrapper: the Hopper switch is on during each call only."""
+    from zaya_ops._library import hopper_paths
+    from zaya_ops.bench.cases import hopper_gpu, with_hopper_paths
 
-    from zaya_ops.bench.cases import hopper_gpu, with_env
-
-    monkeypatch.delenv("ZAYA_WGMMA", raising=False)
+    monkeypatch.setattr(hopper_paths, "state", None)
     seen = []
-    fn = with_env(lambda: seen.append(os.environ.get("ZAYA_WGMMA")), "ZAYA_WGMMA", "1")
+    fn = with_hopper_paths(lambda: seen.append(hopper_paths.state))
     fn()
-    assert seen == ["1"] and "ZAYA_WGMMA" not in os.environ
-    monkeypatch.setenv("ZAYA_WGMMA", "0")
+    assert seen == [True] and hopper_paths.state is None
+    hopper_paths.state = False
     fn()
-    assert seen == ["1", "1"] and os.environ["ZAYA_WGMMA"] == "0"
+    assert seen == [True, True] and hopper_paths.state is False
     assert not hopper_gpu(torch.device("cpu"))

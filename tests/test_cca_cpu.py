@@ -471,27 +471,49 @@ def test_opcheck_samples(dt):
 # --- bad inputs: the C++ checks name the argument (called through torch.ops, past the wrappers) ----------
 
 def _qkv_bad(change):
-    kw = samples.cca_qkv_args()  # seq_lens (5, 1, 11), 4 state slots, 4 blocks of 8
+    kw = samples.cca_qkv_args()  # seq_lens (5, 1, 11), 4 state slots, 5 blocks of 8
     kw.update(change(kw))
     torch.ops.zaya.cca_qkv(*samples.to_op_args("cca_qkv", kw))
 
 
 i32 = lambda *v: torch.tensor(v, dtype=torch.int32)  # noqa: E731
 
+# Bad index values of cca_qkv: named by the wrapper on every target and by the CPU kernel's C++ checks
+# (the GPU glue never reads index values), in the same words.
+QKV_BAD_INDICES = [
+    (lambda k: {"cu_seqlens": i32(0, 6, 5, 17)}, r"cu_seqlens must be non-decreasing, but cu_seqlens\[2\] = 5"),
+    (lambda k: {"cu_seqlens": i32(0, 5, 6, 18)}, r"cu_seqlens\[-1\] must equal the number of tokens 17, got 18"),
+    (lambda k: {"cu_seqlens": i32(1, 5, 6, 17)}, r"cu_seqlens\[0\] must be 0, got 1"),
+    (lambda k: {"state_indices": i32(3, 4, 1)}, r"state_indices\[1\] = 4 is outside the 4 state slots"),
+    (lambda k: {"state_indices": i32(-1, 2, 1)}, r"state_indices\[0\] = -1 is outside"),
+    (lambda k: {"state_indices": i32(2, 1, 2)}, r"state_indices\[2\] = 2 is the slot of an earlier sequence"),
+    (lambda k: {"state_indices": i32(2, 2, 1), "cu_seqlens": i32(0, 5, 5, 17)}, None),  # empty sequences may share
+    (lambda k: {"slot_mapping": k["slot_mapping"].index_fill(0, torch.tensor([4]), 40)},
+     r"slot_mapping\[4\] = 40 is outside the cache \(5 blocks of 8 slots; -1 skips\)"),
+    (lambda k: {"slot_mapping": k["slot_mapping"].index_fill(0, torch.tensor([0]), -2)}, r"slot_mapping\[0\] = -2"),
+    (lambda k: {"positions": k["positions"].index_fill(0, torch.tensor([3]), 64)},
+     r"positions\[3\] = 64 is outside the 64 rows of cos_sin"),
+]
+
+
+@pytest.mark.parametrize("change,match", QKV_BAD_INDICES, ids=[f"idx-{i}" for i in range(len(QKV_BAD_INDICES))])
+def test_qkv_bad_indices_name_the_argument(change, match):
+    """On the CPU: the wrapper's check and the kernel's own (past the wrapper) raise the same message."""
+    kw = samples.cca_qkv_args()
+    kw.update(change(kw))
+    if match is None:  # valid: both run
+        ops.cca_qkv(**samples.clone_args(kw))
+        torch.ops.zaya.cca_qkv(*samples.to_op_args("cca_qkv", kw))
+        return
+    with pytest.raises(ValueError, match=match) as wrapper:
+        ops.cca_qkv(**kw)
+    with pytest.raises(ValueError) as kernel:
+        torch.ops.zaya.cca_qkv(*samples.to_op_args("cca_qkv", kw))
+    assert str(wrapper.value) in str(kernel.value)
+
+
 BAD = [
-    (_qkv_bad, lambda k: {"cu_seqlens": i32(0, 6, 5, 17)}, ValueError, r"cu_seqlens must be non-decreasing"),
-    (_qkv_bad, lambda k: {"cu_seqlens": i32(0, 5, 6, 18)}, ValueError, r"cu_seqlens\[-1\] must equal"),
-    (_qkv_bad, lambda k: {"cu_seqlens": i32(1, 5, 6, 17)}, ValueError, r"cu_seqlens\[0\] must be 0"),
     (_qkv_bad, lambda k: {"cu_seqlens": k["cu_seqlens"].long()}, TypeError, r"cu_seqlens must have dtype"),
-    (_qkv_bad, lambda k: {"state_indices": i32(3, 4, 1)}, ValueError, r"state_indices\[1\] = 4 is outside"),
-    (_qkv_bad, lambda k: {"state_indices": i32(-1, 2, 1)}, ValueError, r"state_indices\[0\] = -1 is outside"),
-    (_qkv_bad, lambda k: {"state_indices": i32(2, 1, 2)}, ValueError, r"state_indices\[2\] = 2 is the slot of"),
-    (_qkv_bad, lambda k: {"slot_mapping": k["slot_mapping"].index_fill(0, torch.tensor([4]), 40)}, ValueError,
-     r"slot_mapping\[4\] = 40 is outside the cache"),
-    (_qkv_bad, lambda k: {"slot_mapping": k["slot_mapping"].index_fill(0, torch.tensor([0]), -2)}, ValueError,
-     r"slot_mapping\[0\] = -2"),
-    (_qkv_bad, lambda k: {"positions": k["positions"].index_fill(0, torch.tensor([3]), 64)}, ValueError,
-     r"positions\[3\] = 64 is outside"),
     (_qkv_bad, lambda k: {"qt": k["qt"][:, :96]}, ValueError, r"query heads \(3\) must be a multiple of KV heads"),
     (_qkv_bad, lambda k: {"k_cache": k["k_cache"][..., :31], "v_cache": k["v_cache"][..., :31]}, ValueError,
      r"head dim must be even"),
@@ -508,32 +530,54 @@ def test_bad_inputs_name_the_argument(call, change, exc, match):
         call(change)
 
 
-def _attn_bad(change, device):
-    """A direct op call (past the wrapper) on the kernel target; head dim 64 so that the GPU kernel
-    supports the shapes and reaches its index checks."""
+def _attn_args(change, device):
+    """The sample (head dim 64, so that the GPU kernel supports the shapes) with `change` applied."""
     kw = samples.cca_attention_args(samples.SampleShape(head_dim=64))  # seq_lens (5, 1, 11) after 0, 3, 6 cached
     kw.update(change(kw))
-    kw = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
-    ops._OPS.cca_attention(*samples.to_op_args("cca_attention", kw))
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
+
+
+def _attn_bad(change, device):
+    """A direct op call (past the wrapper) on the kernel target: the C++ checks of shapes and dtypes."""
+    ops._OPS.cca_attention(*samples.to_op_args("cca_attention", _attn_args(change, device)))
+
+
+# Bad index values: the wrapper names them on every target (the GPU glue never reads index values; the
+# CPU kernel's own C++ checks say the same, past the wrapper).
+ATTN_BAD_INDICES = [
+    (lambda k: {"block_table": k["block_table"].index_fill(1, torch.tensor([0]), 99)},
+     r"block_table\[0, 0\] = 99 is outside the cache's \d+ blocks"),
+    (lambda k: {"seqused_k": i32(5, 0, 17)}, r"seqused_k\[1\] = 0 is smaller than the sequence's 1 new queries"),
+    (lambda k: {"seqused_k": i32(5, 4, 100)}, r"seqused_k\[2\] = 100 exceeds the block_table capacity"),
+    (lambda k: {"cu_seqlens_q": i32(0, 5, 4, 17)},
+     r"cu_seqlens_q must be non-decreasing, but cu_seqlens_q\[2\] = 4 < cu_seqlens_q\[1\] = 5"),
+    (lambda k: {"cu_seqlens_q": i32(1, 5, 6, 17)}, r"cu_seqlens_q\[0\] must be 0, got 1"),
+    (lambda k: {"cu_seqlens_q": i32(0, 5, 6, 16)}, r"cu_seqlens_q\[-1\] must equal the number of tokens 17, got 16"),
+    (lambda k: {"max_seqlen_q": 3}, r"max_seqlen_q = 3 is smaller than the longest query run \(11\)"),
+    (lambda k: {"max_seqlen_k": 3}, r"max_seqlen_k = 3 is smaller than the longest seqused_k \(17\)"),
+    (lambda k: {"k_cache": k["k_cache"][:3], "v_cache": k["v_cache"][:3]},
+     r"block_table\[\d+, \d+\] = \d+ is outside the cache's 3 blocks"),
+    (lambda k: {"block_table": k["block_table"].index_fill(1, torch.tensor([1]), -1)},
+     r"block_table\[\d, 1\] = -1 is outside the cache"),
+]
+
+
+@pytest.mark.parametrize("change,match", ATTN_BAD_INDICES, ids=[f"idx-{i}" for i in range(len(ATTN_BAD_INDICES))])
+def test_attention_bad_indices_name_the_argument(change, match, target):
+    with pytest.raises(ValueError, match=match) as wrapper:
+        ops.cca_attention(**_attn_args(change, target[1]))
+    if target[0] == "cpu":  # the CPU kernel's C++ check, past the wrapper: the same words
+        with pytest.raises(ValueError) as kernel:
+            _attn_bad(change, "cpu")
+        assert str(wrapper.value) in str(kernel.value)
 
 
 ATTN_BAD = [
-    (lambda k: {"block_table": k["block_table"].index_fill(1, torch.tensor([0]), 99)}, ValueError,
-     r"block_table\[0, 0\] = 99 is outside the cache"),
-    (lambda k: {"seqused_k": i32(5, 0, 17)}, ValueError, r"seqused_k\[1\] = 0 is smaller than"),
-    (lambda k: {"seqused_k": i32(5, 4, 100)}, ValueError, r"seqused_k\[2\] = 100 exceeds the block_table"),
-    (lambda k: {"cu_seqlens_q": i32(0, 5, 4, 17)}, ValueError, r"cu_seqlens_q must be non-decreasing"),
-    (lambda k: {"max_seqlen_q": 3}, ValueError, r"max_seqlen_q = 3 is smaller"),
-    (lambda k: {"max_seqlen_k": 3}, ValueError, r"max_seqlen_k = 3 is smaller"),
     (lambda k: {"q": k["q"][:, :3]}, ValueError, r"q heads \(3\) must be a multiple of k_cache heads"),
     (lambda k: {"block_table": k["block_table"].long()}, TypeError, r"block_table must have dtype"),
     (lambda k: {"k_cache": k["k_cache"][..., :32], "v_cache": k["v_cache"][..., :32]}, ValueError,
      r"k_cache head dim 32 must equal q's head dim 64"),
     (lambda k: {"v_cache": k["v_cache"][:, :4]}, ValueError, r"v_cache must have shape"),
-    (lambda k: {"k_cache": k["k_cache"][:3], "v_cache": k["v_cache"][:3]}, ValueError,
-     r"block_table\[\d+, \d+\] = \d+ is outside the cache's 3 blocks"),
-    (lambda k: {"block_table": k["block_table"].index_fill(1, torch.tensor([1]), -1)}, ValueError,
-     r"block_table\[\d, 1\] = -1 is outside the cache"),
     (lambda k: {"v_cache": k["v_cache"].half()}, TypeError, r"v_cache must have dtype bfloat16"),
     (lambda k: {"scale": float("nan")}, ValueError, r"scale must be a finite number \(in float32's range\), got nan"),
     (lambda k: {"scale": float("inf")}, ValueError, r"scale must be a finite number .*, got inf"),

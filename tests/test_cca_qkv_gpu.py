@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from conftest import KERNEL_TARGETS, use_target
-from test_cca_cpu import (BAD, HEADS, _qkv_bad, assert_rounded_close, check_qkv, check_strided_qkv, qkv_args,
-                          rope_table)
+from test_cca_cpu import (BAD, HEADS, QKV_BAD_INDICES, _qkv_bad, assert_rounded_close, check_qkv, check_strided_qkv,
+                          qkv_args, rope_table)
 from zaya_ops import ops, samples
 
 GPU_TARGETS = [t for t in KERNEL_TARGETS if t != "cpu"]
@@ -178,10 +178,22 @@ QKV_BAD += [(_qkv_bad, lambda k: {"conv_state": k["conv_state"][:, :-1]}, ValueE
             (_qkv_bad, lambda k: {"cu_seqlens": k["cu_seqlens"][:1]}, ValueError, r"cu_seqlens must be 1-D and hold")]
 
 
+@pytest.mark.parametrize("change,match", QKV_BAD_INDICES, ids=[f"idx{i}" for i in range(len(QKV_BAD_INDICES))])
+def test_bad_indices_name_the_argument(gpu_device, change, match):
+    """Bad index values: the wrapper names them (the GPU glue never reads index values on the host)."""
+    kw = on(samples.cca_qkv_args(), gpu_device)
+    kw.update(on(change(kw), gpu_device))
+    if match is None:
+        ops.cca_qkv(**kw)
+    else:
+        with pytest.raises(ValueError, match=match):
+            ops.cca_qkv(**kw)
+
+
 @pytest.mark.parametrize("target", GPU_TARGETS)
 @pytest.mark.parametrize("call,change,exc,match", QKV_BAD, ids=[f"bad{i}" for i in range(len(QKV_BAD))])
 def test_bad_inputs_name_the_argument(target, monkeypatch, call, change, exc, match):
-    """The C++ checks of the GPU glue, called past the wrappers (the index values are read on the host)."""
+    """The C++ checks of the GPU glue (dtypes, shapes), called past the wrappers."""
     device = use_target(target, monkeypatch)
     lib = torch.ops.zaya if target == "cuda" else getattr(torch.ops, "zaya_" + target)
     monkeypatch.setattr(torch.ops, "zaya", lib)  # _qkv_bad calls torch.ops.zaya.cca_qkv

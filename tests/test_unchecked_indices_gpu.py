@@ -1,5 +1,7 @@
-"""The GPU kernels' own guards on index values, which stand alone during CUDA-graph capture (and with
-ZAYA_CHECK_INDICES=0), when the glue cannot read index tensors on the host to validate them.
+"""The GPU kernels' own guards on index values. The GPU glue never reads index values on the host (no
+device sync per call): the wrappers validate direct calls (python/zaya_ops/_index_checks.py) and the
+model its metadata; the guards stand alone for raw torch.ops.zaya calls, during CUDA-graph capture and
+with ZAYA_CHECK_INDICES=0.
 
 Documented behaviour (csrc/gpu/glue.h and each kernel): nothing outside the caches, tables or
 activations is read or written; moe_top1 treats an out-of-range expert index as the skip class (zero
@@ -40,6 +42,18 @@ def test_checked_by_default(device):
     kw["expert_index"][3] = 7
     with pytest.raises(ValueError, match="expert_index entries must lie in 0..4"):
         ops.moe_top1(**kw)
+
+
+def test_raw_op_reads_no_index_values(device):
+    """Past the wrapper (torch.ops, checks on), the glue does not read the indices: a bad expert index
+    counts as the skip class instead of raising."""
+    kw = _on(samples.moe_top1_args(T=9, H=72, I=40, E=4, seed=2), device)
+    want_kw = {**kw, "expert_index": kw["expert_index"].clone()}
+    want_kw["expert_index"][3] = 4
+    want = ops.moe_top1(**want_kw)
+    kw["expert_index"][3] = 7
+    got = ops._OPS.moe_top1(*samples.to_op_args("moe_top1", kw))
+    assert torch.equal(got, want)
 
 
 def test_moe_out_of_range_index_is_skipped(device, monkeypatch):

@@ -86,7 +86,8 @@ case "$stage" in
     # TMA box order (tma.cuh); the default kernels do not depend on them (ZAYA_WGMMA unset).
     log "Hopper kernels: tests (cuda-wgmma), then zaya vs zaya-wgmma"
     set +e
-    "$py" -m pytest tests/test_moe_top1_gpu.py tests/test_cca_cpu.py tests/test_unchecked_indices_gpu.py -q \
+    "$py" -m pytest tests/test_moe_top1_gpu.py tests/test_cca_cpu.py tests/test_unchecked_indices_gpu.py \
+        tests/test_no_host_sync.py -q \
         -p no:cacheprovider -k cuda 2>&1 | tee "$out/hopper/pytest.log" | tail -15
     rc=${PIPESTATUS[0]}
     compute-sanitizer --tool memcheck --error-exitcode 99 "$py" -m pytest tests/test_moe_top1_gpu.py -q -x \

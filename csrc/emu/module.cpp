@@ -6,10 +6,13 @@
 // a slow, faithful model of the GPU, not a CPU backend.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+#include <torch/extension.h>
 #include <torch/library.h>
 
 #include <string>
 
+#include "arg_checks.h"
+#include "runtime_py.h"
 #include "schemas.h"
 
 TORCH_LIBRARY(ZAYA_EMU_LIB, m) { zaya::define_schemas(m); }
@@ -17,6 +20,7 @@ TORCH_LIBRARY(ZAYA_EMU_LIB, m) { zaya::define_schemas(m); }
 std::string zaya_emu_selftest(const std::string& name);  // selftest.cpp
 int64_t zaya_emu_launches();                             // selftest.cpp
 void zaya_emu_bind_probes(pybind11::module_& m);         // selftest.cpp: the layout probes
+void zaya_emu_reset_runtime_caches();                    // selftest.cpp
 
 #define ZAYA_STR2(x) #x
 #define ZAYA_STR(x) ZAYA_STR2(x)
@@ -29,4 +33,12 @@ PYBIND11_MODULE(ZAYA_EMU_MODULE, m) {
         "Runs one of the emulator's self-test kernels (csrc/emu/selftest.cpp); returns '' or what went wrong.");
   m.def("launches", &zaya_emu_launches, "Emulated kernel launches so far in this process.");
   zaya_emu_bind_probes(m);
+  zaya::runtime::bind_runtime(m, "");
+  m.def("reset_runtime_caches", &zaya_emu_reset_runtime_caches,
+        "Forgets the cached device attributes, shared-memory opt-ins (and the emulated driver's) and TMA maps: "
+        "the next launches start cold (tests).");
+  m.def(
+      "host_read_probe", [](const at::Tensor& t) { return zaya::checks::host_ints(t); }, pybind11::arg("t"),
+      "Reads an index tensor's values through the glue's one host-read helper (counted): the tests' proof "
+      "that runtime_counters()['host_reads'] counts.");
 }

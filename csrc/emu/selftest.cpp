@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdio>
 #include <stdexcept>
+#include <cstring>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -357,7 +358,35 @@ std::vector<double> run_wgmma(bool bf16, int n, const std::vector<int64_t>& imag
 
 }  // namespace probe
 
+#if defined(ZAYA_SMEM_OPT_IN)
+// Touches all of a 64 KiB dynamic shared-memory block.
+__global__ void big_smem_kernel(int* out) {
+  unsigned char* smem = vendor::dynamic_smem<unsigned char>();
+  for (int i = static_cast<int>(threadIdx.x); i < 64 * 1024; i += 64) smem[i] = 1;
+  __syncthreads();
+  if (threadIdx.x == 0) out[0] = smem[64 * 1024 - 1];
+}
+
+// Above 48 KiB the emulated driver demands the kernel's opt-in, as CUDA does: a launch that bypasses
+// vendor::launch's opt-in fails, one through it runs.
+std::string run_smem_opt_in() {
+  int out = 0;
+  auto call = [&] { big_smem_kernel(&out); };
+  using Call = decltype(call);
+  const void* id = reinterpret_cast<const void*>(&big_smem_kernel);
+  emu::reset_driver_state();
+  vendor::reset_launch_caches();
+  const char* e = emu::launch(dim3(1), dim3(64), 64 * 1024, [](void* c) { (*static_cast<Call*>(c))(); }, &call, id);
+  if (e == nullptr || std::strstr(e, "opt-in") == nullptr) return "a 64 KiB launch without the opt-in was not refused";
+  if (const char* err = vendor::launch(&big_smem_kernel, dim3(1), dim3(64), 64 * 1024, nullptr, &out)) return err;
+  return out == 1 ? "" : "the 64 KiB kernel did not run";
+}
+#endif
+
 std::string run(const std::string& name) {
+#if defined(ZAYA_SMEM_OPT_IN)
+  if (name == "smem_opt_in") return run_smem_opt_in();
+#endif
   if (name == "divergent_shuffle") {
     std::vector<float> out(64);
     const char* e = vendor::launch(&divergent_shuffle_kernel, dim3(1), dim3(64), 0, nullptr, out.data());
@@ -413,5 +442,13 @@ void zaya_emu_bind_probes(pybind11::module_& m) {
         arg("b_desc"), arg("b_mn_major"),
         "One emulated k16 wgmma on a shared-memory image (16-bit halves): A from registers (regs, 128 x 8 halves) "
         "or, with regs empty, from a_desc = (offset, lbo, sbo) bytes; B from b_desc. Returns 128 x n/2 accumulators.");
+#endif
+}
+
+void zaya_emu_reset_runtime_caches() {
+  zaya::vendor::reset_launch_caches();
+  zaya::emu::reset_driver_state();
+#if defined(ZAYA_HAVE_TMA_SOURCE)
+  zaya::tma::reset_map_cache();
 #endif
 }

@@ -2,11 +2,10 @@
 // kernel), device guard, current stream, output and split scratch allocation, and the launch through
 // the plain contract of csrc/kernels/cca_attention_launch.h (kernels in csrc/kernels/cca_attention.cuh).
 //
-// Index values (cu_seqlens_q, seqused_k, block_table) are validated on the host like the CPU kernel's,
-// which costs a small device-to-host copy; while a CUDA graph is being captured that copy is skipped
-// (it would break the capture) and the kernels' own guards keep every read inside the cache (a bad
-// block-table entry makes its rows NaN). The split scratch depends on shapes only, never on index
-// values, so nothing here needs the values: the kernels read them on the device.
+// Index values (cu_seqlens_q, seqused_k, block_table) are not read here (no device-to-host sync, see
+// glue.h): the Python wrapper or the model's metadata validates them, and the kernels' own guards keep
+// every read inside the cache (a bad block-table entry makes its rows NaN). The split scratch depends
+// on shapes only, never on index values: the kernels read them on the device.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -50,7 +49,6 @@ std::tuple<at::Tensor, at::Tensor> cca_attention_gpu(const at::Tensor& q_in, con
                               " is not supported on CUDA/HIP (64, 128 or 256; other head dims run on the CPU "
                               "kernel or zaya_ops.reference)");
   TORCH_CHECK_VALUE(max_seqlen_q >= 0 && max_seqlen_k >= 0, op, ": max_seqlen_q and max_seqlen_k must be >= 0");
-  if (check_index_values()) check_cca_attention_indices(d, cu_seqlens_q, seqused_k, block_table, max_seqlen_q, max_seqlen_k);
 
   const DeviceGuard guard(q_in.device());
   at::Tensor out = at::empty({d.T, d.nq * d.D}, q_in.options());

@@ -1,5 +1,5 @@
-// CUDA/HIP torch glue of zaya::moe_top1: argument checks (csrc/moe_checks.h), the expert-index range
-// check, output and scratch allocation, and the launch through csrc/kernels/moe_top1_launch.h
+// CUDA/HIP torch glue of zaya::moe_top1: argument checks (csrc/moe_checks.h), output and scratch
+// allocation, and the launch through csrc/kernels/moe_top1_launch.h
 // (kernels in csrc/kernels/moe_top1.cuh). glue.h says where it registers.
 #include <ATen/ATen.h>
 #include <torch/library.h>
@@ -35,18 +35,7 @@ at::Tensor moe_top1_gpu(const at::Tensor& x_in, const at::Tensor& expert_index_i
   at::Tensor out = at::zeros({d.T, d.H}, x_in.options());
   if (d.T == 0 || expert_start == d.end) return out;
   const at::Tensor expert_index = expert_index_in.contiguous();
-  // The range check reads the indices on the host, which a CUDA graph cannot do; during capture the
-  // kernels treat out-of-range entries as the skip class instead.
-  if (check_index_values()) {
-    const auto [lo, hi] = at::aminmax(expert_index);
-    const int64_t mn = lo.item<int64_t>(), mx = hi.item<int64_t>();
-    if (mn < 0 || mx > d.E) {
-      const at::Tensor bad = at::logical_or(expert_index < 0, expert_index > d.E).nonzero();
-      const int64_t pos = bad[0][0].item<int64_t>();
-      TORCH_CHECK_VALUE(false, op, ": expert_index entries must lie in 0..", d.E, " (", d.E,
-                        " = skip class), got ", expert_index[pos].item<int64_t>(), " at position ", pos);
-    }
-  }
+  // The entries' range is not read here (glue.h): the kernels treat out-of-range entries as the skip class.
   const at::Tensor x = kernel_rows(x_in);
   const at::Tensor expert_weight = kernel_dense(expert_weight_in);
   const at::Tensor gate_up = kernel_dense(gate_up_in);

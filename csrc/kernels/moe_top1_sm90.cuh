@@ -179,8 +179,10 @@ inline const char* launch_sm90(const MoeTop1Args& a, vendor::stream_t stream) {
   const dim3 grid_gu(static_cast<unsigned>(m_tiles), static_cast<unsigned>((a.I + kBN90 / 2 - 1) / (kBN90 / 2)));
   const dim3 grid_dn(static_cast<unsigned>(m_tiles), static_cast<unsigned>((a.H + kBN90 - 1) / kBN90));
   tma::Map map_gu, map_dn;
-  if (const char* err = tma::make_map_2d(&map_gu, a.gate_up, a.E * 2 * a.I, a.H, a.H, kBoxRows90, kBoxCols90)) return err;
-  if (const char* err = tma::make_map_2d(&map_dn, a.down, a.E * a.H, a.I, a.I, kBoxRows90, kBoxCols90)) return err;
+  // Encoded once per weight tensor (address and shape), not per launch: tma::cached_map_2d.
+  if (const char* err = tma::cached_map_2d(&map_gu, a.gate_up, a.E * 2 * a.I, a.H, a.H, kBoxRows90, kBoxCols90))
+    return err;
+  if (const char* err = tma::cached_map_2d(&map_dn, a.down, a.E * a.H, a.I, a.I, kBoxRows90, kBoxCols90)) return err;
   auto run = [&](auto tag) -> const char* {
     using D = decltype(tag);
     if (const char* err = vendor::launch(&expert_gemm_sm90<D, true>, grid_gu, block, kSmem90, stream, a, map_gu))

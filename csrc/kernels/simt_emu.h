@@ -18,7 +18,8 @@
 // MMA from shared-memory descriptors; Block::async_ops tracks each operation's operands until every
 // thread of the warpgroup has waited for it) and tma.cuh (bulk tensor copies at issue; Block::mbarriers
 // holds each mbarrier's phase, arrivals and transaction bytes). fail() stops a block with a message.
-// launch_count() counts launches (tests hold ops to their launches per call).
+// launch_count() counts launches (tests hold ops to their launches per call). The 32-lane emulator
+// also models the driver's per-kernel opt-in to more than 48 KiB of dynamic shared memory.
 //
 // ZAYA_EMU_WARP_SIZE (32 or 64) picks the warp the kernels see: 32 runs their CUDA paths (mma.sync
 // fragment layouts), 64 their CDNA paths (MFMA layouts).
@@ -284,10 +285,50 @@ inline std::atomic<int64_t>& launch_count() {
   return n;
 }
 
-// Runs body(arg) as every thread of every block of the grid. Returns nullptr or an error message
-// (static storage, valid until the next failing launch).
-inline const char* launch(dim3 grid, dim3 blk, size_t smem_bytes, void (*body)(void*), void* arg) {
+// The driver's per-kernel limit of dynamic shared memory (cudaFuncSetAttribute's
+// MaxDynamicSharedMemorySize), modelled on the 32-lane (CUDA) emulator: a launch with more than
+// 48 KiB fails unless the kernel's limit was raised to cover it, as on the GPU.
+inline constexpr size_t kSmemDefaultLimit = 48 * 1024;
+
+struct DriverState {
+  std::mutex mu;
+  std::map<const void*, size_t> smem_limit;  // kernel -> bytes granted
+};
+
+inline DriverState& driver_state() {
+  static DriverState s;
+  return s;
+}
+
+inline int set_max_dynamic_smem(const void* kernel, size_t bytes) {
+  const std::lock_guard<std::mutex> lock(driver_state().mu);
+  driver_state().smem_limit[kernel] = bytes;
+  return 0;
+}
+
+inline bool smem_allowed(const void* kernel, size_t bytes) {
+  if (ZAYA_EMU_WARP_SIZE != 32 || bytes <= kSmemDefaultLimit) return true;
+  const std::lock_guard<std::mutex> lock(driver_state().mu);
+  const auto it = driver_state().smem_limit.find(kernel);
+  return it != driver_state().smem_limit.end() && it->second >= bytes;
+}
+
+// Forgets every kernel's raised limit (tests: a cold start).
+inline void reset_driver_state() {
+  const std::lock_guard<std::mutex> lock(driver_state().mu);
+  driver_state().smem_limit.clear();
+}
+
+// Runs body(arg) as every thread of every block of the grid; `kernel` identifies the kernel function
+// (its shared-memory limit). Returns nullptr or an error message (static storage, valid until the
+// next failing launch).
+inline const char* launch(dim3 grid, dim3 blk, size_t smem_bytes, void (*body)(void*), void* arg,
+                          const void* kernel) {
   launch_count().fetch_add(1, std::memory_order_relaxed);
+  if (!smem_allowed(kernel, smem_bytes)) {
+    return "emulated launch: more than 48 KiB of dynamic shared memory without the kernel's opt-in "
+           "(cudaFuncSetAttribute MaxDynamicSharedMemorySize)";
+  }
   const int64_t nblocks = static_cast<int64_t>(grid.x) * grid.y * grid.z;
   const int nthreads = static_cast<int>(blk.x * blk.y * blk.z);
   if (nthreads <= 0 || nthreads > 1024) return "emulated launch: block size must be 1..1024 threads";

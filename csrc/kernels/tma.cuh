@@ -17,6 +17,9 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <mutex>
+#include <tuple>
 
 #include "vendor.h"
 
@@ -46,6 +49,7 @@ inline const char* make_map_2d(Map* map, const void* base, int64_t rows, int64_t
                                int box_rows, int box_cols) {
   if (box_cols % 8 != 0 || box_cols > 256 || box_rows > 256 || row_stride % 8 != 0 || !vendor::aligned16(base))
     return "zaya tma: unsupported tensor map (box or alignment)";
+  runtime::count(runtime::counters().tensor_map_encodes);
 #if defined(ZAYA_CUDA)
   using Encode = PFN_cuTensorMapEncodeTiled_v12000;
   static Encode encode = [] {
@@ -70,6 +74,47 @@ inline const char* make_map_2d(Map* map, const void* base, int64_t rows, int64_t
   *map = Map{static_cast<const uint16_t*>(base), rows, cols, row_stride, box_rows, box_cols};
   return nullptr;
 #endif
+}
+
+// Host: make_map_2d's map, encoded once per (device, base, geometry, box) and process, since encoding
+// is a driver call that a launch must not repeat for the same weights. A map holds the address and the
+// geometry, never the data: a cached map stays right when a tensor's values change in place, and a
+// tensor at another address or of another shape gets its own map. Thread-safe; the cache is emptied
+// when it reaches kMapCacheSize entries (a process that keeps making new weight tensors).
+inline constexpr size_t kMapCacheSize = 256;
+using MapKey = std::tuple<int, const void*, int64_t, int64_t, int64_t, int, int>;
+
+struct MapCache {
+  std::mutex mu;
+  std::map<MapKey, Map> maps;
+};
+
+inline MapCache& map_cache() {
+  static MapCache c;
+  return c;
+}
+
+inline const char* cached_map_2d(Map* map, const void* base, int64_t rows, int64_t cols, int64_t row_stride,
+                                 int box_rows, int box_cols) {
+  int dev = 0;
+  if (vendor::get_device(&dev) != vendor::kSuccess) return "zaya tma: cannot get the current device";
+  const MapKey key{dev, base, rows, cols, row_stride, box_rows, box_cols};
+  MapCache& c = map_cache();
+  const std::lock_guard<std::mutex> lock(c.mu);
+  if (const auto it = c.maps.find(key); it != c.maps.end()) {
+    *map = it->second;
+    return nullptr;
+  }
+  if (const char* err = make_map_2d(map, base, rows, cols, row_stride, box_rows, box_cols)) return err;
+  if (c.maps.size() >= kMapCacheSize) c.maps.clear();
+  c.maps.emplace(key, *map);
+  return nullptr;
+}
+
+// Forgets every cached map (the emulator's tests: a cold start).
+inline void reset_map_cache() {
+  const std::lock_guard<std::mutex> lock(map_cache().mu);
+  map_cache().maps.clear();
 }
 
 #if defined(ZAYA_EMU)

@@ -9,8 +9,11 @@
 // emulator (simt_emu.h): the whole kernel bodies then run on the CPU, for tests without a GPU.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
+
+#include "runtime_state.h"  // counters of host-side runtime calls, the Hopper opt-in (plain C++)
 
 #if defined(__HIPCC__) || defined(__HIP__)
 #define ZAYA_HIP 1
@@ -23,6 +26,13 @@
 #include "simt_emu.h"
 #else
 #define ZAYA_HOST_ONLY 1
+#endif
+
+#if !defined(ZAYA_HOST_ONLY)
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <utility>
 #endif
 
 #if defined(ZAYA_HOST_ONLY)
@@ -47,8 +57,11 @@ inline constexpr error_t kSuccess = cudaSuccess;
 inline error_t get_last_error() { return cudaGetLastError(); }
 inline const char* error_string(error_t e) { return cudaGetErrorString(e); }
 inline error_t get_device(int* d) { return cudaGetDevice(d); }
-inline error_t sm_count(int* n, int dev) {
+inline error_t query_sm_count(int* n, int dev) {
   return cudaDeviceGetAttribute(n, cudaDevAttrMultiProcessorCount, dev);
+}
+inline error_t query_cc_major(int* n, int dev) {
+  return cudaDeviceGetAttribute(n, cudaDevAttrComputeCapabilityMajor, dev);
 }
 inline error_t warp_size(int* n, int dev) { return cudaDeviceGetAttribute(n, cudaDevAttrWarpSize, dev); }
 #elif defined(ZAYA_HIP)
@@ -58,7 +71,7 @@ inline constexpr error_t kSuccess = hipSuccess;
 inline error_t get_last_error() { return hipGetLastError(); }
 inline const char* error_string(error_t e) { return hipGetErrorString(e); }
 inline error_t get_device(int* d) { return hipGetDevice(d); }
-inline error_t sm_count(int* n, int dev) {
+inline error_t query_sm_count(int* n, int dev) {
   return hipDeviceGetAttribute(n, hipDeviceAttributeMultiprocessorCount, dev);
 }
 inline error_t warp_size(int* n, int dev) { return hipDeviceGetAttribute(n, hipDeviceAttributeWarpSize, dev); }
@@ -69,9 +82,97 @@ inline constexpr error_t kSuccess = 0;
 inline error_t get_last_error() { return 0; }  // emulated launches report through launch()
 inline const char* error_string(error_t) { return "no error"; }
 inline error_t get_device(int* d) { *d = 0; return 0; }
-inline error_t sm_count(int* n, int) { *n = 4; return 0; }  // small, so grid-shape logic gets exercised
+inline error_t query_sm_count(int* n, int) { *n = 4; return 0; }  // small, so grid-shape logic gets exercised
+inline error_t query_cc_major(int* n, int) { *n = 9; return 0; }  // the 32-lane emulator models Hopper's units
 inline error_t warp_size(int* n, int) { *n = ZAYA_EMU_WARP_SIZE; return 0; }
 #endif
+
+// ------------------------------------------------------------------------------------------------
+// Per-device attributes, asked of the runtime once per device and process: a launch must not pay a
+// driver call for a constant (runtime::counters().device_attribute_queries counts the real queries).
+// Devices numbered kMaxDevices or more are asked every time.
+// ------------------------------------------------------------------------------------------------
+#if !defined(ZAYA_HOST_ONLY)
+inline constexpr int kMaxDevices = 64;
+enum DeviceAttribute : int { kAttrSmCount = 0, kAttrCcMajor = 1, kNumDeviceAttributes = 2 };
+
+inline std::atomic<int>* attribute_cache(int attr) {  // value + 1, 0 = not asked yet
+  static std::atomic<int> cache[kNumDeviceAttributes][kMaxDevices];
+  return cache[attr];
+}
+
+inline error_t cached_attribute(int attr, int dev, int* out, error_t (*query)(int*, int)) {
+  const bool cacheable = dev >= 0 && dev < kMaxDevices;
+  if (cacheable) {
+    const int v = attribute_cache(attr)[dev].load(std::memory_order_relaxed);
+    if (v > 0) {
+      *out = v - 1;
+      return kSuccess;
+    }
+  }
+  runtime::count(runtime::counters().device_attribute_queries);
+  const error_t e = query(out, dev);
+  if (e == kSuccess && cacheable) attribute_cache(attr)[dev].store(*out + 1, std::memory_order_relaxed);
+  return e;
+}
+
+// Streaming multiprocessors (compute units) of device `dev`.
+inline error_t sm_count(int* n, int dev) { return cached_attribute(kAttrSmCount, dev, n, &query_sm_count); }
+#if defined(ZAYA_CUDA) || defined(ZAYA_EMU)
+// Compute capability major of device `dev` (the Hopper paths' check, wgmma.cuh).
+inline error_t cc_major(int* n, int dev) { return cached_attribute(kAttrCcMajor, dev, n, &query_cc_major); }
+#endif
+
+// ------------------------------------------------------------------------------------------------
+// Dynamic shared memory above 48 KiB needs the kernel's opt-in on CUDA (cudaFuncSetAttribute, a
+// driver call): made once per kernel, device and size (the largest size granted so far covers
+// smaller launches), thread-safe. The 32-lane emulator models the rule (simt_emu.h: a launch above
+// 48 KiB fails without the opt-in), so a cache that skipped a needed opt-in would fail its tests.
+// CDNA has no such opt-in (64 KiB of LDS per workgroup).
+// ------------------------------------------------------------------------------------------------
+#if defined(ZAYA_CUDA) || (defined(ZAYA_EMU) && ZAYA_EMU_WARP_SIZE == 32)
+#define ZAYA_SMEM_OPT_IN 1
+inline constexpr size_t kSmemWithoutOptIn = 48 * 1024;
+
+struct SmemOptIns {
+  std::mutex mu;
+  std::map<std::pair<int, const void*>, size_t> granted;  // (device, kernel) -> bytes
+};
+
+inline SmemOptIns& smem_opt_ins() {
+  static SmemOptIns s;
+  return s;
+}
+
+inline error_t smem_opt_in(const void* kernel, size_t smem) {
+  if (smem <= kSmemWithoutOptIn) return kSuccess;
+  int dev = 0;
+  if (const error_t e = get_device(&dev); e != kSuccess) return e;
+  SmemOptIns& s = smem_opt_ins();
+  const std::lock_guard<std::mutex> lock(s.mu);
+  size_t& granted = s.granted[{dev, kernel}];
+  if (granted >= smem) return kSuccess;
+  runtime::count(runtime::counters().func_attribute_sets);
+#if defined(ZAYA_CUDA)
+  const error_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+#else
+  const error_t e = emu::set_max_dynamic_smem(kernel, smem);
+#endif
+  if (e == kSuccess) granted = smem;
+  return e;
+}
+#endif
+
+// Forgets the cached attributes and opt-ins (the emulator's tests: a cold start, then steady state).
+inline void reset_launch_caches() {
+  for (int a = 0; a < kNumDeviceAttributes; ++a)
+    for (int d = 0; d < kMaxDevices; ++d) attribute_cache(a)[d].store(0, std::memory_order_relaxed);
+#if defined(ZAYA_SMEM_OPT_IN)
+  const std::lock_guard<std::mutex> lock(smem_opt_ins().mu);
+  smem_opt_ins().granted.clear();
+#endif
+}
+#endif  // !ZAYA_HOST_ONLY
 
 // ------------------------------------------------------------------------------------------------
 // Kernel launch: kernel<<<grid, block, smem, stream>>>(args...), written once for both vendors and
@@ -81,19 +182,18 @@ inline error_t warp_size(int* n, int) { *n = ZAYA_EMU_WARP_SIZE; return 0; }
 template <typename... KArgs, typename... Args>
 inline const char* launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, stream_t stream,
                           Args... args) {
+  const void* const id = reinterpret_cast<const void*>(kernel);
+#if defined(ZAYA_SMEM_OPT_IN)
+  // Above 48 KiB of dynamic shared memory a kernel must opt in (Hopper kernels use up to ~200 KiB).
+  if (const error_t e = smem_opt_in(id, smem); e != kSuccess) return error_string(e);
+#endif
 #if defined(ZAYA_EMU)
   (void)stream;
   auto call = [&] { kernel(static_cast<KArgs>(args)...); };
   using Call = decltype(call);
-  return emu::launch(grid, block, smem, [](void* c) { (*static_cast<Call*>(c))(); }, &call);
+  return emu::launch(grid, block, smem, [](void* c) { (*static_cast<Call*>(c))(); }, &call, id);
 #else
-#if defined(ZAYA_CUDA)
-  // Above 48 KiB of dynamic shared memory a kernel must opt in (Hopper kernels use up to ~200 KiB).
-  if (smem > 48 * 1024) {
-    const error_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-    if (e != kSuccess) return error_string(e);
-  }
-#endif
+  (void)id;
   kernel<<<grid, block, smem, stream>>>(static_cast<KArgs>(args)...);
   const error_t e = get_last_error();
   return e == kSuccess ? nullptr : error_string(e);

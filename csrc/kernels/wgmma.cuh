@@ -331,23 +331,19 @@ ZAYA_DEV void mma_rs(Acc<N>& d, const FragA& a, uint64_t b, bool accumulate) {
 #undef ZAYA_WGMMA_REGS32
 
 // Host side: whether the launchers may select the Hopper kernels on device `dev`. They are opt-in
-// (environment ZAYA_WGMMA=1) until a Hopper GPU run has validated them, and need a compute capability
-// 9.x device and a build that includes sm_90a (TORCH_CUDA_ARCH_LIST with "9.0a", the default). The
-// 32-lane emulator takes the opt-in alone.
+// (ZAYA_WGMMA=1, read once per process at the first launch, or runtime::set_hopper_opt_in) until a
+// Hopper GPU run has validated them, and need a compute capability 9.x device (asked once per device:
+// vendor::cc_major; the 32-lane emulator reports 9) and a build that includes sm_90a
+// (TORCH_CUDA_ARCH_LIST with "9.0a", the default). No environment read or driver call per launch.
 inline bool hopper_paths_enabled(int dev) {
-  const char* opt = std::getenv("ZAYA_WGMMA");
-  if (opt == nullptr || std::strcmp(opt, "1") != 0) return false;
-#if defined(ZAYA_EMU)
-  (void)dev;
-  return true;
-#else
+  if (!runtime::hopper_opt_in()) return false;
   int major = 0;
-  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess || major != 9) return false;
-#if defined(ZAYA_CUDA_ARCHS)
-  return std::strstr(ZAYA_CUDA_ARCHS, "9.0a") != nullptr;
+  if (vendor::cc_major(&major, dev) != vendor::kSuccess || major != 9) return false;
+#if defined(ZAYA_CUDA) && defined(ZAYA_CUDA_ARCHS)
+  static const bool built_for_sm90a = std::strstr(ZAYA_CUDA_ARCHS, "9.0a") != nullptr;
+  return built_for_sm90a;
 #else
   return true;
-#endif
 #endif
 }
 

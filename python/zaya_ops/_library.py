@@ -43,3 +43,42 @@ def build_info() -> dict:
     info["backends"] = list(info["backends"])
     info["torch_runtime"] = torch.__version__
     return info
+
+
+class _HopperPaths:
+    """The switch of the Hopper (wgmma/TMA) kernels in every compiled module of this process (``_C`` and
+    the emulator modules, each of which keeps its own).
+
+    ``state``: True selects them where they can run (an sm_90a build on a compute-capability-9 GPU, or
+    the 32-lane emulator), False never, None follows ``ZAYA_WGMMA=1`` (read once per process, at the
+    next launch). The launchers read the switch itself, never the environment, at each launch. Tests
+    and the benchmark's ``zaya-wgmma`` provider set it (``monkeypatch.setattr(hopper_paths, "state",
+    True)`` restores it afterwards).
+    """
+
+    def __init__(self) -> None:
+        self._state: bool | None = None
+
+    @staticmethod
+    def _setters() -> list:
+        setters = [_C._set_hopper_paths]
+        for name in ("_emu_w32", "_emu_w64"):
+            try:
+                mod = __import__(f"zaya_ops.{name}", fromlist=["set_hopper_paths"])
+            except ImportError:
+                continue
+            setters.append(mod.set_hopper_paths)
+        return setters
+
+    @property
+    def state(self) -> bool | None:
+        return self._state
+
+    @state.setter
+    def state(self, value: bool | None) -> None:
+        for setter in self._setters():
+            setter(-1 if value is None else int(bool(value)))
+        self._state = None if value is None else bool(value)
+
+
+hopper_paths = _HopperPaths()

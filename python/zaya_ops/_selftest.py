@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from . import ops as _ops
+from ._library import hopper_paths  # the Hopper kernels' switch (None: ZAYA_WGMMA, read once per process)
 from . import reference as _reference
 from . import samples as _samples
 from . import tolerances as _tol
@@ -115,7 +116,8 @@ def _device(device) -> torch.device:
 def _kernels() -> str:
     """The namespace the wrappers call now (tests route it to the emulators), "+wgmma" when opted in."""
     name = getattr(_ops._OPS, "name", "zaya")
-    return name + ("+wgmma" if os.environ.get("ZAYA_WGMMA") == "1" else "")
+    opted_in = hopper_paths.state if hopper_paths.state is not None else os.environ.get("ZAYA_WGMMA") == "1"
+    return name + ("+wgmma" if opted_in else "")
 
 
 def _gpu_kernel(device: torch.device) -> bool:

@@ -16,12 +16,22 @@ I          expert intermediate size
 
 Parameters have the model's dtype ("param dtype": bf16 for ZAYA1, fp16 or fp32 also accepted);
 the residual stream is fp32.
+
+Index values (cu_seqlens, block tables, state slots, positions, cache slots, expert indices) are
+validated here, not in the GPU glue (which never reads them on the host): ``_index_checks`` evaluates
+every rule on the tensors' device and reads one small result (one sync per call on a GPU). Opt out
+with ``ZAYA_CHECK_INDICES=0``; skipped while a CUDA graph is captured or torch.compile traces. The
+keyword-only ``_prevalidated=True`` (internal) skips it for callers that validated the values where
+they made them: the model (``ZayaCache.validate_batch``, once per change of batch), whose decode step
+thus reads nothing on the host. The kernels guard themselves either way: an out-of-range index is
+never followed (README, "GPU kernels take ...").
 """
 
 from __future__ import annotations
 
 import torch
 
+from . import _index_checks
 from . import _library  # noqa: F401  (loads torch.ops.zaya)
 from ._checks import FLOAT_DTYPES, INDEX_DTYPES, check_positive_finite, check_same_dtype, check_tensor
 
@@ -116,6 +126,8 @@ def cca_qkv(
     v_cache: torch.Tensor,
     slot_mapping: torch.Tensor,
     qk_norm_eps: float | None = None,
+    *,
+    _prevalidated: bool = False,
 ) -> torch.Tensor:
     """CCA prologue (spec steps 3-7) and the KV-cache writes of step 8, for packed varlen sequences.
 
@@ -141,6 +153,7 @@ def cca_qkv(
         k_cache, v_cache: [num_blocks, block_size, nkv, D] param dtype, the paged KV cache, mutated.
         slot_mapping: [T] int64 flat cache slot (block * block_size + offset) of each token; -1 skips.
         qk_norm_eps: QK-norm clamp, default ``torch.finfo(dtype).eps`` (as transformers).
+        _prevalidated: internal, see the module docstring (skips the index-value check).
     Returns:
         q [T, nq, D] (QK-normed and rotated), ready for ``cca_attention``.
     """
@@ -181,6 +194,9 @@ def cca_qkv(
     check_tensor("state_indices", state_indices, dtypes=(torch.int32,), shape=(B,), device=dev)
     check_tensor("slot_mapping", slot_mapping, dtypes=(torch.int64,), shape=(T,), device=dev)
     eps = torch.finfo(dt).eps if qk_norm_eps is None else check_positive_finite("qk_norm_eps", qk_norm_eps)
+    if not _prevalidated and _index_checks.enabled(qt):
+        _index_checks.cca_qkv(T, cos_sin.shape[0], conv_state.shape[0], k_cache.shape[0] * k_cache.shape[1],
+                              k_cache.shape[1], cu_seqlens, state_indices, positions, slot_mapping)
     return _OPS.cca_qkv(
         qt, kt, vc, vd, conv_dw_weight, conv_dw_bias, conv_g_weight, conv_g_bias, qk_temp, cos_sin,
         positions, cu_seqlens, conv_state, value_state, state_indices, k_cache, v_cache, slot_mapping, eps,
@@ -197,6 +213,8 @@ def cca_attention(
     scale: float | None = None,
     max_seqlen_q: int | None = None,
     max_seqlen_k: int | None = None,
+    *,
+    _prevalidated: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Causal GQA attention over the paged KV cache (spec step 8), prefill and decode alike.
 
@@ -213,7 +231,9 @@ def cca_attention(
         scale: softmax scale, default D ** -0.5; a NaN or infinite scale (or one beyond float32's range)
             is a ValueError.
         max_seqlen_q, max_seqlen_k: upper bounds of n_b and seqused_k (kernels size their grids from
-            them, so decode keeps static shapes); default computed from the tensors (a host sync).
+            them, so decode keeps static shapes). Default: the exact values, found by the index check;
+            when it does not run, the bounds T and ``block_table.shape[1] * block_size`` (no host read).
+        _prevalidated: internal, see the module docstring (skips the index-value check).
     Returns:
         (out [T, nq*D] param dtype, lse [nq, T] fp32 natural-log sum of exp of the scaled scores).
     """
@@ -237,10 +257,16 @@ def cca_attention(
         scale = D ** -0.5
     elif not abs(float(scale)) <= torch.finfo(torch.float32).max:  # the kernels take it as a float32
         raise ValueError(f"scale must be a finite number (in float32's range), got {scale!r}")
+    num_blocks, block_size = k_cache.shape[0], k_cache.shape[1]
+    if not _prevalidated and _index_checks.enabled(q):
+        longest_q, longest_k = _index_checks.cca_attention(T, num_blocks, block_size, cu_seqlens_q, seqused_k,
+                                                           block_table, max_seqlen_q, max_seqlen_k)
+        max_seqlen_q = longest_q if max_seqlen_q is None else max_seqlen_q
+        max_seqlen_k = longest_k if max_seqlen_k is None else max_seqlen_k
     if max_seqlen_q is None:
-        max_seqlen_q = int((cu_seqlens_q[1:] - cu_seqlens_q[:-1]).max().item())
+        max_seqlen_q = T
     if max_seqlen_k is None:
-        max_seqlen_k = int(seqused_k.max().item())
+        max_seqlen_k = block_table.shape[1] * block_size
     return _OPS.cca_attention(
         q, k_cache, v_cache, cu_seqlens_q, seqused_k, block_table, float(scale), int(max_seqlen_q),
         int(max_seqlen_k),
@@ -319,6 +345,8 @@ def moe_top1(
     down_proj: torch.Tensor,
     expert_start: int = 0,
     expert_end: int | None = None,
+    *,
+    _prevalidated: bool = False,
 ) -> torch.Tensor:
     """Top-1 SiLU-gated experts (spec step 13), skip tokens never computed.
 
@@ -332,6 +360,7 @@ def moe_top1(
         expert_weight: [T] param dtype.
         gate_up_proj: [E, 2I, H] (rows :I gate, I: up); down_proj: [E, H, I], checkpoint layout.
         expert_start, expert_end: the local expert range, default all experts.
+        _prevalidated: internal, see the module docstring (skips the index-value check).
     Returns:
         [T, H] param dtype.
     """
@@ -348,5 +377,6 @@ def moe_top1(
     end = E if expert_end is None or expert_end < 0 else int(expert_end)
     if not 0 <= int(expert_start) <= end <= E:
         raise ValueError(f"expert range [{expert_start}, {expert_end}) must lie within [0, {E}]")
-    return _OPS.moe_top1(x, expert_index, expert_weight, gate_up_proj, down_proj,
-                                   int(expert_start), end)
+    if not _prevalidated and _index_checks.enabled(x):
+        _index_checks.moe_top1(expert_index, E)
+    return _OPS.moe_top1(x, expert_index, expert_weight, gate_up_proj, down_proj, int(expert_start), end)

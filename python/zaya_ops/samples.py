@@ -224,7 +224,8 @@ def to_op_args(name: str, kwargs: dict) -> tuple:
 
     import inspect
 
-    params = list(inspect.signature(getattr(ops, name)).parameters)
+    params = [p.name for p in inspect.signature(getattr(ops, name)).parameters.values()
+              if p.kind is not p.KEYWORD_ONLY]  # the op's arguments (not the wrappers' _prevalidated)
     args = [kwargs[p] for p in params]
     if name == "cca_qkv" and args[-1] is None:
         args[-1] = torch.finfo(kwargs["qt"].dtype).eps

@@ -124,21 +124,18 @@ def compare(out: Any, ref: Any, compute_dtype: torch.dtype | None = None) -> tup
     return max_abs, max_rel, ok
 
 
-def with_env(fn: Callable[[], Any], name: str, value: str) -> Callable[[], Any]:
-    """fn run with environment variable ``name`` set to ``value`` (restored after each call: the
-    kernels' launchers read it at every launch, and other providers must not see it)."""
-    import os
+def with_hopper_paths(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """fn run with the Hopper (wgmma/TMA) kernels selected (``zaya_ops._library.hopper_paths``), the
+    switch restored after each call so that other providers never see it."""
+    from .._library import hopper_paths
 
     def run():
-        old = os.environ.get(name)
-        os.environ[name] = value
+        old = hopper_paths.state
+        hopper_paths.state = True
         try:
             return fn()
         finally:
-            if old is None:
-                del os.environ[name]
-            else:
-                os.environ[name] = old
+            hopper_paths.state = old
 
     return run
 
@@ -203,8 +200,8 @@ class OpBench:
             from .. import ops
 
             return case.bind(getattr(ops, self.name))
-        if provider == "zaya-wgmma":  # the Hopper (wgmma) kernels, opt-in through ZAYA_WGMMA=1
-            return with_env(self.make_provider("zaya", case), "ZAYA_WGMMA", "1")
+        if provider == "zaya-wgmma":  # the Hopper (wgmma) kernels, opt-in (ZAYA_WGMMA=1 or the switch)
+            return with_hopper_paths(self.make_provider("zaya", case))
         if provider == "zaya-raw":  # the registered op without the wrapper's Python checks
             return case.bind(getattr(torch.ops.zaya, self.name))
         if provider == "eager":

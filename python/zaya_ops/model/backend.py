@@ -10,10 +10,16 @@ reference instead, with one warning, and :meth:`OpBackend.report` says ``referen
 ...)``. Whether a kernel exists is learnt from the first call of the op on a (kernel namespace, device
 type, dtype): a missing kernel raises NotImplementedError before touching its arguments, and the answer is
 remembered for the process.
+
+The callers (the model, the transformers integration) make their index metadata themselves and validate
+it there (``ZayaCache.validate_batch``, once per change of batch; the integration builds it from aranges),
+so kernel calls pass ``_prevalidated=True`` and skip the wrappers' per-call index check, which would read
+values on the host: a decode step makes no device-to-host sync.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -28,6 +34,14 @@ __all__ = ["OP_NAMES", "BACKENDS", "OpBackend"]
 OP_NAMES = ("rms_norm", "residual_scale_rmsnorm", "cca_qkv", "cca_attention", "router", "moe_top1")
 BACKENDS = ("auto", "ops", "reference")
 _ATTENTION_OPS = ("cca_qkv", "cca_attention")
+_INDEX_OPS = ("cca_qkv", "cca_attention", "moe_top1")  # the wrappers that check index values
+
+
+def _kernel(name: str) -> Callable:
+    """Op ``name``'s wrapper (compiled kernel), without its index check for the ops that have one."""
+    fn = getattr(_ops, name)
+    return functools.partial(fn, _prevalidated=True) if name in _INDEX_OPS else fn
+
 
 # (op, kernel namespace, device type, dtype) -> whether the compiled kernel exists; shared by all models of
 # the process. The namespace is zaya_ops.ops._OPS's (tests route it to the emulators on CPU tensors).
@@ -59,14 +73,14 @@ class OpBackend:
                 self._static_ref[name] = f"head_dim {head_dim} outside the kernels' {KERNEL_HEAD_DIMS}"
         self.ran: dict[str, str] = {}  # op -> "kernel" | "reference", of the calls made so far
         self._failed: dict[str, str] = {}  # op -> why its kernel failed the self-check
-        self._fns: dict[str, Callable] = {}
+        self._fns: dict[str, tuple[Callable, str]] = {}  # op -> (function, "kernel" | "reference")
         for name in OP_NAMES:
             # A model-specific reason for the reference (head dim) wins over what another model learnt
             # about the kernel's existence for this device and dtype.
             if backend == "reference" or name in self._static_ref:
-                self._fns[name] = getattr(_reference, name)
+                self._fns[name] = (getattr(_reference, name), "reference")
             elif backend == "ops":
-                self._fns[name] = getattr(_ops, name)
+                self._fns[name] = (_kernel(name), "kernel")
             # "auto": decided at the op's first call (kernel existence, self-check; both cached per process)
 
     def _key(self, name: str) -> tuple[str, str, str, torch.dtype]:
@@ -76,9 +90,10 @@ class OpBackend:
         return _KERNEL_EXISTS.get(self._key(name))
 
     def _use(self, name: str, how: str) -> Callable:
-        self._fns[name] = getattr(_ops if how == "kernel" else _reference, name)
+        fn = _kernel(name) if how == "kernel" else getattr(_reference, name)
+        self._fns[name] = (fn, how)
         self.ran[name] = how
-        return self._fns[name]
+        return fn
 
     def _resolve(self, name: str) -> Callable | None:
         """"auto", first call of op ``name``: the reference when the kernel is known missing or fails its
@@ -107,16 +122,18 @@ class OpBackend:
 
     def __call__(self, name: str, *args, **kwargs):
         """Run op ``name`` with the wrapper's arguments."""
-        fn = self._fns.get(name)
-        if fn is None:
-            fn = self._resolve(name)
-        if fn is not None:
+        chosen = self._fns.get(name)
+        if chosen is not None:
+            fn, how = chosen
             if name not in self.ran:
-                self.ran[name] = "kernel" if fn is getattr(_ops, name) else "reference"
+                self.ran[name] = how
+            return fn(*args, **kwargs)
+        fn = self._resolve(name)
+        if fn is not None:
             return fn(*args, **kwargs)
         # "auto", the kernel passed its self-check (or was not checked), existence unknown: try it.
         try:
-            out = getattr(_ops, name)(*args, **kwargs)
+            out = _kernel(name)(*args, **kwargs)
         except NotImplementedError:
             _KERNEL_EXISTS[self._key(name)] = False
             return self._use(name, "reference")(*args, **kwargs)

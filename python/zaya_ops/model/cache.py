@@ -9,6 +9,11 @@ needs no device-to-host reads).
 
 Blocks come from a shared pool as sequences grow (``reserve``), so a cache can hold many short sequences
 and a few long ones; by default the pool is large enough for every slot to reach ``max_seq_len``.
+
+The index metadata the kernels receive (state slots, block-table entries, positions and cache slots
+derived from them) is made here, and validated here on the host mirrors (``validate_batch``): once per
+change of batch or allocation, not per op call, so the model calls the ops without their per-call index
+check and a decode step reads nothing back from the device.
 """
 
 from __future__ import annotations
@@ -90,6 +95,10 @@ class ZayaCache:
         self._host_lens = [0] * max_seqs
         self._active: list[int] = []
         self._free_blocks = list(range(num_blocks - 1, -1, -1))  # pop() hands out 0, 1, 2, ...
+        # Bumped by every change of the slots' allocation (admit, release, a new block): validate_batch
+        # keeps its last result until the batch or this changes.
+        self._version = 0
+        self._validated: tuple | None = None
 
     # ------------------------------------------------------------------------------------------
     @property
@@ -135,6 +144,7 @@ class ZayaCache:
         for s in slots:
             self._host_lens[s] = 0
             self._active.append(s)
+        self._version += 1
         return slots
 
     def release(self, slots: Sequence[int]) -> None:
@@ -145,6 +155,7 @@ class ZayaCache:
             self._host_table[s] = []
             self._host_lens[s] = 0
             self._active.remove(s)
+        self._version += 1
 
     def reset(self) -> None:
         """Release every sequence."""
@@ -160,12 +171,36 @@ class ZayaCache:
             if s not in self._active:
                 raise ValueError(f"slot {s} holds no sequence in this cache (admit it first)")
 
+    def validate_batch(self, slots: Sequence[int]) -> None:
+        """Check the index metadata a step of ``slots`` hands the kernels, on the host mirrors (no device
+        read): the slots are distinct, active and in ``[0, max_seqs)`` (``state_indices``); each slot's
+        block-table entries lie in ``[0, num_blocks)`` and cover its cached tokens, which stay within
+        ``max_seq_len`` (so positions stay inside the model's rotary table, and the slot mapping and
+        ``seqused_k`` derived from them inside the cache and the table). Done once per change of batch:
+        the result holds until ``slots`` or the cache's allocation (admit, release, a new block) change.
+        Raises ValueError naming the slot."""
+        key = (tuple(slots), self._version)
+        if key == self._validated:
+            return
+        self._check_slots(slots)
+        bs = self.block_size
+        for s in slots:
+            table, n = self._host_table[s], self._host_lens[s]
+            bad = [b for b in table if not 0 <= b < self.num_blocks]
+            if bad or len(table) > self.max_blocks_per_seq:
+                raise ValueError(f"slot {s}: block table {table} does not fit the cache ({self.num_blocks} blocks, "
+                                 f"{self.max_blocks_per_seq} per sequence)")
+            if n > min(len(table) * bs, self.max_seq_len):
+                raise ValueError(f"slot {s}: {n} cached tokens exceed its {len(table)} blocks of {bs} or max_seq_len "
+                                 f"{self.max_seq_len}")
+        self._validated = key
+
     def reserve(self, slots: Sequence[int], counts: Sequence[int]) -> None:
         """Make room for ``counts[i]`` more tokens of ``slots[i]``: check ``max_seq_len`` and hand out
         blocks (updating ``block_table``). Everything is checked before anything changes, so a
         ValueError (sequence too long, pool exhausted) leaves the cache as it was. Reserving again
         without :meth:`advance` in between is a no-op for the positions already reserved."""
-        self._check_slots(slots)
+        self.validate_batch(slots)
         need = []
         for s, n in zip(slots, counts):
             end = self._host_lens[s] + n
@@ -185,8 +220,16 @@ class ZayaCache:
                 vals.append(b)
                 self._host_table[s].append(b)
         if vals:
-            self.block_table[torch.tensor(rows), torch.tensor(cols)] = torch.tensor(
-                vals, dtype=torch.int32).to(self.device, non_blocking=True)
+            # Host-made indices and values, copied without a blocking (synchronising) transfer.
+            to_dev = dict(device=self.device, non_blocking=True)
+            self.block_table[torch.tensor(rows).to(**to_dev), torch.tensor(cols).to(**to_dev)] = torch.tensor(
+                vals, dtype=torch.int32).to(**to_dev)
+            self._version += 1
+
+    def lengths(self, slots: Sequence[int]) -> list[int]:
+        """Tokens cached per slot (host bookkeeping, no device read), for slots that
+        :meth:`validate_batch` accepted."""
+        return [self._host_lens[s] for s in slots]
 
     def advance(self, slots: Sequence[int], counts: Sequence[int]) -> None:
         """Host bookkeeping after a step wrote ``counts[i]`` tokens of ``slots[i]`` (the device ``seq_lens``

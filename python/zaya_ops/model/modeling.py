@@ -13,7 +13,10 @@ Two entry points run the network:
   key lengths are computed on the device from the cache's ``seq_lens``/``block_table``, and
   ``max_seqlen_q``/``max_seqlen_k`` are constants, so the device part (:meth:`decode_step`) makes no
   data-dependent host syncs (capturable in a CUDA graph once every op runs a compiled kernel; the
-  reference ops read small index tensors on the host).
+  reference ops read small index tensors on the host). The index metadata is validated where it is
+  made, by the cache (``ZayaCache.validate_batch``, once per change of batch), so the ops run without
+  their per-call index check: a decode step on the kernels reads nothing back from the device
+  (tests/test_no_host_sync.py).
 """
 
 from __future__ import annotations
@@ -395,7 +398,7 @@ class ZayaForCausalLM:
         slots = [int(s) for s in slots]
         if len(slots) != n:
             raise ValueError(f"{n} sequences given but {len(slots)} slots")
-        cache._check_slots(slots)
+        cache.validate_batch(slots)  # once per change of batch
         return slots
 
     @torch.no_grad()
@@ -427,6 +430,7 @@ class ZayaForCausalLM:
         self._check_cache(cache)
         slots = self._resolve_slots(cache, slots, len(seqs))
         cache.reserve(slots, lens)  # bounds and blocks; raises before anything changes
+        cache.validate_batch(slots)  # the metadata below, as the kernels will index with it
 
         dev = self.device
         starts = [cache.seq_len(s) for s in slots]
@@ -461,7 +465,8 @@ class ZayaForCausalLM:
         if t is None:
             if len(self._decode_slots) > 64:
                 self._decode_slots.clear()
-            t = self._decode_slots[key] = torch.tensor(key, dtype=torch.int32, device=self.device)
+            # non_blocking: a plain host-to-device copy would synchronise (once per new batch).
+            t = self._decode_slots[key] = torch.tensor(key, dtype=torch.int32).to(self.device, non_blocking=True)
         return t
 
     @torch.no_grad()
@@ -499,10 +504,12 @@ class ZayaForCausalLM:
             if lo < 0 or hi >= self.config.vocab_size:
                 raise ValueError(f"token id {lo if lo < 0 else hi} is outside the vocabulary "
                                  f"[0, {self.config.vocab_size})")
-        for s in slots:
-            if cache.seq_len(s) == 0:
+        cache.validate_batch(slots)
+        for s, n in zip(slots, cache.lengths(slots)):
+            if n == 0:
                 raise ValueError(f"slot {s} has no tokens yet: prefill it with forward() before decoding")
         cache.reserve(slots, [1] * B)
+        cache.validate_batch(slots)  # again only if reserve handed out a block
         logits = self.decode_step(tokens.to(self.device, torch.int64), self._slots_tensor(slots), cache)
         cache.advance(slots, [1] * B)
         return logits
