@@ -15,6 +15,8 @@ TORCH_LIBRARY(ZAYA_EMU_LIB, m) { zaya::define_schemas(m); }
 
 std::string zaya_emu_selftest(const std::string& name);  // selftest.cpp
 int64_t zaya_emu_launches();                             // selftest.cpp
+int64_t zaya_emu_attribute_queries();                    // selftest.cpp
+void zaya_emu_set_device_warp_size(int n);               // selftest.cpp
 
 #define ZAYA_STR2(x) #x
 #define ZAYA_STR(x) ZAYA_STR2(x)
@@ -26,4 +28,9 @@ PYBIND11_MODULE(ZAYA_EMU_MODULE, m) {
   m.def("selftest", &zaya_emu_selftest, pybind11::arg("name"),
         "Runs one of the emulator's self-test kernels (csrc/emu/selftest.cpp); returns '' or what went wrong.");
   m.def("launches", &zaya_emu_launches, "Emulated kernel launches so far in this process.");
+  m.def("attribute_queries", &zaya_emu_attribute_queries,
+        "Device-attribute queries (wave size, SM count) the launchers made so far in this process.");
+  m.def("set_device_warp_size", &zaya_emu_set_device_warp_size, pybind11::arg("n"),
+        "Makes the emulated device report n-lane warps (0: its real ZAYA_EMU_WARP_SIZE) and drops the "
+        "launchers' cached device facts. Tests only: launches must then refuse a mismatched device.");
 }

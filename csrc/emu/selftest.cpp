@@ -159,3 +159,8 @@ std::string run(const std::string& name) {
 
 std::string zaya_emu_selftest(const std::string& name) { return zaya::emu_selftest::run(name); }
 int64_t zaya_emu_launches() { return zaya::emu::launch_count().load(); }
+int64_t zaya_emu_attribute_queries() { return zaya::emu::attribute_queries().load(); }
+void zaya_emu_set_device_warp_size(int n) {
+  zaya::emu::device_warp_attribute().store(n > 0 ? n : ZAYA_EMU_WARP_SIZE);
+  zaya::vendor::forget_device_facts();
+}

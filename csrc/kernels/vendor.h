@@ -12,6 +12,11 @@
 #include <cstdint>
 #include <cstring>
 
+#if !defined(ZAYA_HOST_ONLY)
+#include <atomic>
+#include <string>
+#endif
+
 #if defined(__HIPCC__) || defined(__HIP__)
 #define ZAYA_HIP 1
 #include <hip/hip_runtime.h>
@@ -69,8 +74,16 @@ inline constexpr error_t kSuccess = 0;
 inline error_t get_last_error() { return 0; }  // emulated launches report through launch()
 inline const char* error_string(error_t) { return "no error"; }
 inline error_t get_device(int* d) { *d = 0; return 0; }
-inline error_t sm_count(int* n, int) { *n = 4; return 0; }  // small, so grid-shape logic gets exercised
-inline error_t warp_size(int* n, int) { *n = ZAYA_EMU_WARP_SIZE; return 0; }
+inline error_t sm_count(int* n, int) {  // small, so grid-shape logic gets exercised
+  emu::attribute_queries().fetch_add(1, std::memory_order_relaxed);
+  *n = 4;
+  return 0;
+}
+inline error_t warp_size(int* n, int) {  // ZAYA_EMU_WARP_SIZE unless a test made the device report another
+  emu::attribute_queries().fetch_add(1, std::memory_order_relaxed);
+  *n = emu::device_warp_attribute().load(std::memory_order_relaxed);
+  return 0;
+}
 #endif
 
 // ------------------------------------------------------------------------------------------------
@@ -102,28 +115,111 @@ inline const char* launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_
 #endif
 
 // ------------------------------------------------------------------------------------------------
-// Warp size: a compile-time constant of the device pass. CUDA: 32. AMD: the compiler's wavefront
-// size for the target (64 on gfx9 / CDNA such as gfx90a and gfx94x, 32 on RDNA in wave32 mode).
-// The host pass of a HIP compile does not know the target, so host code must never use it (it asks
-// the runtime, vendor::warp_size); it gets a placeholder there only so that kernel templates parse.
+// Per-device facts the launchers need (wave size, multiprocessor count), asked of the runtime once
+// per device and cached: they never change, and a driver query on every launch costs time on the
+// host. Device ids >= kMaxCachedDevices are asked each time. 0 means the runtime could not say.
+// ------------------------------------------------------------------------------------------------
+#if !defined(ZAYA_HOST_ONLY)
+namespace detail {
+inline constexpr int kMaxCachedDevices = 64;
+struct DeviceFactsCache {
+  std::atomic<int> warp[kMaxCachedDevices];
+  std::atomic<int> sms[kMaxCachedDevices];
+};
+inline DeviceFactsCache& device_facts_cache() {
+  static DeviceFactsCache c{};  // zero: not asked yet
+  return c;
+}
+inline int cached_attribute(std::atomic<int>* slots, int dev, error_t (*query)(int*, int)) {
+  const bool cacheable = dev >= 0 && dev < kMaxCachedDevices;
+  if (cacheable) {
+    const int v = slots[dev].load(std::memory_order_relaxed);
+    if (v > 0) return v;
+  }
+  int v = 0;
+  if (query(&v, dev) != kSuccess || v <= 0) return 0;
+  if (cacheable) slots[dev].store(v, std::memory_order_relaxed);
+  return v;
+}
+}  // namespace detail
+
+// Lanes per warp / wavefront that device `dev` reports (its attribute), cached; 0 on failure.
+inline int device_warp_size(int dev) {
+  return detail::cached_attribute(detail::device_facts_cache().warp, dev, &warp_size);
+}
+
+// Multiprocessors (SMs / CUs) of device `dev`, cached; 0 on failure.
+inline int device_sm_count(int dev) {
+  return detail::cached_attribute(detail::device_facts_cache().sms, dev, &sm_count);
+}
+
+// Drops the cached facts (tests: the emulator's device can be made to report another wave size).
+inline void forget_device_facts() {
+  for (int i = 0; i < detail::kMaxCachedDevices; ++i) {
+    detail::device_facts_cache().warp[i].store(0, std::memory_order_relaxed);
+    detail::device_facts_cache().sms[i].store(0, std::memory_order_relaxed);
+  }
+}
+#endif
+
+// ------------------------------------------------------------------------------------------------
+// Warp size: a compile-time constant of every pass, the wave size the kernels are written and
+// compiled for. CUDA: 32. Emulator: ZAYA_EMU_WARP_SIZE.
+// AMD: derived from the target's architecture macros, never from __AMDGCN_WAVEFRONT_SIZE (LLVM 22,
+// the compiler of current ROCm, removed it; ROCm 6.3 deprecated it and made `warpSize` a run-time
+// value). The HIP kernels are written for CDNA: 64-lane wavefronts and the MFMA instructions of
+// gfx90a and newer (mma.cuh). Every gfx9 target runs wave64 only, so __GFX9__ means 64. RDNA
+// (gfx10/11/12) defaults to wave32 and has no MFMA: it is refused with an #error rather than compiled
+// into kernels whose lane maps would be wrong. Because every device pass is therefore wave64, the
+// host pass of a HIP compile (which knows no target) uses 64 too, and the launchers compare it with
+// the device's reported wave size (current_device below) before every launch.
 // ------------------------------------------------------------------------------------------------
 #if defined(ZAYA_CUDA)
 #define ZAYA_WARP_SIZE 32
 #elif defined(ZAYA_EMU)
 #define ZAYA_WARP_SIZE ZAYA_EMU_WARP_SIZE
 #elif defined(ZAYA_HIP)
-#if defined(__AMDGCN_WAVEFRONT_SIZE)
-#define ZAYA_WARP_SIZE __AMDGCN_WAVEFRONT_SIZE
-#elif defined(__HIP_DEVICE_COMPILE__)
-#error "zaya vendor.h: the HIP device compiler did not define __AMDGCN_WAVEFRONT_SIZE"
+#if !defined(__HIP_DEVICE_COMPILE__)
+#define ZAYA_WARP_SIZE 64  // host pass: the wave size of every device pass, see above
+#elif defined(__GFX9__)
+#define ZAYA_WARP_SIZE 64  // GCN/CDNA: wave64 only
+#if !defined(__gfx90a__) && !defined(__gfx940__) && !defined(__gfx941__) && !defined(__gfx942__) && \
+    !defined(__gfx950__)
+#error "zaya vendor.h: this gfx9 target lacks the MFMA instructions the HIP kernels use (bf16 _1k forms of gfx90a and newer); build for gfx90a, gfx940, gfx941, gfx942 or gfx950"
+#endif
+#elif defined(__GFX10__) || defined(__GFX11__) || defined(__GFX12__)
+#error "zaya vendor.h: RDNA targets (gfx10, gfx11, gfx12) are not supported: the HIP kernels assume 64-lane wavefronts and CDNA's MFMA; build for gfx90a or gfx942 (CMAKE_HIP_ARCHITECTURES)"
 #else
-#define ZAYA_WARP_SIZE 64  // host pass placeholder, see above
+#error "zaya vendor.h: unknown AMD target (none of __GFX9__, __GFX10__, __GFX11__, __GFX12__): the HIP kernels support gfx90a, gfx940, gfx941, gfx942 and gfx950"
 #endif
 #endif
 
 #if !defined(ZAYA_HOST_ONLY)
 inline constexpr int kWarpSize = ZAYA_WARP_SIZE;
 static_assert(kWarpSize == 32 || kWarpSize == 64, "unexpected warp size");
+
+// The launchers' first step: the current device and its real wave size (cached, see
+// device_warp_size), refusing a device whose wave size is not the one the kernels were compiled for
+// (their lane maps, shuffles and block shapes all assume kWarpSize). Host geometry is then computed
+// from *warp. Returns nullptr, or an error naming op and both sizes (thread-local storage, valid
+// until this thread's next call).
+inline const char* current_device(const char* op, int* dev, int* warp) {
+  thread_local std::string msg;
+  if (get_device(dev) != kSuccess) {
+    msg = std::string("zaya ") + op + ": cannot get the current device";
+    return msg.c_str();
+  }
+  *warp = device_warp_size(*dev);
+  if (*warp == kWarpSize) return nullptr;
+  if (*warp <= 0) {
+    msg = std::string("zaya ") + op + ": cannot query the wave size of device " + std::to_string(*dev);
+  } else {
+    msg = std::string("zaya ") + op + ": device " + std::to_string(*dev) + " runs " + std::to_string(*warp) +
+          "-lane warps/wavefronts but these kernels were compiled for " + std::to_string(kWarpSize) +
+          " (CUDA: 32; HIP: CDNA wave64, gfx90a/gfx94x); build zaya_ops for this GPU's architecture";
+  }
+  return msg.c_str();
+}
 
 // Butterfly shuffle across the whole warp. Every lane of the warp must take part (kernels never
 // let a lane leave early); CUDA needs the full member mask, HIP has no mask argument.
