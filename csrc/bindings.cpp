@@ -38,6 +38,7 @@ py::dict build_info() {
 #endif
   d["backends"] = backends;
   d["cuda_archs"] = split_list(ZAYA_CUDA_ARCHS);
+  d["cuda_ptx"] = split_list(ZAYA_CUDA_PTX);  // PTX embedded for GPUs newer than cuda_archs
   d["hip_archs"] = split_list(ZAYA_HIP_ARCHS);
   d["torch_version"] = std::string(ZAYA_TORCH_VERSION);
 #if defined(__clang__)
@@ -55,6 +56,6 @@ py::dict build_info() {
 PYBIND11_MODULE(_C, m) {
   m.doc() = "zaya_ops compiled library: op schemas and kernels (see torch.ops.zaya)";
   m.def("build_info", &build_info,
-        "Backends compiled, CUDA/HIP arch lists and the torch version this build was made against.");
+        "Backends compiled, CUDA/HIP arch lists, embedded CUDA PTX and the torch version this build was made against.");
   zaya::runtime::bind_runtime(m, "_");  // _runtime_counters, _set_hopper_paths (tests, benchmarks)
 }

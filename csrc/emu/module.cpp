@@ -21,6 +21,8 @@ std::string zaya_emu_selftest(const std::string& name);  // selftest.cpp
 int64_t zaya_emu_launches();                             // selftest.cpp
 void zaya_emu_bind_probes(pybind11::module_& m);         // selftest.cpp: the layout probes
 void zaya_emu_reset_runtime_caches();                    // selftest.cpp
+int64_t zaya_emu_attribute_queries();                    // selftest.cpp
+void zaya_emu_set_device_warp_size(int n);               // selftest.cpp
 
 #define ZAYA_STR2(x) #x
 #define ZAYA_STR(x) ZAYA_STR2(x)
@@ -41,4 +43,9 @@ PYBIND11_MODULE(ZAYA_EMU_MODULE, m) {
       "host_read_probe", [](const at::Tensor& t) { return zaya::checks::host_ints(t); }, pybind11::arg("t"),
       "Reads an index tensor's values through the glue's one host-read helper (counted): the tests' proof "
       "that runtime_counters()['host_reads'] counts.");
+  m.def("attribute_queries", &zaya_emu_attribute_queries,
+        "Device-attribute queries (wave size, SM count) the launchers made so far in this process.");
+  m.def("set_device_warp_size", &zaya_emu_set_device_warp_size, pybind11::arg("n"),
+        "Makes the emulated device report n-lane warps (0: its real ZAYA_EMU_WARP_SIZE) and drops the "
+        "launchers' cached device facts. Tests only: launches must then refuse a mismatched device.");
 }

@@ -439,7 +439,7 @@ inline int64_t num_splits_impl(const CcaAttentionArgs& a) {
     using C = decltype(cfg);
     const int64_t base = a.B * a.nkv * query_tiles<C>(a);
     int dev = 0, sms = 1;
-    if (vendor::get_device(&dev) != vendor::kSuccess || vendor::sm_count(&sms, dev) != vendor::kSuccess) sms = 1;
+    if (vendor::get_device(&dev) != vendor::kSuccess || (sms = vendor::device_sm_count(dev)) <= 0) sms = 1;
     if (base >= sms) return nullptr;
     int64_t s = (2 * static_cast<int64_t>(sms) + base - 1) / base;  // about two blocks per SM
     const int64_t by_keys = a.max_seqlen_k / C::kMinSplitKeys;
@@ -468,21 +468,22 @@ const char* launch_sm90(const CcaAttentionArgs& a, vendor::stream_t stream) {
 }
 #endif
 
+// dev, warp: the current device and its wave size (vendor::current_device, checked by launch_impl).
 template <class T>
-const char* launch_typed(const CcaAttentionArgs& a, vendor::stream_t stream) {
+const char* launch_typed(const CcaAttentionArgs& a, int dev, int warp, vendor::stream_t stream) {
 #if defined(ZAYA_HAVE_WGMMA_SOURCE)
-  if (a.D == 64 || a.D == 128) {
-    int dev = 0;
-    if (vendor::get_device(&dev) == vendor::kSuccess && wgmma::hopper_paths_enabled(dev))
-      return a.D == 64 ? launch_sm90<T, 64>(a, stream) : launch_sm90<T, 128>(a, stream);
-  }
+  if ((a.D == 64 || a.D == 128) && wgmma::hopper_paths_enabled(dev))
+    return a.D == 64 ? launch_sm90<T, 64>(a, stream) : launch_sm90<T, 128>(a, stream);
+#else
+  (void)dev;
 #endif
   return with_head_dim(a.D, [&](auto cfg) -> const char* {
     using C = decltype(cfg);
     const int64_t tiles = query_tiles<C>(a);
     const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(a.nkv * a.splits),
                     static_cast<unsigned>(a.B));
-    const char* err = vendor::launch(&cca_attention_fwd<T, C::kD>, grid, dim3(C::kThreads), 0, stream, a, tiles,
+    const dim3 block(static_cast<unsigned>(C::kWarps * warp));  // = C::kThreads, from the device's wave size
+    const char* err = vendor::launch(&cca_attention_fwd<T, C::kD>, grid, block, 0, stream, a, tiles,
                                      keys_per_split<C>(a, a.splits));
     if (err != nullptr || a.splits == 1) return err;
     return vendor::launch(&cca_attention_combine<T>, dim3(static_cast<unsigned>(a.T)), dim3(128), 0, stream, a);
@@ -501,9 +502,11 @@ inline const char* launch_impl(const CcaAttentionArgs& a, vendor::stream_t strea
     return "zaya cca_attention: split launch without scratch";
   if (a.max_seqlen_q * (a.nq / a.nkv) / 16 >= (int64_t{1} << 31) || a.nkv * a.splits > 65535 || a.B > 65535)
     return "zaya cca_attention: grid too large";
+  int dev = 0, warp = 0;
+  if (const char* err = vendor::current_device("cca_attention", &dev, &warp)) return err;
   switch (a.dtype) {
-    case DType::BF16: return launch_typed<dtype::BF16>(a, stream);
-    case DType::F16: return launch_typed<dtype::F16>(a, stream);
+    case DType::BF16: return launch_typed<dtype::BF16>(a, dev, warp, stream);
+    case DType::F16: return launch_typed<dtype::F16>(a, dev, warp, stream);
     default: return "zaya cca_attention: dtype must be bfloat16 or float16 on CUDA/HIP";
   }
 }

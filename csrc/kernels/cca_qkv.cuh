@@ -464,17 +464,20 @@ inline const char* launch_cca_qkv_impl(const CcaQkvArgs& a, vendor::stream_t str
   const int64_t blocks = (a.T + bm - 1) / bm;
   if (a.T > int64_t{0x7fffffff} || a.nq + a.nkv > 65535 || a.B > int64_t{0x7fffffff})
     return "zaya cca_qkv: too many tokens, heads or sequences for one launch";
+  int dev = 0, warp = 0;
+  if (const char* err = vendor::current_device("cca_qkv", &dev, &warp)) return err;
+  const dim3 block(static_cast<unsigned>(kWarps * warp));  // = kThreads, from the device's wave size
   auto run = [&](auto pt) -> const char* {
     using P = decltype(pt);
 #if defined(ZAYA_CCA_QKV_SINGLE_LAUNCH)
     if (blocks == 1)  // decode batches up to one token block: one launch
       return vendor::launch(&cca_qkv_single_block_kernel<P>, dim3(1, static_cast<unsigned>(a.nq + a.nkv)),
-                            dim3(kThreads), 0, stream, a);
+                            block, 0, stream, a);
 #endif
     const dim3 qgrid(static_cast<unsigned>(blocks), static_cast<unsigned>(a.nq));
     const dim3 kgrid(static_cast<unsigned>(blocks), static_cast<unsigned>(a.nkv));
-    if (const char* err = vendor::launch(&cca_qkv_kernel<P, false>, qgrid, dim3(kThreads), 0, stream, a)) return err;
-    if (const char* err = vendor::launch(&cca_qkv_kernel<P, true>, kgrid, dim3(kThreads), 0, stream, a)) return err;
+    if (const char* err = vendor::launch(&cca_qkv_kernel<P, false>, qgrid, block, 0, stream, a)) return err;
+    if (const char* err = vendor::launch(&cca_qkv_kernel<P, true>, kgrid, block, 0, stream, a)) return err;
     if (const char* err = vendor::launch(&cca_qkv_values_kernel, dim3(static_cast<unsigned>(a.T)),
                                          dim3(kStateThreads), 0, stream, a))
       return err;

@@ -376,9 +376,7 @@ inline const char* launch_moe_top1_impl(const MoeTop1Args& a, vendor::stream_t s
   if (a.E < 1 || a.E > kMoeMaxExperts) return "zaya moe_top1: unsupported number of experts";
   if (a.T > int64_t{0x7fffffff} - kBM * (a.E + 1)) return "zaya moe_top1: too many tokens for one call";
   int dev = 0, warp = 0;
-  if (vendor::get_device(&dev) != vendor::kSuccess || vendor::warp_size(&warp, dev) != vendor::kSuccess)
-    return "zaya moe_top1: cannot query the current device";
-  if (warp != ZAYA_WARP_SIZE) return "zaya moe_top1: the matrix kernels need a 64-lane wavefront (CDNA) on AMD";
+  if (const char* err = vendor::current_device("moe_top1", &dev, &warp)) return err;
 
   const int64_t m_tiles = (a.T + kBM - 1) / kBM + (a.expert_end - a.expert_start);
 #if defined(ZAYA_HAVE_WGMMA_SOURCE)
@@ -387,7 +385,7 @@ inline const char* launch_moe_top1_impl(const MoeTop1Args& a, vendor::stream_t s
   if (a.T > kGemvTokens || ZAYA_WARP_SIZE != 32) {  // CUDA decode: expert_gemv scans the indices itself
     if (const char* err = vendor::launch(&group_tokens<kBM>, dim3(1), dim3(kGroupThreads), 0, stream, a)) return err;
   }
-  const dim3 block(kThreads);
+  const dim3 block(static_cast<unsigned>(kWarps * warp));  // = kThreads, from the device's wave size
   const dim3 grid_gu(static_cast<unsigned>(m_tiles), static_cast<unsigned>((a.I + kBN - 1) / kBN));
   const dim3 grid_dn(static_cast<unsigned>(m_tiles), static_cast<unsigned>((a.H + kBN - 1) / kBN));
   const unsigned local = static_cast<unsigned>(a.expert_end - a.expert_start);

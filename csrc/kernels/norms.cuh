@@ -40,7 +40,6 @@
 //     tuned on hardware (written without a GPU): correctness does not depend on them.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 
 #include "norms_launch.h"
@@ -402,28 +401,6 @@ inline Shape pick_shape(int64_t rows, int64_t hidden, int warp, int sms) {
   return s;
 }
 
-// Per-device facts for pick_shape, asked once per device.
-inline const char* device_facts(int* warp, int* sms) {
-  constexpr int kMaxDevices = 64;
-  static std::atomic<int> cached_warp[kMaxDevices] = {};
-  static std::atomic<int> cached_sms[kMaxDevices] = {};
-  int dev = 0;
-  if (vendor::get_device(&dev) != vendor::kSuccess) return "zaya norms: cannot get the current device";
-  if (dev >= 0 && dev < kMaxDevices && cached_warp[dev].load(std::memory_order_relaxed) > 0) {
-    *warp = cached_warp[dev].load(std::memory_order_relaxed);
-    *sms = cached_sms[dev].load(std::memory_order_relaxed);
-    return nullptr;
-  }
-  vendor::error_t e = vendor::warp_size(warp, dev);
-  if (e == vendor::kSuccess) e = vendor::sm_count(sms, dev);
-  if (e != vendor::kSuccess) return vendor::error_string(e);
-  if (dev >= 0 && dev < kMaxDevices) {
-    cached_sms[dev].store(*sms, std::memory_order_relaxed);
-    cached_warp[dev].store(*warp, std::memory_order_relaxed);
-  }
-  return nullptr;
-}
-
 template <class F>
 const char* with_dtype(DType d, F&& f) {
   switch (d) {
@@ -438,12 +415,14 @@ inline int64_t elem_size(DType d) { return d == DType::F32 ? 4 : 2; }
 using vendor::aligned16;
 
 // Common checks of the contract; fills `shape`.
-inline const char* prepare(int64_t rows, int64_t hidden, Shape* shape) {
+inline const char* prepare(const char* op, int64_t rows, int64_t hidden, Shape* shape) {
   if (rows < 0 || hidden < 0) return "zaya norms: negative size";
   if (hidden % kVec != 0) return "zaya norms: hidden size must be a multiple of 8";
   if (hidden / kVec > int64_t{0x7fffffff}) return "zaya norms: hidden size too large";
-  int warp = 0, sms = 0;
-  if (const char* err = device_facts(&warp, &sms)) return err;
+  int dev = 0, warp = 0;
+  if (const char* err = vendor::current_device(op, &dev, &warp)) return err;
+  const int sms = vendor::device_sm_count(dev);
+  if (sms <= 0) return "zaya norms: cannot query the device's multiprocessor count";
   *shape = pick_shape(rows, hidden, warp, sms);
   if (shape->grid > int64_t{0x7fffffff}) return "zaya norms: too many rows for one launch";
   return nullptr;
@@ -452,7 +431,7 @@ inline const char* prepare(int64_t rows, int64_t hidden, Shape* shape) {
 inline const char* launch_rms_norm_impl(const RmsNormArgs& a, vendor::stream_t stream) {
   if (a.rows == 0 || a.hidden == 0) return nullptr;
   Shape s;
-  if (const char* err = prepare(a.rows, a.hidden, &s)) return err;
+  if (const char* err = prepare("rms_norm", a.rows, a.hidden, &s)) return err;
   if (!aligned16(a.x) || !aligned16(a.weight) || !aligned16(a.out) ||
       (a.rows > 1 && (a.x_row_stride * elem_size(a.x_dtype)) % 16 != 0))
     return "zaya rms_norm: pointers and row strides must be 16-byte aligned";
@@ -480,7 +459,7 @@ inline const char* launch_residual_scale_rmsnorm_impl(const ResidualScaleRmsNorm
                                                       vendor::stream_t stream) {
   if (a.rows == 0 || a.hidden == 0) return nullptr;
   Shape s;
-  if (const char* err = prepare(a.rows, a.hidden, &s)) return err;
+  if (const char* err = prepare("residual_scale_rmsnorm", a.rows, a.hidden, &s)) return err;
   const int64_t es = elem_size(a.dtype);
   if (!aligned16(a.h) || !aligned16(a.residual) || !aligned16(a.h_bias) || !aligned16(a.h_scale) ||
       !aligned16(a.r_bias) || !aligned16(a.r_scale) || !aligned16(a.norm_weight) ||

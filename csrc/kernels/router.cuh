@@ -433,11 +433,10 @@ inline const char* launch_router_impl(const RouterArgs& a, vendor::stream_t stre
   if (width > kRouterMaxWidth) return "zaya router: max(router_dim, classes) exceeds kRouterMaxWidth";
   if (a.hidden > INT32_MAX) return "zaya router: hidden exceeds the kernel's 32-bit column index";
   if (a.tokens == 0) return nullptr;
-  int dev = 0, sms = 0, warp = 0;
-  vendor::error_t e = vendor::get_device(&dev);
-  if (e == vendor::kSuccess) e = vendor::sm_count(&sms, dev);
-  if (e == vendor::kSuccess) e = vendor::warp_size(&warp, dev);
-  if (e != vendor::kSuccess) return vendor::error_string(e);
+  int dev = 0, warp = 0;
+  if (const char* err = vendor::current_device("router", &dev, &warp)) return err;
+  const int sms = vendor::device_sm_count(dev);
+  if (sms <= 0) return "zaya router: cannot query the device's multiprocessor count";
   // Big tiles (each block streams down_weight once for 64 tokens) when they still fill every SM;
   // else 16-token tiles, 4x the blocks (decode, small batches).
   const bool big = width <= Big::kWidth && (a.tokens + Big::kTokens - 1) / Big::kTokens >= sms;

@@ -18,8 +18,9 @@
 // MMA from shared-memory descriptors; Block::async_ops tracks each operation's operands until every
 // thread of the warpgroup has waited for it) and tma.cuh (bulk tensor copies at issue; Block::mbarriers
 // holds each mbarrier's phase, arrivals and transaction bytes). fail() stops a block with a message.
-// launch_count() counts launches (tests hold ops to their launches per call). The 32-lane emulator
-// also models the driver's per-kernel opt-in to more than 48 KiB of dynamic shared memory.
+// launch_count() counts launches (tests hold ops to their launches per call); attribute_queries() and
+// device_warp_attribute() are the emulated device's attribute queries and reported wave size. The
+// 32-lane emulator also models the driver's per-kernel opt-in to more than 48 KiB of dynamic shared memory.
 //
 // ZAYA_EMU_WARP_SIZE (32 or 64) picks the warp the kernels see: 32 runs their CUDA paths (mma.sync
 // fragment layouts), 64 their CDNA paths (MFMA layouts).
@@ -282,6 +283,18 @@ inline std::string& first_error() {
 // Kernel launches so far in this process (tests check launch counts, e.g. one per decode step).
 inline std::atomic<int64_t>& launch_count() {
   static std::atomic<int64_t> n{0};
+  return n;
+}
+
+// The emulated device's attributes (vendor::warp_size / sm_count): queries so far (tests check that
+// the launchers cache them), and the wave size it reports, ZAYA_EMU_WARP_SIZE unless a test sets
+// another to check that every launcher refuses a device its kernels were not compiled for.
+inline std::atomic<int64_t>& attribute_queries() {
+  static std::atomic<int64_t> n{0};
+  return n;
+}
+inline std::atomic<int>& device_warp_attribute() {
+  static std::atomic<int> n{ZAYA_EMU_WARP_SIZE};
   return n;
 }
 

@@ -32,6 +32,7 @@
 #include <atomic>
 #include <map>
 #include <mutex>
+#include <string>
 #include <utility>
 #endif
 
@@ -63,7 +64,7 @@ inline error_t query_sm_count(int* n, int dev) {
 inline error_t query_cc_major(int* n, int dev) {
   return cudaDeviceGetAttribute(n, cudaDevAttrComputeCapabilityMajor, dev);
 }
-inline error_t warp_size(int* n, int dev) { return cudaDeviceGetAttribute(n, cudaDevAttrWarpSize, dev); }
+inline error_t query_warp_size(int* n, int dev) { return cudaDeviceGetAttribute(n, cudaDevAttrWarpSize, dev); }
 #elif defined(ZAYA_HIP)
 using stream_t = hipStream_t;
 using error_t = hipError_t;
@@ -74,7 +75,7 @@ inline error_t get_device(int* d) { return hipGetDevice(d); }
 inline error_t query_sm_count(int* n, int dev) {
   return hipDeviceGetAttribute(n, hipDeviceAttributeMultiprocessorCount, dev);
 }
-inline error_t warp_size(int* n, int dev) { return hipDeviceGetAttribute(n, hipDeviceAttributeWarpSize, dev); }
+inline error_t query_warp_size(int* n, int dev) { return hipDeviceGetAttribute(n, hipDeviceAttributeWarpSize, dev); }
 #elif defined(ZAYA_EMU)
 using stream_t = void*;
 using error_t = int;
@@ -82,9 +83,21 @@ inline constexpr error_t kSuccess = 0;
 inline error_t get_last_error() { return 0; }  // emulated launches report through launch()
 inline const char* error_string(error_t) { return "no error"; }
 inline error_t get_device(int* d) { *d = 0; return 0; }
-inline error_t query_sm_count(int* n, int) { *n = 4; return 0; }  // small, so grid-shape logic gets exercised
-inline error_t query_cc_major(int* n, int) { *n = 9; return 0; }  // the 32-lane emulator models Hopper's units
-inline error_t warp_size(int* n, int) { *n = ZAYA_EMU_WARP_SIZE; return 0; }
+inline error_t query_sm_count(int* n, int) {  // small, so grid-shape logic gets exercised
+  emu::attribute_queries().fetch_add(1, std::memory_order_relaxed);
+  *n = 4;
+  return 0;
+}
+inline error_t query_cc_major(int* n, int) {  // the 32-lane emulator models Hopper's units
+  emu::attribute_queries().fetch_add(1, std::memory_order_relaxed);
+  *n = 9;
+  return 0;
+}
+inline error_t query_warp_size(int* n, int) {  // ZAYA_EMU_WARP_SIZE unless a test made the device report another
+  emu::attribute_queries().fetch_add(1, std::memory_order_relaxed);
+  *n = emu::device_warp_attribute().load(std::memory_order_relaxed);
+  return 0;
+}
 #endif
 
 // ------------------------------------------------------------------------------------------------
@@ -94,7 +107,7 @@ inline error_t warp_size(int* n, int) { *n = ZAYA_EMU_WARP_SIZE; return 0; }
 // ------------------------------------------------------------------------------------------------
 #if !defined(ZAYA_HOST_ONLY)
 inline constexpr int kMaxDevices = 64;
-enum DeviceAttribute : int { kAttrSmCount = 0, kAttrCcMajor = 1, kNumDeviceAttributes = 2 };
+enum DeviceAttribute : int { kAttrSmCount = 0, kAttrCcMajor = 1, kAttrWarpSize = 2, kNumDeviceAttributes = 3 };
 
 inline std::atomic<int>* attribute_cache(int attr) {  // value + 1, 0 = not asked yet
   static std::atomic<int> cache[kNumDeviceAttributes][kMaxDevices];
@@ -118,6 +131,18 @@ inline error_t cached_attribute(int attr, int dev, int* out, error_t (*query)(in
 
 // Streaming multiprocessors (compute units) of device `dev`.
 inline error_t sm_count(int* n, int dev) { return cached_attribute(kAttrSmCount, dev, n, &query_sm_count); }
+// Lanes per warp / wavefront that device `dev` reports (its attribute).
+inline error_t warp_size(int* n, int dev) { return cached_attribute(kAttrWarpSize, dev, n, &query_warp_size); }
+
+// The same as plain values for the launchers: the count, or 0 when the runtime could not say.
+inline int device_sm_count(int dev) {
+  int n = 0;
+  return sm_count(&n, dev) == kSuccess && n > 0 ? n : 0;
+}
+inline int device_warp_size(int dev) {
+  int n = 0;
+  return warp_size(&n, dev) == kSuccess && n > 0 ? n : 0;
+}
 #if defined(ZAYA_CUDA) || defined(ZAYA_EMU)
 // Compute capability major of device `dev` (the Hopper paths' check, wgmma.cuh).
 inline error_t cc_major(int* n, int dev) { return cached_attribute(kAttrCcMajor, dev, n, &query_cc_major); }
@@ -172,6 +197,9 @@ inline void reset_launch_caches() {
   smem_opt_ins().granted.clear();
 #endif
 }
+
+// The same, by its name in the wave-size tests (the emulated device can be made to report another).
+inline void forget_device_facts() { reset_launch_caches(); }
 #endif  // !ZAYA_HOST_ONLY
 
 // ------------------------------------------------------------------------------------------------
@@ -202,28 +230,63 @@ inline const char* launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_
 #endif
 
 // ------------------------------------------------------------------------------------------------
-// Warp size: a compile-time constant of the device pass. CUDA: 32. AMD: the compiler's wavefront
-// size for the target (64 on gfx9 / CDNA such as gfx90a and gfx94x, 32 on RDNA in wave32 mode).
-// The host pass of a HIP compile does not know the target, so host code must never use it (it asks
-// the runtime, vendor::warp_size); it gets a placeholder there only so that kernel templates parse.
+// Warp size: a compile-time constant of every pass, the wave size the kernels are written and
+// compiled for. CUDA: 32. Emulator: ZAYA_EMU_WARP_SIZE.
+// AMD: derived from the target's architecture macros, never from __AMDGCN_WAVEFRONT_SIZE (LLVM 22,
+// the compiler of current ROCm, removed it; ROCm 6.3 deprecated it and made `warpSize` a run-time
+// value). The HIP kernels are written for CDNA: 64-lane wavefronts and the MFMA instructions of
+// gfx90a and newer (mma.cuh). Every gfx9 target runs wave64 only, so __GFX9__ means 64. RDNA
+// (gfx10/11/12) defaults to wave32 and has no MFMA: it is refused with an #error rather than compiled
+// into kernels whose lane maps would be wrong. Because every device pass is therefore wave64, the
+// host pass of a HIP compile (which knows no target) uses 64 too, and the launchers compare it with
+// the device's reported wave size (current_device below) before every launch.
 // ------------------------------------------------------------------------------------------------
 #if defined(ZAYA_CUDA)
 #define ZAYA_WARP_SIZE 32
 #elif defined(ZAYA_EMU)
 #define ZAYA_WARP_SIZE ZAYA_EMU_WARP_SIZE
 #elif defined(ZAYA_HIP)
-#if defined(__AMDGCN_WAVEFRONT_SIZE)
-#define ZAYA_WARP_SIZE __AMDGCN_WAVEFRONT_SIZE
-#elif defined(__HIP_DEVICE_COMPILE__)
-#error "zaya vendor.h: the HIP device compiler did not define __AMDGCN_WAVEFRONT_SIZE"
+#if !defined(__HIP_DEVICE_COMPILE__)
+#define ZAYA_WARP_SIZE 64  // host pass: the wave size of every device pass, see above
+#elif defined(__GFX9__)
+#define ZAYA_WARP_SIZE 64  // GCN/CDNA: wave64 only
+#if !defined(__gfx90a__) && !defined(__gfx940__) && !defined(__gfx941__) && !defined(__gfx942__) && \
+    !defined(__gfx950__)
+#error "zaya vendor.h: this gfx9 target lacks the MFMA instructions the HIP kernels use (bf16 _1k forms of gfx90a and newer); build for gfx90a, gfx940, gfx941, gfx942 or gfx950"
+#endif
+#elif defined(__GFX10__) || defined(__GFX11__) || defined(__GFX12__)
+#error "zaya vendor.h: RDNA targets (gfx10, gfx11, gfx12) are not supported: the HIP kernels assume 64-lane wavefronts and CDNA's MFMA; build for gfx90a or gfx942 (CMAKE_HIP_ARCHITECTURES)"
 #else
-#define ZAYA_WARP_SIZE 64  // host pass placeholder, see above
+#error "zaya vendor.h: unknown AMD target (none of __GFX9__, __GFX10__, __GFX11__, __GFX12__): the HIP kernels support gfx90a, gfx940, gfx941, gfx942 and gfx950"
 #endif
 #endif
 
 #if !defined(ZAYA_HOST_ONLY)
 inline constexpr int kWarpSize = ZAYA_WARP_SIZE;
 static_assert(kWarpSize == 32 || kWarpSize == 64, "unexpected warp size");
+
+// The launchers' first step: the current device and its real wave size (cached, see
+// device_warp_size), refusing a device whose wave size is not the one the kernels were compiled for
+// (their lane maps, shuffles and block shapes all assume kWarpSize). Host geometry is then computed
+// from *warp. Returns nullptr, or an error naming op and both sizes (thread-local storage, valid
+// until this thread's next call).
+inline const char* current_device(const char* op, int* dev, int* warp) {
+  thread_local std::string msg;
+  if (get_device(dev) != kSuccess) {
+    msg = std::string("zaya ") + op + ": cannot get the current device";
+    return msg.c_str();
+  }
+  *warp = device_warp_size(*dev);
+  if (*warp == kWarpSize) return nullptr;
+  if (*warp <= 0) {
+    msg = std::string("zaya ") + op + ": cannot query the wave size of device " + std::to_string(*dev);
+  } else {
+    msg = std::string("zaya ") + op + ": device " + std::to_string(*dev) + " runs " + std::to_string(*warp) +
+          "-lane warps/wavefronts but these kernels were compiled for " + std::to_string(kWarpSize) +
+          " (CUDA: 32; HIP: CDNA wave64, gfx90a/gfx94x); build zaya_ops for this GPU's architecture";
+  }
+  return msg.c_str();
+}
 
 // Butterfly shuffle across the whole warp. Every lane of the warp must take part (kernels never
 // let a lane leave early); CUDA needs the full member mask, HIP has no mask argument.

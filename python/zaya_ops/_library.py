@@ -36,7 +36,9 @@ def build_info() -> dict:
     """What this build of zaya_ops contains.
 
     Returns a dict with ``backends`` (compiled kernel backends: "cpu", and "cuda" or "hip"),
-    ``cuda_archs`` / ``hip_archs`` (the architecture lists compiled), ``torch_version`` (the torch
+    ``cuda_archs`` / ``hip_archs`` (the architecture lists compiled to machine code), ``cuda_ptx``
+    (the PTX embedded beside them, e.g. ``["compute_80"]``, which the driver compiles for a GPU the
+    list does not name, such as sm_100 or sm_120), ``torch_version`` (the torch
     this build was made against), ``torch_runtime`` (the torch now imported) and ``cxx_compiler``.
     """
     info = dict(_INFO)
