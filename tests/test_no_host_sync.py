@@ -169,6 +169,33 @@ def test_tensor_maps_cached_per_weight_tensor(monkeypatch):
     assert c2["func_attribute_sets"] == c1["func_attribute_sets"]
 
 
+def test_cache_validates_batch_metadata_once():
+    """The model's index metadata is validated where it is made (ZayaCache.validate_batch, host mirrors),
+    once per change of batch or allocation, and a broken entry is named."""
+    cfg = ZayaConfig(**CONFIG)
+    cache = ZayaForCausalLM(cfg, dtype=torch.float32, backend="reference").new_cache(2, 16, block_size=4)
+    slots = cache.admit(2)
+    cache.reserve(slots, [5, 3])
+    checks = []
+    real = cache._check_slots
+    cache._check_slots = lambda s: (checks.append(tuple(s)), real(s))
+    cache.validate_batch(slots)  # the blocks reserve handed out: checked once
+    cache.validate_batch(slots)
+    cache.reserve(slots, [3, 1])  # no new block: still the same batch
+    assert checks == [tuple(slots)]
+    cache.advance(slots, [5, 3])
+    cache.reserve(slots, [4, 1])  # slot 0 needs a third block
+    cache.validate_batch(slots)
+    assert checks == [tuple(slots)] * 2
+    cache._host_table[slots[0]][1] = 10**6  # a bookkeeping bug, as the kernels would see it
+    cache._version += 1
+    with pytest.raises(ValueError, match=rf"slot {slots[0]}: block table .* does not fit the cache"):
+        cache.validate_batch(slots)
+    cache.release([slots[1]])
+    with pytest.raises(ValueError, match=rf"slot {slots[1]} holds no sequence"):
+        cache.validate_batch(slots)
+
+
 def test_glue_reads_no_index_values():
     """The GPU glue and the checks it includes never read tensor values on the host except through the
     counted helper (arg_checks.h host_ints), which it does not call; the launchers read the environment
