@@ -273,8 +273,9 @@ def _sharded(tmp_path):
 
 
 def test_shards_outside_the_checkpoint_are_refused(tmp_path):
-    """An index entry may name only files inside the checkpoint directory: '../x', absolute paths and
-    symlinks that lead out are refused (even when the file there is a valid shard)."""
+    """An index entry may name only files inside the checkpoint directory: '../x' and absolute paths are
+    refused (even when the file there is a valid shard). Symlinks that the directory itself holds are its
+    writer's choice and are followed (shards linked from another disk, the hub cache's blobs)."""
     d, index, idx, shards = _sharded(tmp_path)
     name = next(iter(idx["weight_map"]))
     victim = idx["weight_map"][name]
@@ -286,22 +287,8 @@ def test_shards_outside_the_checkpoint_are_refused(tmp_path):
         with pytest.raises(CheckpointError, match=r"shards must be files of the checkpoint directory"):
             ZayaForCausalLM.from_pretrained(d)
     index.write_text(json.dumps(idx))
-    os.symlink(outside, d / victim)  # a link out of the directory
-    with pytest.raises(CheckpointError, match=r"resolves to .*other.*, outside the checkpoint directory"):
-        ZayaForCausalLM.from_pretrained(d)
-    os.remove(d / victim)
-    (d / "sub").mkdir()
-    os.replace(outside, d / "sub" / victim)
-    os.symlink(os.path.join("sub", victim), d / victim)  # a link inside it is fine
+    os.symlink(outside, d / victim)  # the directory links a shard kept elsewhere: followed
     ZayaForCausalLM.from_pretrained(d)
-    # a single model.safetensors that links out is refused too
-    single = tmp_path / "single"
-    single.mkdir()
-    ZayaConfig(**SMALL).save(single)
-    save_file(random_state_dict(ZayaConfig(**SMALL)), tmp_path / "other" / "w.safetensors")
-    os.symlink(tmp_path / "other" / "w.safetensors", single / "model.safetensors")
-    with pytest.raises(CheckpointError, match=r"model.safetensors: .* outside the checkpoint directory"):
-        ZayaForCausalLM.from_pretrained(single)
 
 
 def test_hub_cache_layout_loads(tmp_path):

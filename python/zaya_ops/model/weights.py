@@ -60,20 +60,6 @@ def _safetensors(path: str):
         raise CheckpointError(f"{path} is not a valid safetensors file (corrupt or truncated?): {exc}") from exc
 
 
-def _inside_checkpoint(directory: str, path: str, what: str) -> str:
-    """``path`` if it resolves (symlinks followed) inside ``directory``, else a CheckpointError. The one
-    exception is the Hugging Face hub cache, whose ``snapshots/<revision>/`` files are links into the
-    repository's ``blobs/``."""
-    real_dir, real = os.path.realpath(directory), os.path.realpath(path)
-    roots = [real_dir]
-    parent = os.path.dirname(real_dir)
-    if os.path.basename(parent) == "snapshots":
-        roots.append(os.path.join(os.path.dirname(parent), "blobs"))
-    if not any(os.path.commonpath([real, root]) == root for root in roots):
-        raise CheckpointError(f"{what}: {path} resolves to {real}, outside the checkpoint directory {directory}")
-    return path
-
-
 def _layer_shapes(cfg: ZayaConfig, i: int) -> dict[str, tuple[int, ...]]:
     H, D, C = cfg.hidden_size, cfg.head_dim, cfg.conv_channels
     R, E, I = cfg.router_hidden_size, cfg.num_experts, cfg.moe_intermediate_size
@@ -145,9 +131,10 @@ def checkpoint_tensor_files(directory: str | os.PathLike) -> dict[str, str]:
 
     Uses ``model.safetensors.index.json`` when present (sharded), else ``model.safetensors``. Raises
     FileNotFoundError when neither exists (naming what the directory holds) or a listed shard is missing,
-    and CheckpointError for an index entry that is not a plain relative file name (absolute, ``..``) or a
-    weight file that resolves outside the directory through a symlink (the Hugging Face hub cache's links
-    from ``snapshots/<revision>/`` into ``blobs/`` are allowed), or a file that is not valid safetensors.
+    and CheckpointError for an index entry that is not a plain relative file name (absolute, ``..``): the
+    index names files of the directory, never elsewhere. Symlinks the directory itself holds are followed
+    (whoever wrote the directory chose them: the Hugging Face hub cache links ``snapshots/<revision>/``
+    files into ``blobs/``, and users link shards from other disks).
     """
     directory = os.fspath(directory)
     index = os.path.join(directory, INDEX_FILE)
@@ -170,10 +157,9 @@ def checkpoint_tensor_files(directory: str | os.PathLike) -> dict[str, str]:
             path = os.path.join(directory, shard)
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"{index} lists {name!r} in {shard}, which does not exist")
-            files[name] = _inside_checkpoint(directory, path, what)
+            files[name] = path
         return files
     if os.path.isfile(single):
-        _inside_checkpoint(directory, single, SINGLE_FILE)
         with _safetensors(single) as f:
             return {name: single for name in f.keys()}
     have = sorted(os.listdir(directory)) if os.path.isdir(directory) else []
