@@ -79,7 +79,7 @@ inline const char* launch_impl(const WgmmaTileArgs& g, vendor::stream_t stream) 
 #if !defined(ZAYA_EMU)
   int dev = 0, major = 0;
   if (vendor::get_device(&dev) != vendor::kSuccess ||
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess || major != 9)
+      vendor::cc_major(&major, dev) != vendor::kSuccess || major != 9)  // cached per device
     return "wgmma tile: needs a compute capability 9.x (Hopper) GPU";
 #endif
   const bool bf = g.dtype == DType::BF16;
