@@ -35,6 +35,7 @@
 #include <memory>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && !defined(__clang__)
@@ -547,6 +548,21 @@ void reduce_blocks(const double* partial, int64_t blocks, int64_t n, typename P:
   });
 }
 
+// The norm's part of one row's backward, for v(j) (the row rounded to the param dtype) and gn(j) =
+// round_p(gy * w): {inv, coef} with gv = gn * inv + v * coef (the gradient before the casts back).
+template <class C, class VFn, class GFn>
+ZAYA_ALWAYS_INLINE std::pair<C, C> norm_bwd_row_stats(int64_t H, float eps, VFn v_of, GFn gn_of) {
+  C ss = 0, dot = 0;
+#pragma omp simd reduction(+ : ss, dot)
+  for (int64_t j = 0; j < H; ++j) {
+    const C v = v_of(j);
+    ss += v * v;
+    dot += gn_of(j) * v;
+  }
+  const C inv = C(1) / std::sqrt(ss / static_cast<C>(H) + static_cast<C>(eps));
+  return {inv, -(dot / static_cast<C>(H)) * (inv * inv * inv)};
+}
+
 struct RmsBwdArgs {
   const void* gy;     // [T, H] param dtype, contiguous
   const void* x;      // [T, H] x dtype, rows x_stride apart
@@ -569,16 +585,9 @@ void rms_bwd_rows(const RmsBwdArgs& a, int64_t t0, int64_t t1, double* __restric
     const XT* __restrict x = static_cast<const XT*>(a.x) + t * a.x_stride;
     const PT* __restrict gy = static_cast<const PT*>(a.gy) + t * H;
     XT* __restrict gx = static_cast<XT*>(a.gx) + t * H;
-    C ss = 0, dot = 0;
-#pragma omp simd reduction(+ : ss, dot)
-    for (int64_t j = 0; j < H; ++j) {
-      const C v = P::round(X::load(x[j]));
-      const C gn = P::round(P::load(gy[j]) * w[j]);
-      ss += v * v;
-      dot += gn * v;
-    }
-    const C inv = C(1) / std::sqrt(ss / static_cast<C>(H) + static_cast<C>(a.eps));
-    const C coef = -(dot / static_cast<C>(H)) * (inv * inv * inv);
+    const auto [inv, coef] = norm_bwd_row_stats<C>(
+        H, a.eps, [&](int64_t j) -> C { return P::round(X::load(x[j])); },
+        [&](int64_t j) -> C { return P::round(P::load(gy[j]) * w[j]); });
 #pragma omp simd
     for (int64_t j = 0; j < H; ++j) {
       const C v = P::round(X::load(x[j]));
@@ -669,17 +678,10 @@ void rsr_bwd_rows(const RsrBwdArgs& a, int64_t t0, int64_t t1, double* __restric
     const PT* __restrict gy = static_cast<const PT*>(a.gy) + t * H;
     PT* __restrict gh = static_cast<PT*>(a.gh) + t * H;
     C* __restrict gr = static_cast<C*>(a.gr) + t * H;
-    C ss = 0, dot = 0;
-#pragma omp simd reduction(+ : ss, dot)
-    for (int64_t j = 0; j < H; ++j) {
-      const C hv = P::round(P::round(P::load(h[j]) + hb[j]) * hs[j]);
-      const C v = P::round(hv + (r[j] + rb[j]) * rs[j]);
-      const C gn = P::round(P::load(gy[j]) * w[j]);
-      ss += v * v;
-      dot += gn * v;
-    }
-    const C inv = C(1) / std::sqrt(ss / static_cast<C>(H) + static_cast<C>(a.eps));
-    const C coef = -(dot / static_cast<C>(H)) * (inv * inv * inv);
+    const auto [inv, coef] = norm_bwd_row_stats<C>(
+        H, a.eps, [&](int64_t j) -> C { return P::round(P::round(P::round(P::load(h[j]) + hb[j]) * hs[j]) +
+                                                        (r[j] + rb[j]) * rs[j]); },
+        [&](int64_t j) -> C { return P::round(P::load(gy[j]) * w[j]); });
 #pragma omp simd
     for (int64_t j = 0; j < H; ++j) {
       const C av = P::round(P::load(h[j]) + hb[j]);
