@@ -12,9 +12,11 @@ namespace zaya {
 
 // The ops without a backward yet: an Autograd kernel that lets the forward run and makes a backward
 // through its outputs raise "derivative for <ns>::<op> is not implemented" (instead of torch's default
-// for custom ops: a warning and no gradient). The two norms get theirs in python/zaya_ops/_autograd.py.
+// for custom ops: a warning and no gradient). The two norms get theirs in python/zaya_ops/_autograd.py;
+// their backward ops are listed here too, so a double backward raises as well.
 inline void register_not_differentiable(torch::Library& m) {
-  for (const char* name : {"cca_qkv", "cca_attention", "router", "moe_top1"})
+  for (const char* name : {"cca_qkv", "cca_attention", "router", "moe_top1", "rms_norm_backward",
+                           "residual_scale_rmsnorm_backward"})
     m.impl(name, torch::autograd::autogradNotImplementedFallback());
 }
 

@@ -286,8 +286,16 @@ def test_backward_backends():
 
 
 # --------------------------------------------------------------------------------------------------
-# The other ops: a clear error, not a silent missing gradient
+# The other ops (and double backward): a clear error, not a silent missing gradient
 # --------------------------------------------------------------------------------------------------
+
+
+def test_double_backward_raises():
+    (x, w), (gy,) = _rms_case(3, 8, torch.float32, torch.bfloat16, 60)
+    x.requires_grad_()
+    (gx,) = torch.autograd.grad(zaya_ops.rms_norm(x, w), x, gy, create_graph=True)
+    with pytest.raises(RuntimeError, match="derivative for zaya::rms_norm_backward is not implemented"):
+        gx.sum().backward()
 
 _GRAD_ARG = {"cca_qkv": "qt", "cca_attention": "q", "router": "x", "moe_top1": "x"}
 

@@ -25,7 +25,7 @@ token in bf16/fp16; new_residual and normed are recomputed, not saved), plus the
 **Not differentiable yet**: ``cca_qkv``, ``cca_attention``, ``router``, ``moe_top1``. Their forward runs
 with inputs that require grad, but a backward through their outputs raises ``RuntimeError: derivative
 for zaya::<op> is not implemented`` (their Autograd kernel, csrc/schemas.h) instead of silently giving
-no gradient.
+no gradient. The same holds for a double backward through the norms (their backward ops).
 """
 
 from __future__ import annotations
