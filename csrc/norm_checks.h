@@ -1,17 +1,32 @@
 // Argument rules of zaya::rms_norm and zaya::residual_scale_rmsnorm, shared by the CPU and GPU glue.
 // The caller checks that the first input (x or h) is on its backend's device; everything else must
-// sit on that same device.
+// sit on that same device. float64 (every float argument float64: the gradcheck mode of training) is
+// accepted by the CPU kernels only (allow_f64); the GPU glue rejects it with the dtype list.
 #pragma once
 
 #include "arg_checks.h"
 
 namespace zaya::checks {
 
-inline void check_rms_norm_args(const at::Tensor& x, const at::Tensor& weight, double eps) {
+// float32/bfloat16/float16, or float64 when allowed and `all_f64` (the other float arguments are too).
+inline void check_norm_float(const char* op, const char* name, const at::Tensor& t, bool allow_f64,
+                             bool all_f64) {
+  if (allow_f64 && t.scalar_type() == at::kDouble) {
+    TORCH_CHECK_TYPE(all_f64, op, ": ", name,
+                     " is float64, which is accepted only when every float argument is float64 (got ",
+                     "mixed dtypes)");
+    return;
+  }
+  check_float(op, name, t);
+}
+
+inline void check_rms_norm_args(const at::Tensor& x, const at::Tensor& weight, double eps,
+                                bool allow_f64 = false) {
   constexpr const char* op = "zaya::rms_norm";
-  check_float(op, "x", x);
+  const bool all_f64 = x.scalar_type() == at::kDouble && weight.scalar_type() == at::kDouble;
+  check_norm_float(op, "x", x, allow_f64, all_f64);
   check_matrix(op, "x", x);
-  check_float(op, "weight", weight);
+  check_norm_float(op, "weight", weight, allow_f64, all_f64);
   check_same_device(op, "weight", weight, x, "x");
   check_vector(op, "weight", weight, x.size(1));
   check_eps(op, eps);
@@ -20,13 +35,15 @@ inline void check_rms_norm_args(const at::Tensor& x, const at::Tensor& weight, d
 inline void check_residual_scale_rmsnorm_args(const at::Tensor& h, const at::Tensor& residual,
                                               const at::Tensor& h_bias, const at::Tensor& h_scale,
                                               const at::Tensor& r_bias, const at::Tensor& r_scale,
-                                              const at::Tensor& norm_weight, double eps) {
+                                              const at::Tensor& norm_weight, double eps,
+                                              bool allow_f64 = false) {
   constexpr const char* op = "zaya::residual_scale_rmsnorm";
-  check_float(op, "h", h);
+  const bool f64 = allow_f64 && h.scalar_type() == at::kDouble;
+  check_norm_float(op, "h", h, allow_f64, true);
   check_matrix(op, "h", h);
   const int64_t T = h.size(0);
   const int64_t H = h.size(1);
-  check_dtype(op, "residual", residual, at::kFloat, "");
+  check_dtype(op, "residual", residual, f64 ? at::kDouble : at::kFloat, f64 ? " (h is float64)" : "");
   TORCH_CHECK_VALUE(residual.dim() == 2 && residual.size(0) == T && residual.size(1) == H, op,
                     ": residual must have shape [", T, ", ", H, "], got ", residual.sizes());
   check_same_device(op, "residual", residual, h, "h");

@@ -5,3 +5,4 @@
 #include "schemas.h"
 
 TORCH_LIBRARY(zaya, m) { zaya::define_schemas(m); }
+TORCH_LIBRARY_IMPL(zaya, Autograd, m) { zaya::register_not_differentiable(m); }

@@ -5,9 +5,20 @@
 // (python/zaya_ops/ops.py).
 #pragma once
 
+#include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
 #include <torch/library.h>
 
 namespace zaya {
+
+// The ops without a backward yet: an Autograd kernel that lets the forward run and makes a backward
+// through its outputs raise "derivative for <ns>::<op> is not implemented" (instead of torch's default
+// for custom ops: a warning and no gradient). The two norms get theirs in python/zaya_ops/_autograd.py;
+// their backward ops are listed here too, so a double backward raises as well.
+inline void register_not_differentiable(torch::Library& m) {
+  for (const char* name : {"cca_qkv", "cca_attention", "router", "moe_top1", "rms_norm_backward",
+                           "residual_scale_rmsnorm_backward"})
+    m.impl(name, torch::autograd::autogradNotImplementedFallback());
+}
 
 inline void define_schemas(torch::Library& m) {
   // y = w * round_w(round_w(x) * rsqrt(mean(round_w(x)^2) + eps)), round_w = cast to w's dtype.
@@ -17,6 +28,16 @@ inline void define_schemas(torch::Library& m) {
   m.def(
       "residual_scale_rmsnorm(Tensor h, Tensor residual, Tensor h_bias, Tensor h_scale, "
       "Tensor r_bias, Tensor r_scale, Tensor norm_weight, float eps) -> (Tensor, Tensor)");
+
+  // Backward of the two norms (autograd of zaya_ops.reference, python/zaya_ops/_autograd.py). They take
+  // the forward's inputs (nothing else is saved; the per-row rstd is recomputed).
+  // rms_norm_backward returns (grad_x [T, H] x's dtype, grad_weight [H] weight's dtype).
+  m.def("rms_norm_backward(Tensor grad_y, Tensor x, Tensor weight, float eps) -> (Tensor, Tensor)");
+  // Returns the gradients of (h, residual, h_bias, h_scale, r_bias, r_scale, norm_weight).
+  m.def(
+      "residual_scale_rmsnorm_backward(Tensor grad_new_residual, Tensor grad_normed, Tensor h, "
+      "Tensor residual, Tensor h_bias, Tensor h_scale, Tensor r_bias, Tensor r_scale, Tensor norm_weight, "
+      "float eps) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 
   // CCA prologue, spec steps 3-7 and the KV-cache writes of step 8. Mutates the conv and value
   // states of the sequences' slots and writes k, v into the paged cache; returns q [T, nq, D].

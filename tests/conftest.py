@@ -47,13 +47,14 @@ _FAKES_REGISTERED: set[str] = set()
 
 def _register_emulator_fakes(ns: str) -> None:
     """Give an emulator namespace torch.ops.zaya's fake kernels (python/zaya_ops/_fake.py), so that
-    opcheck can hold the GPU glue's outputs to the same contract."""
+    opcheck can hold the GPU glue's outputs to the same contract, and the norms' autograd."""
     if ns in _FAKES_REGISTERED:
         return
-    from zaya_ops import _fake, samples
+    from zaya_ops import _autograd, _fake, samples
 
     for name in samples.SAMPLES:
         torch.library.register_fake(f"{ns}::{name}", getattr(_fake, f"_{name}_fake"))
+    _autograd.register_namespace(ns)  # the norms' autograd (backward: the reference by recompute)
     _FAKES_REGISTERED.add(ns)
 
 

@@ -34,8 +34,9 @@ def _env() -> dict[str, str]:
     return env
 
 
-ALL_OPS = {"rms_norm", "residual_scale_rmsnorm", "cca_qkv", "cca_attention", "router", "moe_top1"}
-LAYER_OPS = ALL_OPS - {"rms_norm", "residual_scale_rmsnorm"}
+NORM_OPS = {"rms_norm", "residual_scale_rmsnorm", "rms_norm_fwd_bwd", "residual_scale_rmsnorm_fwd_bwd"}
+ALL_OPS = NORM_OPS | {"cca_qkv", "cca_attention", "router", "moe_top1"}
+LAYER_OPS = ALL_OPS - NORM_OPS
 # every provider but torch.compile (its first compile per shape takes seconds to tens of seconds on a small
 # CPU; test_compile_provider covers it in-process)
 QUICK_PROVIDERS = "zaya,eager,sdpa,grouped_mm,dense-loop"

@@ -8,6 +8,18 @@
 // anywhere in this file, so `a * b + c` is never contracted: fp32 results match PyTorch's separate
 // kernels bit for bit, and bf16/fp16 rounding is round-to-nearest-even exactly as c10::BFloat16 /
 // c10::Half (and F16C). Only the summation order of the mean square differs from PyTorch's.
+//
+// float64 (every float argument float64; portable loops only) computes in double throughout: it
+// exists so that torch.autograd.gradcheck can hold the backward kernels to the forward ones.
+//
+// Backward kernels (zaya::rms_norm_backward, zaya::residual_scale_rmsnorm_backward) follow autograd of
+// zaya_ops.reference: every cast in the forward is a cast of the gradient in the backward, and
+// products of param-dtype tensors are rounded to the param dtype where autograd's would be. They save
+// nothing from the forward but its inputs: the per-row rstd is recomputed from x (the row is read
+// anyway and stays in cache). Row work is split over at::parallel_for; the [H] parameter gradients
+// are reduced in fixed blocks of rows and then block by block in order, so they do not depend on the
+// thread count (deterministic). Rows accumulate in fp32 (double for float64), the parameter gradients
+// over rows in double (a sum over T rows: fp32's error would grow with T, past the reference's).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
@@ -22,6 +34,9 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
 
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && !defined(__clang__)
 #include <immintrin.h>
@@ -50,8 +65,17 @@ using namespace zaya::checks;  // NOLINT: the shared argument checks
 // number), store. Written branch-free so that the loops vectorise.
 // ------------------------------------------------------------------------------------------------
 
+struct F64 {
+  using T = double;
+  using C = double;  // compute type
+  static ZAYA_ALWAYS_INLINE double load(T v) { return v; }
+  static ZAYA_ALWAYS_INLINE double round(double f) { return f; }
+  static ZAYA_ALWAYS_INLINE T store(double f) { return f; }
+};
+
 struct F32 {
   using T = float;
+  using C = float;
   static ZAYA_ALWAYS_INLINE float load(T v) { return v; }
   static ZAYA_ALWAYS_INLINE float round(float f) { return f; }
   static ZAYA_ALWAYS_INLINE T store(float f) { return f; }
@@ -59,6 +83,7 @@ struct F32 {
 
 struct BF16 {
   using T = uint16_t;  // bits of a c10::BFloat16
+  using C = float;
   static ZAYA_ALWAYS_INLINE float load(T v) { return std::bit_cast<float>(static_cast<uint32_t>(v) << 16); }
   // c10::detail::round_to_nearest_even, keeping the result in the high half of an fp32.
   static ZAYA_ALWAYS_INLINE uint32_t rne_bits(float f) {
@@ -73,6 +98,7 @@ struct BF16 {
 
 struct F16 {
   using T = uint16_t;  // bits of a c10::Half
+  using C = float;
   // c10::detail::fp16_ieee_to_fp32_value / fp16_ieee_from_fp32_value (exact widening; IEEE
   // round-to-nearest-even with denormals, inf and NaN), restated with std::bit_cast, a max and masks in
   // place of memcpy, `if` and `?:`, so that GCC inlines and vectorises the loops.
@@ -115,7 +141,7 @@ struct F16 {
 struct RmsArgs {
   const void* x;        // [T, H] rows x_stride apart, unit stride within a row
   int64_t x_stride;
-  const float* w;       // [H] fp32 copy of the weight (exact: param dtypes widen exactly)
+  const void* w;        // [H] compute-type copy of the weight (exact: param dtypes widen exactly)
   void* y;              // [T, H] contiguous, weight dtype
   int64_t H;
   float eps;
@@ -124,10 +150,10 @@ struct RmsArgs {
 struct RsrArgs {
   const void* h;        // [T, H] param dtype, rows h_stride apart
   int64_t h_stride;
-  const float* r;       // [T, H] fp32, rows r_stride apart
+  const void* r;        // [T, H] fp32 (float64 with float64 params), rows r_stride apart
   int64_t r_stride;
-  const float* vecs;    // [5, H] fp32: h_bias, h_scale, r_bias, r_scale, norm_weight
-  float* new_r;         // [T, H] contiguous fp32
+  const void* vecs;     // [5, H] compute type: h_bias, h_scale, r_bias, r_scale, norm_weight
+  void* new_r;          // [T, H] contiguous, r's dtype
   void* y;              // [T, H] contiguous, param dtype
   int64_t H;
   float eps;
@@ -138,21 +164,22 @@ template <class X, class P>
 void rms_rows_base(const RmsArgs& a, int64_t t0, int64_t t1) {
   using XT = typename X::T;
   using PT = typename P::T;
+  using C = typename P::C;
   const int64_t H = a.H;
-  const float* __restrict w = a.w;
+  const C* __restrict w = static_cast<const C*>(a.w);
   for (int64_t t = t0; t < t1; ++t) {
     const XT* __restrict x = static_cast<const XT*>(a.x) + t * a.x_stride;
     PT* __restrict y = static_cast<PT*>(a.y) + t * H;
-    float ss = 0.f;
+    C ss = 0;
 #pragma omp simd reduction(+ : ss)
     for (int64_t j = 0; j < H; ++j) {
-      const float v = P::round(X::load(x[j]));
+      const C v = P::round(X::load(x[j]));
       ss += v * v;
     }
-    const float inv = 1.f / std::sqrt(ss / static_cast<float>(H) + a.eps);
+    const C inv = C(1) / std::sqrt(ss / static_cast<C>(H) + static_cast<C>(a.eps));
 #pragma omp simd
     for (int64_t j = 0; j < H; ++j) {
-      const float v = P::round(X::load(x[j]));
+      const C v = P::round(X::load(x[j]));
       y[j] = P::store(w[j] * P::round(v * inv));
     }
   }
@@ -162,31 +189,32 @@ void rms_rows_base(const RmsArgs& a, int64_t t0, int64_t t1) {
 template <class P>
 void rsr_rows_base(const RsrArgs& a, int64_t t0, int64_t t1) {
   using PT = typename P::T;
+  using C = typename P::C;
   const int64_t H = a.H;
-  const float* __restrict hb = a.vecs;
-  const float* __restrict hs = a.vecs + H;
-  const float* __restrict rb = a.vecs + 2 * H;
-  const float* __restrict rs = a.vecs + 3 * H;
-  const float* __restrict w = a.vecs + 4 * H;
+  const C* __restrict hb = static_cast<const C*>(a.vecs);
+  const C* __restrict hs = hb + H;
+  const C* __restrict rb = hb + 2 * H;
+  const C* __restrict rs = hb + 3 * H;
+  const C* __restrict w = hb + 4 * H;
   for (int64_t t = t0; t < t1; ++t) {
     const PT* __restrict h = static_cast<const PT*>(a.h) + t * a.h_stride;
-    const float* __restrict r = a.r + t * a.r_stride;
-    float* __restrict o = a.new_r + t * H;
+    const C* __restrict r = static_cast<const C*>(a.r) + t * a.r_stride;
+    C* __restrict o = static_cast<C*>(a.new_r) + t * H;
     PT* __restrict y = static_cast<PT*>(a.y) + t * H;
-    float ss = 0.f;
+    C ss = 0;
 #pragma omp simd reduction(+ : ss)
     for (int64_t j = 0; j < H; ++j) {
-      const float hv = P::round(P::round(P::load(h[j]) + hb[j]) * hs[j]);
-      const float rv = (r[j] + rb[j]) * rs[j];
-      const float nr = hv + rv;
+      const C hv = P::round(P::round(P::load(h[j]) + hb[j]) * hs[j]);
+      const C rv = (r[j] + rb[j]) * rs[j];
+      const C nr = hv + rv;
       o[j] = nr;
-      const float v = P::round(nr);
+      const C v = P::round(nr);
       ss += v * v;
     }
-    const float inv = 1.f / std::sqrt(ss / static_cast<float>(H) + a.eps);
+    const C inv = C(1) / std::sqrt(ss / static_cast<C>(H) + static_cast<C>(a.eps));
 #pragma omp simd
     for (int64_t j = 0; j < H; ++j) {
-      const float v = P::round(o[j]);
+      const C v = P::round(o[j]);
       y[j] = P::store(w[j] * P::round(v * inv));
     }
   }
@@ -258,7 +286,7 @@ void rms_rows_avx2(const RmsArgs& a, int64_t t0, int64_t t1) {
   using XT = typename X::T;
   using PT = typename P::T;
   const int64_t H = a.H;
-  const float* w = a.w;
+  const float* w = static_cast<const float*>(a.w);
   for (int64_t t = t0; t < t1; ++t) {
     const XT* x = static_cast<const XT*>(a.x) + t * a.x_stride;
     PT* y = static_cast<PT*>(a.y) + t * H;
@@ -297,15 +325,15 @@ template <class P>
 void rsr_rows_avx2(const RsrArgs& a, int64_t t0, int64_t t1) {
   using PT = typename P::T;
   const int64_t H = a.H;
-  const float* hb = a.vecs;
-  const float* hs = a.vecs + H;
-  const float* rb = a.vecs + 2 * H;
-  const float* rs = a.vecs + 3 * H;
-  const float* w = a.vecs + 4 * H;
+  const float* hb = static_cast<const float*>(a.vecs);
+  const float* hs = hb + H;
+  const float* rb = hb + 2 * H;
+  const float* rs = hb + 3 * H;
+  const float* w = hb + 4 * H;
   for (int64_t t = t0; t < t1; ++t) {
     const PT* h = static_cast<const PT*>(a.h) + t * a.h_stride;
-    const float* r = a.r + t * a.r_stride;
-    float* o = a.new_r + t * H;
+    const float* r = static_cast<const float*>(a.r) + t * a.r_stride;
+    float* o = static_cast<float*>(a.new_r) + t * H;
     PT* y = static_cast<PT*>(a.y) + t * H;
     __m256 acc = _mm256_setzero_ps();
     int64_t j = 0;
@@ -361,7 +389,9 @@ bool use_avx2() {
 template <class X, class P>
 void (*pick_rms())(const RmsArgs&, int64_t, int64_t) {
 #if ZAYA_X86_MULTIVERSION
-  if (use_avx2()) return &rms_rows_avx2<X, P>;
+  if constexpr (!std::is_same_v<X, F64> && !std::is_same_v<P, F64>) {
+    if (use_avx2()) return &rms_rows_avx2<X, P>;
+  }
 #endif
   return &rms_rows_base<X, P>;
 }
@@ -369,7 +399,9 @@ void (*pick_rms())(const RmsArgs&, int64_t, int64_t) {
 template <class P>
 void (*pick_rsr())(const RsrArgs&, int64_t, int64_t) {
 #if ZAYA_X86_MULTIVERSION
-  if (use_avx2()) return &rsr_rows_avx2<P>;
+  if constexpr (!std::is_same_v<P, F64>) {
+    if (use_avx2()) return &rsr_rows_avx2<P>;
+  }
 #endif
   return &rsr_rows_base<P>;
 }
@@ -390,13 +422,14 @@ at::Tensor unit_inner_stride(const at::Tensor& t) {
   return t.contiguous();
 }
 
-// A [H] parameter as fp32 (exact widening), into dst.
-void widen_vector(const at::Tensor& v, float* dst) {
+// A [H] parameter in the compute type C (exact widening), into dst.
+template <class C>
+void widen_vector(const at::Tensor& v, C* dst) {
   const int64_t H = v.size(0);
   const int64_t s = v.stride(0);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, v.scalar_type(), "zaya_widen_vector", [&] {
     const scalar_t* p = v.const_data_ptr<scalar_t>();
-    for (int64_t j = 0; j < H; ++j) dst[j] = static_cast<float>(p[j * s]);
+    for (int64_t j = 0; j < H; ++j) dst[j] = static_cast<C>(p[j * s]);
   });
 }
 
@@ -406,6 +439,7 @@ void dispatch_param(at::ScalarType s, Fn&& fn) {
     case at::kFloat: fn(F32{}); break;
     case at::kBFloat16: fn(BF16{}); break;
     case at::kHalf: fn(F16{}); break;
+    case at::kDouble: fn(F64{}); break;
     default: TORCH_CHECK_TYPE(false, "zaya norms: unsupported dtype ", dtype_name(s));
   }
 }
@@ -414,9 +448,22 @@ void dispatch_param(at::ScalarType s, Fn&& fn) {
 // Ops
 // ------------------------------------------------------------------------------------------------
 
+// Calls fn(X{}, P{}) for x's and the param's dtypes (the arguments were checked: float64 only with
+// float64).
+template <class Fn>
+void dispatch_x_param(at::ScalarType xs, at::ScalarType ps, Fn&& fn) {
+  dispatch_param(xs, [&](auto xt) {
+    using X = decltype(xt);
+    dispatch_param(ps, [&](auto pt) {
+      using P = decltype(pt);
+      if constexpr (std::is_same_v<X, F64> == std::is_same_v<P, F64>) fn(xt, pt);
+    });
+  });
+}
+
 at::Tensor rms_norm_cpu(const at::Tensor& x_in, const at::Tensor& weight, double eps) {
   check_cpu("zaya::rms_norm", "x", x_in);
-  check_rms_norm_args(x_in, weight, eps);
+  check_rms_norm_args(x_in, weight, eps, /*allow_f64=*/true);
   const int64_t T = x_in.size(0);
   const int64_t H = x_in.size(1);
 
@@ -424,17 +471,15 @@ at::Tensor rms_norm_cpu(const at::Tensor& x_in, const at::Tensor& weight, double
   if (T == 0 || H == 0) return y;
   const at::Tensor x = unit_inner_stride(x_in);
 
-  std::unique_ptr<float[]> w(new float[H]);
-  widen_vector(weight, w.get());
-  RmsArgs a{x.const_data_ptr(), x.stride(0), w.get(), y.mutable_data_ptr(), H, static_cast<float>(eps)};
-
-  dispatch_param(x.scalar_type(), [&](auto xt) {
+  dispatch_x_param(x.scalar_type(), weight.scalar_type(), [&](auto xt, auto pt) {
     using X = decltype(xt);
-    dispatch_param(weight.scalar_type(), [&](auto pt) {
-      using P = decltype(pt);
-      auto fn = pick_rms<X, P>();
-      at::parallel_for(0, T, grain_rows(H), [&](int64_t t0, int64_t t1) { fn(a, t0, t1); });
-    });
+    using P = decltype(pt);
+    using C = typename P::C;
+    std::vector<C> w(H);
+    widen_vector(weight, w.data());
+    RmsArgs a{x.const_data_ptr(), x.stride(0), w.data(), y.mutable_data_ptr(), H, static_cast<float>(eps)};
+    auto fn = pick_rms<X, P>();
+    at::parallel_for(0, T, grain_rows(H), [&](int64_t t0, int64_t t1) { fn(a, t0, t1); });
   });
   return y;
 }
@@ -444,7 +489,8 @@ std::tuple<at::Tensor, at::Tensor> residual_scale_rmsnorm_cpu(
     const at::Tensor& h_scale, const at::Tensor& r_bias, const at::Tensor& r_scale,
     const at::Tensor& norm_weight, double eps) {
   check_cpu("zaya::residual_scale_rmsnorm", "h", h_in);
-  check_residual_scale_rmsnorm_args(h_in, residual_in, h_bias, h_scale, r_bias, r_scale, norm_weight, eps);
+  check_residual_scale_rmsnorm_args(h_in, residual_in, h_bias, h_scale, r_bias, r_scale, norm_weight, eps,
+                                    /*allow_f64=*/true);
   const int64_t T = h_in.size(0);
   const int64_t H = h_in.size(1);
 
@@ -454,18 +500,260 @@ std::tuple<at::Tensor, at::Tensor> residual_scale_rmsnorm_cpu(
   const at::Tensor h = unit_inner_stride(h_in);
   const at::Tensor residual = unit_inner_stride(residual_in);
 
-  std::unique_ptr<float[]> vf(new float[5 * H]);
-  const at::Tensor* vecs[5] = {&h_bias, &h_scale, &r_bias, &r_scale, &norm_weight};
-  for (int i = 0; i < 5; ++i) widen_vector(*vecs[i], vf.get() + i * H);
-  RsrArgs a{h.const_data_ptr(), h.stride(0), residual.const_data_ptr<float>(), residual.stride(0), vf.get(),
-            new_r.mutable_data_ptr<float>(), y.mutable_data_ptr(), H, static_cast<float>(eps)};
-
   dispatch_param(h_in.scalar_type(), [&](auto pt) {
     using P = decltype(pt);
+    using C = typename P::C;
+    std::vector<C> vf(5 * H);
+    const at::Tensor* vecs[5] = {&h_bias, &h_scale, &r_bias, &r_scale, &norm_weight};
+    for (int i = 0; i < 5; ++i) widen_vector(*vecs[i], vf.data() + i * H);
+    RsrArgs a{h.const_data_ptr(), h.stride(0), residual.const_data_ptr(), residual.stride(0), vf.data(),
+              new_r.mutable_data_ptr(), y.mutable_data_ptr(), H, static_cast<float>(eps)};
     auto fn = pick_rsr<P>();
     at::parallel_for(0, T, grain_rows(H), [&](int64_t t0, int64_t t1) { fn(a, t0, t1); });
   });
   return {new_r, y};
+}
+
+// ------------------------------------------------------------------------------------------------
+// Backward. Per row, with v = round_p(x) (in C), inv = rsqrt(mean(v^2) + eps), n = round_p(v * inv),
+// gy the gradient of y = w * n (param dtype), autograd of the reference gives
+//   gn = round_p(gy * w)                       (mul's backward in the param dtype; n's cast: identity)
+//   gv = gn * inv - v * inv^3 * sum(gn * v) / H (fp32: the normalisation, rsqrt and mean of squares)
+//   gx = round_x(round_p(gv))                  (the casts x -> param -> fp32, backwards)
+//   gw = round_p(sum over rows of round_p(gy * n))
+// ------------------------------------------------------------------------------------------------
+
+// Fixed row blocks for the [H] parameter gradients: partial sums per block, then summed block by
+// block in order, so the result does not depend on how many threads ran.
+struct RowBlocks {
+  int64_t rows;    // rows per block
+  int64_t blocks;
+};
+
+RowBlocks row_blocks(int64_t T, int64_t H) {
+  const int64_t rows = grain_rows(H);
+  return {rows, (T + rows - 1) / rows};
+}
+
+// out[k] = round_p(sum over blocks b of partial[b][k]) for k < n, in block order; out is P's dtype.
+template <class P>
+void reduce_blocks(const double* partial, int64_t blocks, int64_t n, typename P::T* out) {
+  using C = typename P::C;
+  at::parallel_for(0, n, 4096, [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k) {
+      double acc = 0;
+      for (int64_t b = 0; b < blocks; ++b) acc += partial[b * n + k];
+      out[k] = P::store(static_cast<C>(acc));
+    }
+  });
+}
+
+// The norm's part of one row's backward, for v(j) (the row rounded to the param dtype) and gn(j) =
+// round_p(gy * w): {inv, coef} with gv = gn * inv + v * coef (the gradient before the casts back).
+template <class C, class VFn, class GFn>
+ZAYA_ALWAYS_INLINE std::pair<C, C> norm_bwd_row_stats(int64_t H, float eps, VFn v_of, GFn gn_of) {
+  C ss = 0, dot = 0;
+#pragma omp simd reduction(+ : ss, dot)
+  for (int64_t j = 0; j < H; ++j) {
+    const C v = v_of(j);
+    ss += v * v;
+    dot += gn_of(j) * v;
+  }
+  const C inv = C(1) / std::sqrt(ss / static_cast<C>(H) + static_cast<C>(eps));
+  return {inv, -(dot / static_cast<C>(H)) * (inv * inv * inv)};
+}
+
+struct RmsBwdArgs {
+  const void* gy;     // [T, H] param dtype, contiguous
+  const void* x;      // [T, H] x dtype, rows x_stride apart
+  int64_t x_stride;
+  const void* w;      // [H] compute type
+  void* gx;           // [T, H] x dtype, contiguous
+  int64_t H;
+  float eps;
+};
+
+// Rows [t0, t1): writes gx, adds round_p(gy * n) into gw_acc [H].
+template <class X, class P>
+void rms_bwd_rows(const RmsBwdArgs& a, int64_t t0, int64_t t1, double* __restrict gw_acc) {
+  using XT = typename X::T;
+  using PT = typename P::T;
+  using C = typename P::C;
+  const int64_t H = a.H;
+  const C* __restrict w = static_cast<const C*>(a.w);
+  for (int64_t t = t0; t < t1; ++t) {
+    const XT* __restrict x = static_cast<const XT*>(a.x) + t * a.x_stride;
+    const PT* __restrict gy = static_cast<const PT*>(a.gy) + t * H;
+    XT* __restrict gx = static_cast<XT*>(a.gx) + t * H;
+    const auto [inv, coef] = norm_bwd_row_stats<C>(
+        H, a.eps, [&](int64_t j) -> C { return P::round(X::load(x[j])); },
+        [&](int64_t j) -> C { return P::round(P::load(gy[j]) * w[j]); });
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      const C v = P::round(X::load(x[j]));
+      const C g = P::load(gy[j]);
+      const C gn = P::round(g * w[j]);
+      gx[j] = X::store(P::round(gn * inv + v * coef));
+      gw_acc[j] += static_cast<double>(P::round(g * P::round(v * inv)));
+    }
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> rms_norm_backward_cpu(const at::Tensor& grad_y_in, const at::Tensor& x_in,
+                                                         const at::Tensor& weight, double eps) {
+  constexpr const char* op = "zaya::rms_norm_backward";
+  check_cpu(op, "x", x_in);
+  check_rms_norm_args(x_in, weight, eps, /*allow_f64=*/true);
+  const int64_t T = x_in.size(0);
+  const int64_t H = x_in.size(1);
+  check_dtype(op, "grad_y", grad_y_in, weight.scalar_type(), " (weight's dtype)");
+  check_same_device(op, "grad_y", grad_y_in, x_in, "x");
+  TORCH_CHECK_VALUE(grad_y_in.sizes() == x_in.sizes(), op, ": grad_y must have shape [", T, ", ", H,
+                    "], got ", grad_y_in.sizes());
+
+  at::Tensor gx = at::empty({T, H}, x_in.options());
+  at::Tensor gw = at::zeros({H}, weight.options());
+  if (T == 0 || H == 0) return {gx, gw};
+  const at::Tensor x = unit_inner_stride(x_in);
+  const at::Tensor gy = grad_y_in.contiguous();
+
+  dispatch_x_param(x.scalar_type(), weight.scalar_type(), [&](auto xt, auto pt) {
+    using X = decltype(xt);
+    using P = decltype(pt);
+    using C = typename P::C;
+    std::vector<C> w(H);
+    widen_vector(weight, w.data());
+    RmsBwdArgs a{gy.const_data_ptr(), x.const_data_ptr(), x.stride(0), w.data(), gx.mutable_data_ptr(), H,
+                 static_cast<float>(eps)};
+    const RowBlocks rb = row_blocks(T, H);
+    std::vector<double> partial(rb.blocks * H, 0.0);
+    at::parallel_for(0, rb.blocks, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b)
+        rms_bwd_rows<X, P>(a, b * rb.rows, std::min(T, (b + 1) * rb.rows), partial.data() + b * H);
+    });
+    reduce_blocks<P>(partial.data(), rb.blocks, H, static_cast<typename P::T*>(gw.mutable_data_ptr()));
+  });
+  return {gx, gw};
+}
+
+// residual_scale_rmsnorm: with a = round_p(h + hb), hv = round_p(a * hs), b = r + rb and
+// nr = hv + b * rs (fp32), the norm's gradient gnr = g_new_residual + round_p(gv) (x = nr, as above);
+// then ghv = round_p(gnr) (the promotion of hv, backwards), ga = round_p(ghv * hs) = gh,
+// ghs = round_p(sum round_p(ghv * a)), ghb = round_p(sum ga); gr = gnr * rs (fp32),
+// grs = round_p(sum gnr * b), grb = round_p(sum gr).
+struct RsrBwdArgs {
+  const void* g_new_r;  // [T, H] r's dtype, contiguous
+  const void* gy;       // [T, H] param dtype, contiguous
+  const void* h;        // [T, H] param dtype, rows h_stride apart
+  int64_t h_stride;
+  const void* r;        // [T, H] r's dtype, rows r_stride apart
+  int64_t r_stride;
+  const void* vecs;     // [5, H] compute type: h_bias, h_scale, r_bias, r_scale, norm_weight
+  void* gh;             // [T, H] param dtype, contiguous
+  void* gr;             // [T, H] r's dtype, contiguous
+  int64_t H;
+  float eps;
+};
+
+// Rows [t0, t1): writes gh, gr; adds into acc [5, H]: g norm_weight, h_bias, h_scale, r_bias, r_scale.
+template <class P>
+void rsr_bwd_rows(const RsrBwdArgs& a, int64_t t0, int64_t t1, double* __restrict acc) {
+  using PT = typename P::T;
+  using C = typename P::C;
+  const int64_t H = a.H;
+  const C* __restrict hb = static_cast<const C*>(a.vecs);
+  const C* __restrict hs = hb + H;
+  const C* __restrict rb = hb + 2 * H;
+  const C* __restrict rs = hb + 3 * H;
+  const C* __restrict w = hb + 4 * H;
+  double* __restrict acc_w = acc;
+  double* __restrict acc_hb = acc + H;
+  double* __restrict acc_hs = acc + 2 * H;
+  double* __restrict acc_rb = acc + 3 * H;
+  double* __restrict acc_rs = acc + 4 * H;
+  for (int64_t t = t0; t < t1; ++t) {
+    const PT* __restrict h = static_cast<const PT*>(a.h) + t * a.h_stride;
+    const C* __restrict r = static_cast<const C*>(a.r) + t * a.r_stride;
+    const C* __restrict gnr_in = static_cast<const C*>(a.g_new_r) + t * H;
+    const PT* __restrict gy = static_cast<const PT*>(a.gy) + t * H;
+    PT* __restrict gh = static_cast<PT*>(a.gh) + t * H;
+    C* __restrict gr = static_cast<C*>(a.gr) + t * H;
+    const auto [inv, coef] = norm_bwd_row_stats<C>(
+        H, a.eps, [&](int64_t j) -> C { return P::round(P::round(P::round(P::load(h[j]) + hb[j]) * hs[j]) +
+                                                        (r[j] + rb[j]) * rs[j]); },
+        [&](int64_t j) -> C { return P::round(P::load(gy[j]) * w[j]); });
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      const C av = P::round(P::load(h[j]) + hb[j]);
+      const C hv = P::round(av * hs[j]);
+      const C bv = r[j] + rb[j];
+      const C v = P::round(hv + bv * rs[j]);
+      const C g = P::load(gy[j]);
+      const C gn = P::round(g * w[j]);
+      acc_w[j] += static_cast<double>(P::round(g * P::round(v * inv)));
+      const C gnr = gnr_in[j] + P::round(gn * inv + v * coef);
+      const C ghv = P::round(gnr);
+      const C ga = P::round(ghv * hs[j]);
+      gh[j] = P::store(ga);
+      acc_hb[j] += static_cast<double>(ga);
+      acc_hs[j] += static_cast<double>(P::round(ghv * av));
+      const C grv = gnr * rs[j];
+      gr[j] = grv;
+      acc_rb[j] += static_cast<double>(grv);
+      acc_rs[j] += static_cast<double>(gnr * bv);
+    }
+  }
+}
+
+using Grads7 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+Grads7 residual_scale_rmsnorm_backward_cpu(
+    const at::Tensor& grad_new_residual_in, const at::Tensor& grad_normed_in, const at::Tensor& h_in,
+    const at::Tensor& residual_in, const at::Tensor& h_bias, const at::Tensor& h_scale, const at::Tensor& r_bias,
+    const at::Tensor& r_scale, const at::Tensor& norm_weight, double eps) {
+  constexpr const char* op = "zaya::residual_scale_rmsnorm_backward";
+  check_cpu(op, "h", h_in);
+  check_residual_scale_rmsnorm_args(h_in, residual_in, h_bias, h_scale, r_bias, r_scale, norm_weight, eps,
+                                    /*allow_f64=*/true);
+  const int64_t T = h_in.size(0);
+  const int64_t H = h_in.size(1);
+  check_dtype(op, "grad_new_residual", grad_new_residual_in, residual_in.scalar_type(), " (residual's dtype)");
+  check_dtype(op, "grad_normed", grad_normed_in, h_in.scalar_type(), " (h's dtype)");
+  check_same_device(op, "grad_new_residual", grad_new_residual_in, h_in, "h");
+  check_same_device(op, "grad_normed", grad_normed_in, h_in, "h");
+  TORCH_CHECK_VALUE(grad_new_residual_in.sizes() == h_in.sizes(), op, ": grad_new_residual must have shape [",
+                    T, ", ", H, "], got ", grad_new_residual_in.sizes());
+  TORCH_CHECK_VALUE(grad_normed_in.sizes() == h_in.sizes(), op, ": grad_normed must have shape [", T, ", ", H,
+                    "], got ", grad_normed_in.sizes());
+
+  at::Tensor gh = at::empty({T, H}, h_in.options());
+  at::Tensor gr = at::empty({T, H}, residual_in.options());
+  at::Tensor gvec = at::zeros({5, H}, h_in.options());  // norm_weight, h_bias, h_scale, r_bias, r_scale
+  if (T > 0 && H > 0) {
+    const at::Tensor h = unit_inner_stride(h_in);
+    const at::Tensor residual = unit_inner_stride(residual_in);
+    const at::Tensor g_new_r = grad_new_residual_in.contiguous();
+    const at::Tensor gy = grad_normed_in.contiguous();
+    dispatch_param(h_in.scalar_type(), [&](auto pt) {
+      using P = decltype(pt);
+      using C = typename P::C;
+      std::vector<C> vf(5 * H);
+      const at::Tensor* vecs[5] = {&h_bias, &h_scale, &r_bias, &r_scale, &norm_weight};
+      for (int i = 0; i < 5; ++i) widen_vector(*vecs[i], vf.data() + i * H);
+      RsrBwdArgs a{g_new_r.const_data_ptr(), gy.const_data_ptr(), h.const_data_ptr(), h.stride(0),
+                   residual.const_data_ptr(), residual.stride(0), vf.data(), gh.mutable_data_ptr(),
+                   gr.mutable_data_ptr(), H, static_cast<float>(eps)};
+      const RowBlocks rb = row_blocks(T, H);
+      std::vector<double> partial(rb.blocks * 5 * H, 0.0);
+      at::parallel_for(0, rb.blocks, 1, [&](int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; ++b)
+          rsr_bwd_rows<P>(a, b * rb.rows, std::min(T, (b + 1) * rb.rows), partial.data() + b * 5 * H);
+      });
+      reduce_blocks<P>(partial.data(), rb.blocks, 5 * H, static_cast<typename P::T*>(gvec.mutable_data_ptr()));
+    });
+  }
+  // separate [H] tensors (outputs must not share storage)
+  return {gh, gr, gvec[1].clone(), gvec[2].clone(), gvec[3].clone(), gvec[4].clone(), gvec[0].clone()};
 }
 
 }  // namespace
@@ -473,4 +761,6 @@ std::tuple<at::Tensor, at::Tensor> residual_scale_rmsnorm_cpu(
 TORCH_LIBRARY_IMPL(zaya, CPU, m) {
   m.impl("rms_norm", &rms_norm_cpu);
   m.impl("residual_scale_rmsnorm", &residual_scale_rmsnorm_cpu);
+  m.impl("rms_norm_backward", &rms_norm_backward_cpu);
+  m.impl("residual_scale_rmsnorm_backward", &residual_scale_rmsnorm_backward_cpu);
 }

@@ -16,6 +16,7 @@
 #include "schemas.h"
 
 TORCH_LIBRARY(ZAYA_EMU_LIB, m) { zaya::define_schemas(m); }
+TORCH_LIBRARY_IMPL(ZAYA_EMU_LIB, Autograd, m) { zaya::register_not_differentiable(m); }
 
 std::string zaya_emu_selftest(const std::string& name);  // selftest.cpp
 int64_t zaya_emu_launches();                             // selftest.cpp

@@ -9,6 +9,7 @@ use and routes a kernel that fails it to the reference).
 from __future__ import annotations
 
 from . import _fake  # noqa: F401  (meta kernels for torch.compile)
+from ._autograd import backward_backends  # registers the norms' autograd (training, in progress)
 from ._library import build_info
 from ._selftest import OpCheck, SelfTestWarning, selftest
 from .ops import cca_attention, cca_qkv, moe_top1, residual_scale_rmsnorm, rms_norm, router
@@ -17,6 +18,7 @@ from .model import ZayaConfig, ZayaForCausalLM  # the model on the ops (zaya_ops
 __version__ = "0.1.0"
 
 __all__ = [
+    "backward_backends",
     "build_info",
     "cca_attention",
     "cca_qkv",

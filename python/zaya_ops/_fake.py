@@ -61,6 +61,21 @@ def _residual_scale_rmsnorm_fake(h, residual, h_bias, h_scale, r_bias, r_scale, 
     )
 
 
+@_fake("rms_norm_backward")
+def _rms_norm_backward_fake(grad_y, x, weight, eps):
+    torch._check(grad_y.shape == x.shape, lambda: "rms_norm_backward: grad_y must be x's shape")
+    return x.new_empty(x.shape), weight.new_empty(weight.shape)
+
+
+@_fake("residual_scale_rmsnorm_backward")
+def _residual_scale_rmsnorm_backward_fake(grad_new_residual, grad_normed, h, residual, h_bias, h_scale, r_bias,
+                                          r_scale, norm_weight, eps):
+    torch._check(grad_normed.shape == h.shape and grad_new_residual.shape == h.shape,
+                 lambda: "residual_scale_rmsnorm_backward: the gradients must be h's shape")
+    return (h.new_empty(h.shape), residual.new_empty(h.shape),
+            *(h.new_empty((h.shape[1],)) for _ in range(5)))
+
+
 @_fake("cca_qkv")
 def _cca_qkv_fake(qt, kt, vc, vd, conv_dw_weight, conv_dw_bias, conv_g_weight, conv_g_bias, qk_temp,
                   cos_sin, positions, cu_seqlens, conv_state, value_state, state_indices, k_cache,

@@ -49,6 +49,17 @@ __all__ = [
 ]
 
 
+# The norms also take float64 (every float argument float64), on the CPU: the gradcheck mode of training.
+_NORM_DTYPES = FLOAT_DTYPES + (torch.float64,)
+
+
+def _check_f64_all(tensors: dict[str, torch.Tensor]) -> None:
+    f64 = [n for n, t in tensors.items() if t.dtype == torch.float64]
+    if f64 and len(f64) != len(tensors):
+        got = ", ".join(f"{n} {str(t.dtype).replace('torch.', '')}" for n, t in tensors.items())
+        raise TypeError(f"float64 is accepted only when {' and '.join(tensors)} are all float64 (got {got})")
+
+
 def _check_vector(name: str, t: torch.Tensor, size: int, like: torch.Tensor) -> None:
     check_tensor(name, t, dtypes=(like.dtype,), shape=(size,), device=like.device)
 
@@ -59,15 +70,19 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.
     ``x`` is first rounded to ``weight``'s dtype, then normalised in fp32, rounded to that dtype again
     and multiplied by ``weight`` (the transformers ZayaRMSNorm rounding points).
 
+    Differentiable w.r.t. ``x`` and ``weight`` (``zaya_ops._autograd``: autograd of the reference;
+    the CPU backward is a C++ kernel, other devices recompute the reference).
+
     Args:
         x: [T, H] fp32, bf16 or fp16; rows may be strided (the last dim must have stride 1).
-        weight: [H] param dtype.
+        weight: [H] param dtype. (x and weight both float64 is accepted on the CPU, for gradcheck.)
         eps: added to the mean square.
     Returns:
         [T, H] in ``weight``'s dtype.
     """
-    check_tensor("x", x, dtypes=FLOAT_DTYPES, ndim=2)
-    check_tensor("weight", weight, dtypes=FLOAT_DTYPES, shape=(x.shape[1],), device=x.device)
+    check_tensor("x", x, dtypes=_NORM_DTYPES, ndim=2)
+    check_tensor("weight", weight, dtypes=_NORM_DTYPES, shape=(x.shape[1],), device=x.device)
+    _check_f64_all({"x": x, "weight": weight})
     return _OPS.rms_norm(x, weight, check_positive_finite("eps", eps))
 
 
@@ -87,17 +102,20 @@ def residual_scale_rmsnorm(
     is computed in the param dtype (rounded after the add and after the multiply) and the residual
     branch in fp32; then ``normed = rms_norm(new_residual, norm_weight, eps)``.
 
+    Differentiable w.r.t. every tensor argument, through both outputs (``zaya_ops._autograd``).
+
     Args:
         h: [T, H] param dtype, the attention (o_proj) or expert output.
-        residual: [T, H] fp32 residual stream.
+        residual: [T, H] fp32 residual stream (float64 when h is: the CPU's gradcheck mode).
         h_bias, h_scale, r_bias, r_scale, norm_weight: [H] param dtype.
         eps: RMSNorm epsilon.
     Returns:
         (new_residual [T, H] fp32, normed [T, H] param dtype).
     """
-    check_tensor("h", h, dtypes=FLOAT_DTYPES, ndim=2)
+    check_tensor("h", h, dtypes=_NORM_DTYPES, ndim=2)
     T, H = h.shape
-    check_tensor("residual", residual, dtypes=(torch.float32,), shape=(T, H), device=h.device)
+    r_dtype = torch.float64 if h.dtype == torch.float64 else torch.float32
+    check_tensor("residual", residual, dtypes=(r_dtype,), shape=(T, H), device=h.device)
     for name, t in (("h_bias", h_bias), ("h_scale", h_scale), ("r_bias", r_bias), ("r_scale", r_scale),
                     ("norm_weight", norm_weight)):
         _check_vector(name, t, H, h)

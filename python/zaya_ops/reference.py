@@ -40,10 +40,10 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.
     """RMSNorm of each row, as ``ZayaRMSNorm`` applied to ``x.to(weight.dtype)``.
 
     x is rounded to the weight dtype, normalised in fp32, rounded again and multiplied by ``weight``.
-    Returns [T, H] in ``weight``'s dtype.
+    Returns [T, H] in ``weight``'s dtype. (float64 weights, for gradcheck, normalise in float64.)
     """
     x = x.to(weight.dtype)
-    h = x.to(torch.float32)
+    h = x.to(torch.promote_types(weight.dtype, torch.float32))
     variance = h.pow(2).mean(-1, keepdim=True)
     h = h * torch.rsqrt(variance + eps)
     return weight * h.to(weight.dtype)
@@ -63,11 +63,12 @@ def residual_scale_rmsnorm(
 
     ``new_residual = (h + h_bias) * h_scale + (residual + r_bias) * r_scale``: the h-branch in the param
     dtype, the residual branch and the sum in fp32 (PyTorch type promotion, as transformers).
-    Returns (new_residual [T, H] fp32, rms_norm(new_residual, norm_weight, eps)).
+    Returns (new_residual [T, H] fp32, rms_norm(new_residual, norm_weight, eps)). (All float64, for
+    gradcheck: float64 throughout.)
     """
     hs = (h + h_bias) * h_scale
     rs = (residual + r_bias) * r_scale
-    new_residual = (hs + rs).to(torch.float32)
+    new_residual = (hs + rs).to(torch.promote_types(residual.dtype, torch.float32))
     return new_residual, rms_norm(new_residual, norm_weight, eps)
 
 
