@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 
 import torch
 
-from .config import ZayaConfig
+from .config import ZayaConfig, check_not_legacy
 
 __all__ = [
     "CheckpointError",
@@ -23,6 +23,7 @@ __all__ = [
     "INDEX_FILE",
     "parameter_shapes",
     "checkpoint_tensor_files",
+    "check_checkpoint_names",
     "load_tensors_into",
     "random_state_dict",
     "save_checkpoint",
@@ -143,6 +144,38 @@ def _fmt(names: Iterable[str], limit: int = 12) -> str:
     return ", ".join(names[:limit]) + more
 
 
+def check_checkpoint_names(
+    where: str,
+    targets: Mapping[str, torch.Tensor],
+    shapes: Mapping[str, tuple[int, ...]],
+    *,
+    ignore: Iterable[str] = (),
+    absent_in_shard: Iterable[str] = (),
+) -> None:
+    """Raise a ``CheckpointError`` naming every missing, unexpected and mis-shaped tensor of a checkpoint
+    (``shapes``: name -> shape of what it holds) against the model's ``targets`` (name -> tensor), or, for a
+    checkpoint in Zyphra's legacy alternating-layer layout, the error of :func:`check_not_legacy`.
+    ``where`` names the checkpoint in the message."""
+    check_not_legacy(names=shapes)
+    ignore = set(ignore)
+    absent_in_shard = list(absent_in_shard)
+    missing = [n for n in targets if n not in shapes]
+    unexpected = [n for n in shapes if n not in targets and n not in ignore]
+    misshaped = [f"{n} (expected {list(targets[n].shape)}, got {list(shapes[n])})"
+                 for n in targets if n in shapes and tuple(targets[n].shape) != tuple(shapes[n])]
+    problems = []
+    if absent_in_shard:
+        problems.append(f"listed by the index but absent from their shard: {_fmt(absent_in_shard)}")
+    if missing:
+        problems.append(f"missing tensors: {_fmt(missing)}")
+    if unexpected:
+        problems.append(f"unexpected tensors: {_fmt(unexpected)}")
+    if misshaped:
+        problems.append(f"mis-shaped tensors: {_fmt(misshaped)}")
+    if problems:
+        raise CheckpointError(f"checkpoint {where} does not match its config: " + "; ".join(problems))
+
+
 def load_tensors_into(
     directory: str | os.PathLike,
     targets: Mapping[str, torch.Tensor],
@@ -180,21 +213,7 @@ def load_tensors_into(
                 sl = f.get_slice(name)
                 shapes[name] = tuple(sl.get_shape())
                 nbytes += math.prod(shapes[name]) * _DTYPE_BYTES.get(sl.get_dtype(), 4)
-    missing = [n for n in targets if n not in shapes]
-    unexpected = [n for n in shapes if n not in targets and n not in ignore]
-    misshaped = [f"{n} (expected {list(targets[n].shape)}, got {list(shapes[n])})"
-                 for n in targets if n in shapes and tuple(targets[n].shape) != shapes[n]]
-    problems = []
-    if absent_in_shard:
-        problems.append(f"listed by the index but absent from their shard: {_fmt(absent_in_shard)}")
-    if missing:
-        problems.append(f"missing tensors: {_fmt(missing)}")
-    if unexpected:
-        problems.append(f"unexpected tensors: {_fmt(unexpected)}")
-    if misshaped:
-        problems.append(f"mis-shaped tensors: {_fmt(misshaped)}")
-    if problems:
-        raise CheckpointError(f"checkpoint {os.fspath(directory)} does not match its config: " + "; ".join(problems))
+    check_checkpoint_names(os.fspath(directory), targets, shapes, ignore=ignore, absent_in_shard=absent_in_shard)
 
     if progress is None:
         progress = nbytes >= PROGRESS_MIN_BYTES
