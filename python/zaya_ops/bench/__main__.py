@@ -1,5 +1,6 @@
-"""Command line: ``python -m zaya_ops.bench [--ops ...] [--device cpu|cuda] [--quick] ...`` and
-``python -m zaya_ops.bench --model [--preset zaya1-8b|tiny] ...``.
+"""Command line: ``python -m zaya_ops.bench [--ops ...] [--device cpu|cuda] [--quick] ...``,
+``python -m zaya_ops.bench --model [--preset zaya1-8b|tiny] ...`` and ``python -m zaya_ops.bench --vllm ...``
+(ZAYA1 in vLLM through the zaya_ops plugin against zaya_ops' own generate; needs vLLM).
 
 Measures the device's copy bandwidth and GEMM rate, times every (op, shape, dtype, provider) on the same
 inputs (or the end-to-end model against transformers'), prints a table and writes one JSON file of rows
@@ -68,11 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", action="store_true",
                    help="end-to-end model: prefill tokens/s at --tokens, decode tokens/s at --batch after "
                         "--context tokens, ours against transformers' ZayaForCausalLM on the same weights")
+    p.add_argument("--vllm", action="store_true",
+                   help="offline throughput of ZAYA1 in vLLM through the zaya_ops plugin against zaya_ops' own "
+                        "generate, same model and prompts, one run each (--batch prompts of about --tokens tokens, "
+                        "--steps new tokens; providers zaya, vllm (compiled), vllm-eager). Needs vLLM 0.32 (the "
+                        "environment tools/vllm_ci.sh builds)")
     p.add_argument("--preset", default=None,
                    help="--model: zaya1-8b (the real shapes, ~17 GB bf16: a GPU with memory) or tiny "
                         "(default on CPUs and with --quick; zaya1-8b on GPUs)")
     p.add_argument("--steps", type=int, default=None,
-                   help="--model: decode steps per measurement at most (warm-up included)")
+                   help="--model: decode steps per measurement at most (warm-up included); --vllm: new tokens "
+                        "per prompt")
     p.add_argument("--out", type=Path, default=None,
                    help="directory for the JSON files (default bench/results/<device>/, "
                         "--quick: bench/results/<device>/quick/)")
@@ -133,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         log("error: --device cuda but torch sees no GPU (torch.cuda.is_available() is False)")
         return 2
     threads = args.threads
-    if threads is None and args.model and device.type == "cpu":
+    if threads is None and (args.model or args.vllm) and device.type == "cpu":
         threads = 1  # as `python -m zaya_ops`: the small model's matrices gain nothing from more, and on a
         # busy machine every OpenMP barrier of a many-op step stalls on the other processes
     if threads:
@@ -168,6 +175,33 @@ def main(argv: list[str] | None = None) -> int:
         + (": other processes are busy, expect noisy timings" if busy else ""))
     all_rows = []
     written = []
+    if args.vllm:
+        from . import model_bench as M
+        from . import vllm_bench as VB
+
+        preset = args.preset or ("zaya1-8b" if H.is_gpu(device) and not args.quick else "tiny")
+        if preset not in M.PRESETS:
+            log(f"error: unknown preset {preset!r}; known: {', '.join(M.PRESETS)}")
+            return 2
+        providers = args.providers or list(VB.DEFAULT_PROVIDERS)
+        bad = [p for p in providers if p not in VB.ALL_PROVIDERS]
+        if bad:
+            log(f"error: unknown --vllm provider(s) {', '.join(bad)}; known: {', '.join(VB.ALL_PROVIDERS)}")
+            return 2
+        n, mean_len, new = VB.QUICK if args.quick else VB.DEFAULTS[preset]
+        rows = VB.run_vllm(preset, providers, device, dtypes[0], prompts_n=(args.batch or [n])[0],
+                           mean_len=(args.tokens or [mean_len])[0], new=args.steps or new, info=info, cfg=cfg,
+                           stamp=stamp, seed=args.seed, log=log)
+        if not args.no_write:
+            written.append(H.write_json(Path(out_dir) / f"vllm-{preset}-{stamp}.json", rows,
+                                        meta | {"op": f"vllm-{preset}", "loadavg_end": _loadavg()}))
+        print()
+        _print_header(info, roof, device)
+        print(VB.format_table(rows))
+        for p in written:
+            print(f"wrote {p}")
+        log(f"done in {time.perf_counter() - started:.1f} s")
+        return 0 if all(r.status == H.STATUS_OK for r in rows) else 1
     if args.model:
         from . import model_bench as M
 
