@@ -344,23 +344,23 @@ def test_openai_server_completion(ckpt, ref, tmp_path):
         except subprocess.TimeoutExpired:
             pytest.fail(f"server did not stop within {SERVER_STOP_S} s of SIGTERM:\n{log.read_text()[-4000:]}")
         assert rc == 0, f"server exited with {rc} after SIGTERM:\n{log.read_text()[-4000:]}"
-        left = _group_left(proc.pid, SERVER_STOP_S)  # its engine and worker processes exit after it
+        left = _session_left(proc.pid, SERVER_STOP_S)  # its engine and worker processes exit after it
         print(f"E: server answered and stopped in {time.monotonic() - t0:.1f} s after SIGTERM")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
-        if _group_left(proc.pid, 0):
+        if _session_left(proc.pid, 0):
             os.killpg(proc.pid, signal.SIGKILL)
     assert not left, f"processes of the server still running {SERVER_STOP_S} s after it exited: {left}"
 
 
-def _group_left(pgid: int, wait_s: float) -> list[str]:
-    """The processes of session ``pgid`` (the server was started in its own) still alive, zombies aside,
+def _session_left(sid: int, wait_s: float) -> list[str]:
+    """The processes of session ``sid`` (the server was started in its own) still alive, zombies aside,
     after waiting up to ``wait_s`` seconds."""
     deadline = time.monotonic() + wait_s
     while True:
-        ps = subprocess.run(["ps", "-o", "pid=,stat=,args=", "--sid", str(pgid)], capture_output=True, text=True,
+        ps = subprocess.run(["ps", "-o", "pid=,stat=,args=", "--sid", str(sid)], capture_output=True, text=True,
                             timeout=30)
         left = [line.strip() for line in ps.stdout.splitlines() if line.split()[1:2] != ["Z"]]
         if not left or time.monotonic() >= deadline:

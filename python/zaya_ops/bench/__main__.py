@@ -175,64 +175,46 @@ def main(argv: list[str] | None = None) -> int:
         + (": other processes are busy, expect noisy timings" if busy else ""))
     all_rows = []
     written = []
-    if args.vllm:
+    if args.vllm or args.model:
         from . import model_bench as M
         from . import vllm_bench as VB
 
+        kind, mod = ("vllm", VB) if args.vllm else ("model", M)
         preset = args.preset or ("zaya1-8b" if H.is_gpu(device) and not args.quick else "tiny")
         if preset not in M.PRESETS:
             log(f"error: unknown preset {preset!r}; known: {', '.join(M.PRESETS)}")
             return 2
-        providers = args.providers or list(VB.DEFAULT_PROVIDERS)
-        bad = [p for p in providers if p not in VB.ALL_PROVIDERS]
+        providers = args.providers or list(mod.DEFAULT_PROVIDERS)
+        bad = [p for p in providers if p not in mod.ALL_PROVIDERS]
         if bad:
-            log(f"error: unknown --vllm provider(s) {', '.join(bad)}; known: {', '.join(VB.ALL_PROVIDERS)}")
+            log(f"error: unknown --{kind} provider(s) {', '.join(bad)}; known: {', '.join(mod.ALL_PROVIDERS)}")
             return 2
-        n, mean_len, new = VB.QUICK if args.quick else VB.DEFAULTS[preset]
-        rows = VB.run_vllm(preset, providers, device, dtypes[0], prompts_n=(args.batch or [n])[0],
-                           mean_len=(args.tokens or [mean_len])[0], new=args.steps or new, info=info, cfg=cfg,
-                           stamp=stamp, seed=args.seed, log=log)
+        if args.vllm:
+            n, mean_len, new = VB.QUICK if args.quick else VB.DEFAULTS[preset]
+            rows = VB.run_vllm(preset, providers, device, dtypes[0], prompts_n=(args.batch or [n])[0],
+                               mean_len=(args.tokens or [mean_len])[0], new=args.steps or new, info=info, cfg=cfg,
+                               stamp=stamp, seed=args.seed, log=log)
+        else:
+            toks, batches, ctx, steps = M.QUICK if args.quick else M.DEFAULTS[preset]
+            phases = args.phases or ("prefill", "decode")
+            toks = args.tokens or toks
+            batches = args.batch or batches
+            rows = M.run_model(preset, providers, device, dtypes[0],
+                               prefill_tokens=toks if "prefill" in phases else (),
+                               batches=batches if "decode" in phases else (),
+                               context=args.context or ctx, steps=args.steps or steps, info=info, roof=roof,
+                               cfg=cfg, stamp=stamp, seed=args.seed, log=log)
         if not args.no_write:
-            written.append(H.write_json(Path(out_dir) / f"vllm-{preset}-{stamp}.json", rows,
-                                        meta | {"op": f"vllm-{preset}", "loadavg_end": _loadavg()}))
+            written.append(H.write_json(Path(out_dir) / f"{kind}-{preset}-{stamp}.json", rows,
+                                        meta | {"op": f"{kind}-{preset}", "loadavg_end": _loadavg()}))
         print()
         _print_header(info, roof, device)
-        print(VB.format_table(rows))
+        print(mod.format_table(rows))
         for p in written:
             print(f"wrote {p}")
         log(f"done in {time.perf_counter() - started:.1f} s")
-        return 0 if all(r.status == H.STATUS_OK for r in rows) else 1
-    if args.model:
-        from . import model_bench as M
-
-        preset = args.preset or ("zaya1-8b" if H.is_gpu(device) and not args.quick else "tiny")
-        if preset not in M.PRESETS:
-            log(f"error: unknown preset {preset!r}; known: {', '.join(M.PRESETS)}")
-            return 2
-        providers = args.providers or list(M.DEFAULT_PROVIDERS)
-        bad = [p for p in providers if p not in M.ALL_PROVIDERS]
-        if bad:
-            log(f"error: unknown model provider(s) {', '.join(bad)}; known: {', '.join(M.ALL_PROVIDERS)}")
-            return 2
-        toks, batches, ctx, steps = M.QUICK if args.quick else M.DEFAULTS[preset]
-        phases = args.phases or ("prefill", "decode")
-        toks = args.tokens or toks
-        batches = args.batch or batches
-        rows = M.run_model(preset, providers, device, dtypes[0],
-                           prefill_tokens=toks if "prefill" in phases else (),
-                           batches=batches if "decode" in phases else (),
-                           context=args.context or ctx, steps=args.steps or steps, info=info, roof=roof,
-                           cfg=cfg, stamp=stamp, seed=args.seed, log=log)
-        if not args.no_write:
-            written.append(H.write_json(Path(out_dir) / f"model-{preset}-{stamp}.json", rows,
-                                        meta | {"op": f"model-{preset}", "loadavg_end": _loadavg()}))
-        print()
-        _print_header(info, roof, device)
-        print(M.format_table(rows))
-        for p in written:
-            print(f"wrote {p}")
-        log(f"done in {time.perf_counter() - started:.1f} s")
-        return 0
+        # a vLLM provider that failed is an error of this run (model rows record theirs in the JSON)
+        return 1 if args.vllm and any(r.status != H.STATUS_OK for r in rows) else 0
     for op in ops:
         bench = C.get(op)
         shapes = bench.shapes(quick=args.quick, tokens=args.tokens, hidden=args.hidden, batches=args.batch,
