@@ -323,6 +323,26 @@ def test_corrupt_or_truncated_files_are_named(tmp_path, checkpoint):
         ZayaForCausalLM.from_pretrained(d)
 
 
+def test_legacy_alternating_layer_checkpoints_are_refused_clearly(checkpoint):
+    """Zyphra's legacy layout (attention and MoE in alternate layers) is named as such, with what to do,
+    whether the config or only the tensor names give it away."""
+    from zaya_ops.model import LegacyCheckpointError
+
+    cfg = json.loads((checkpoint / "config.json").read_text())
+    (checkpoint / "config.json").write_text(json.dumps({**cfg, "zaya_layers": ["a", 3, "a", 3]}))
+    with pytest.raises(LegacyCheckpointError, match="legacy alternating-layer layout .config.json has zaya_layers"):
+        ZayaForCausalLM.from_pretrained(checkpoint)
+    (checkpoint / "config.json").write_text(json.dumps(cfg))
+
+    def legacy_names(sd):
+        sd["model.layers.1.zaya_block.router.down_proj.weight"] = sd.pop("model.layers.1.mlp.gate.down_proj.weight")
+
+    _edit(checkpoint, legacy_names)
+    with pytest.raises(LegacyCheckpointError, match="zaya_block") as e:
+        ZayaForCausalLM.from_pretrained(checkpoint)
+    assert isinstance(e.value, ValueError) and "Use a checkpoint published in that layout" in str(e.value)
+
+
 def test_parameter_table_matches_transformers():
     """Our parameter names and shapes are exactly transformers' state_dict (tied and untied, biases)."""
     pytest.importorskip("transformers")

@@ -1,5 +1,6 @@
-"""Command line: ``python -m zaya_ops.bench [--ops ...] [--device cpu|cuda] [--quick] ...`` and
-``python -m zaya_ops.bench --model [--preset zaya1-8b|tiny] ...``.
+"""Command line: ``python -m zaya_ops.bench [--ops ...] [--device cpu|cuda] [--quick] ...``,
+``python -m zaya_ops.bench --model [--preset zaya1-8b|tiny] ...`` and ``python -m zaya_ops.bench --vllm ...``
+(ZAYA1 in vLLM through the zaya_ops plugin against zaya_ops' own generate; needs vLLM).
 
 Measures the device's copy bandwidth and GEMM rate, times every (op, shape, dtype, provider) on the same
 inputs (or the end-to-end model against transformers'), prints a table and writes one JSON file of rows
@@ -68,11 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", action="store_true",
                    help="end-to-end model: prefill tokens/s at --tokens, decode tokens/s at --batch after "
                         "--context tokens, ours against transformers' ZayaForCausalLM on the same weights")
+    p.add_argument("--vllm", action="store_true",
+                   help="offline throughput of ZAYA1 in vLLM through the zaya_ops plugin against zaya_ops' own "
+                        "generate, same model and prompts, one run each (--batch prompts of about --tokens tokens, "
+                        "--steps new tokens; providers zaya, vllm (compiled), vllm-eager). Needs vLLM 0.32 (the "
+                        "environment tools/vllm_ci.sh builds)")
     p.add_argument("--preset", default=None,
                    help="--model: zaya1-8b (the real shapes, ~17 GB bf16: a GPU with memory) or tiny "
                         "(default on CPUs and with --quick; zaya1-8b on GPUs)")
     p.add_argument("--steps", type=int, default=None,
-                   help="--model: decode steps per measurement at most (warm-up included)")
+                   help="--model: decode steps per measurement at most (warm-up included); --vllm: new tokens "
+                        "per prompt")
     p.add_argument("--out", type=Path, default=None,
                    help="directory for the JSON files (default bench/results/<device>/, "
                         "--quick: bench/results/<device>/quick/)")
@@ -133,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         log("error: --device cuda but torch sees no GPU (torch.cuda.is_available() is False)")
         return 2
     threads = args.threads
-    if threads is None and args.model and device.type == "cpu":
+    if threads is None and (args.model or args.vllm) and device.type == "cpu":
         threads = 1  # as `python -m zaya_ops`: the small model's matrices gain nothing from more, and on a
         # busy machine every OpenMP barrier of a many-op step stalls on the other processes
     if threads:
@@ -168,37 +175,46 @@ def main(argv: list[str] | None = None) -> int:
         + (": other processes are busy, expect noisy timings" if busy else ""))
     all_rows = []
     written = []
-    if args.model:
+    if args.vllm or args.model:
         from . import model_bench as M
+        from . import vllm_bench as VB
 
+        kind, mod = ("vllm", VB) if args.vllm else ("model", M)
         preset = args.preset or ("zaya1-8b" if H.is_gpu(device) and not args.quick else "tiny")
         if preset not in M.PRESETS:
             log(f"error: unknown preset {preset!r}; known: {', '.join(M.PRESETS)}")
             return 2
-        providers = args.providers or list(M.DEFAULT_PROVIDERS)
-        bad = [p for p in providers if p not in M.ALL_PROVIDERS]
+        providers = args.providers or list(mod.DEFAULT_PROVIDERS)
+        bad = [p for p in providers if p not in mod.ALL_PROVIDERS]
         if bad:
-            log(f"error: unknown model provider(s) {', '.join(bad)}; known: {', '.join(M.ALL_PROVIDERS)}")
+            log(f"error: unknown --{kind} provider(s) {', '.join(bad)}; known: {', '.join(mod.ALL_PROVIDERS)}")
             return 2
-        toks, batches, ctx, steps = M.QUICK if args.quick else M.DEFAULTS[preset]
-        phases = args.phases or ("prefill", "decode")
-        toks = args.tokens or toks
-        batches = args.batch or batches
-        rows = M.run_model(preset, providers, device, dtypes[0],
-                           prefill_tokens=toks if "prefill" in phases else (),
-                           batches=batches if "decode" in phases else (),
-                           context=args.context or ctx, steps=args.steps or steps, info=info, roof=roof,
-                           cfg=cfg, stamp=stamp, seed=args.seed, log=log)
+        if args.vllm:
+            n, mean_len, new = VB.QUICK if args.quick else VB.DEFAULTS[preset]
+            rows = VB.run_vllm(preset, providers, device, dtypes[0], prompts_n=(args.batch or [n])[0],
+                               mean_len=(args.tokens or [mean_len])[0], new=args.steps or new, info=info, cfg=cfg,
+                               stamp=stamp, seed=args.seed, log=log)
+        else:
+            toks, batches, ctx, steps = M.QUICK if args.quick else M.DEFAULTS[preset]
+            phases = args.phases or ("prefill", "decode")
+            toks = args.tokens or toks
+            batches = args.batch or batches
+            rows = M.run_model(preset, providers, device, dtypes[0],
+                               prefill_tokens=toks if "prefill" in phases else (),
+                               batches=batches if "decode" in phases else (),
+                               context=args.context or ctx, steps=args.steps or steps, info=info, roof=roof,
+                               cfg=cfg, stamp=stamp, seed=args.seed, log=log)
         if not args.no_write:
-            written.append(H.write_json(Path(out_dir) / f"model-{preset}-{stamp}.json", rows,
-                                        meta | {"op": f"model-{preset}", "loadavg_end": _loadavg()}))
+            written.append(H.write_json(Path(out_dir) / f"{kind}-{preset}-{stamp}.json", rows,
+                                        meta | {"op": f"{kind}-{preset}", "loadavg_end": _loadavg()}))
         print()
         _print_header(info, roof, device)
-        print(M.format_table(rows))
+        print(mod.format_table(rows))
         for p in written:
             print(f"wrote {p}")
         log(f"done in {time.perf_counter() - started:.1f} s")
-        return 0
+        # a vLLM provider that failed is an error of this run (model rows record theirs in the JSON)
+        return 1 if args.vllm and any(r.status != H.STATUS_OK for r in rows) else 0
     for op in ops:
         bench = C.get(op)
         shapes = bench.shapes(quick=args.quick, tokens=args.tokens, hidden=args.hidden, batches=args.batch,

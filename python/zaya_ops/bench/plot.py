@@ -238,6 +238,8 @@ def plot_dir(directory: str | Path, recursive: bool = False, merge: bool = False
     for op, rs in by_op.items():
         if op.startswith("model-"):
             written.append(plot_model(op, rs, d))
+        elif op.startswith("vllm-"):
+            continue  # one run per provider: report.py's table says it all
         else:
             written.append(plot_op_times(op, rs, d))
     roof = plot_roofline(rows, d)

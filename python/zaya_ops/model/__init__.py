@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .backend import BACKENDS, OP_NAMES
 from .cache import ZayaCache
-from .config import KERNEL_HEAD_DIMS, ZayaConfig
+from .config import KERNEL_HEAD_DIMS, LegacyCheckpointError, ZayaConfig
 from .generation import GenerationOutput, generate, sample_next
 from .modeling import StepMeta, ZayaForCausalLM, ZayaOutput
 from .weights import CheckpointError, parameter_shapes, random_state_dict, save_checkpoint
@@ -19,6 +19,7 @@ __all__ = [
     "OP_NAMES",
     "KERNEL_HEAD_DIMS",
     "CheckpointError",
+    "LegacyCheckpointError",
     "GenerationOutput",
     "StepMeta",
     "ZayaCache",

@@ -11,12 +11,13 @@ import dataclasses
 import json
 import math
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-__all__ = ["ZayaConfig", "KERNEL_HEAD_DIMS", "DTYPE_NAMES"]
+__all__ = ["ZayaConfig", "KERNEL_HEAD_DIMS", "DTYPE_NAMES", "LegacyCheckpointError", "check_not_legacy"]
 
 #: Head dims the compiled ``cca_qkv``/``cca_attention`` kernels are written for. The reference backend
 #: takes any even head dim (the tests use 16 and 32); with ``backend="auto"`` other head dims run those two
@@ -59,6 +60,44 @@ def _token_ids_ok(v: Any, many: bool) -> bool:
     if v is None or _is_int(v):
         return True
     return many and isinstance(v, (list, tuple)) and all(_is_int(t) for t in v)
+
+
+class LegacyCheckpointError(ValueError):
+    """A checkpoint in Zyphra's legacy alternating-layer layout, which zaya_ops does not read."""
+
+
+# config.json keys and tensor-name pieces found only in the legacy layout (Zyphra's Megatron-style export:
+# even layers attention, odd layers MoE, per-layer config lists)
+_LEGACY_KEYS = ("zaya_layers", "cca", "cca_num_q_heads", "num_query_groups_list", "ffn_hidden_size_list")
+_LEGACY_NAME_PARTS = (".zaya_block.", ".self_attn.qkv.linear_q.", ".res_scale.", "model.final_norm.")
+
+
+def check_not_legacy(config: Mapping[str, Any] | None = None, names: Iterable[str] | None = None) -> None:
+    """Raise :class:`LegacyCheckpointError` (a ValueError that says what to do) when a ``config.json``
+    dict or a checkpoint's tensor names are in Zyphra's legacy alternating-layer layout: 2 x L layers,
+    attention and MoE apart (``zaya_layers`` in the config; ``model.layers.<2i+1>.zaya_block.*`` tensors),
+    as in ZAYA1-base, ZAYA1-reasoning-base and the *-legacy repositories of Zyphra's transformers 4.57
+    fork."""
+    evidence = None
+    if config is not None:
+        keys = [k for k in _LEGACY_KEYS if k in config]
+        if keys:
+            evidence = f"config.json has {', '.join(keys)}"
+    if evidence is None and names is not None:
+        for n in names:
+            if any(part in n for part in _LEGACY_NAME_PARTS):
+                evidence = f"it holds tensor {n!r}"
+                break
+    if evidence is not None:
+        raise LegacyCheckpointError(
+            f"this ZAYA1 checkpoint is in Zyphra's legacy alternating-layer layout ({evidence}): attention "
+            f"and MoE are separate layers, as in ZAYA1-base, ZAYA1-reasoning-base and the *-legacy "
+            f"repositories made for Zyphra's transformers 4.57 fork. zaya_ops (and its vLLM plugin) read "
+            f"the transformers >= 5.18 layout, where each 'hybrid' layer N holds both "
+            f"(model.layers.N.self_attn.qkv_proj.*, model.layers.N.mlp.gate.*, model.layers.N.mlp.experts.*). "
+            f"Use a checkpoint published in that layout (such as Zyphra/ZAYA1-8B), or convert this one first: "
+            f"merge legacy layers 2N (attention) and 2N+1 (MoE) into layer N under transformers' names and "
+            f"write a config.json with model_type 'zaya' and num_hidden_layers = len(zaya_layers) / 2.")
 
 
 @dataclass(frozen=True)
@@ -229,6 +268,7 @@ class ZayaConfig:
         mt = d.get("model_type")
         if mt != "zaya":
             raise ValueError(f"config.json has model_type {mt!r}; zaya_ops loads only model_type 'zaya' (ZAYA1)")
+        check_not_legacy(config=d)
         if d.get("quantization_config"):
             raise _err("quantization_config", "is set: quantized checkpoints are not supported")
         layer_types = d.get("layer_types")

@@ -35,7 +35,8 @@ from .cache import ZayaCache
 from .config import ZayaConfig
 from .weights import load_tensors_into, parameter_shapes
 
-__all__ = ["ZayaForCausalLM", "ZayaOutput", "StepMeta"]
+__all__ = ["ZayaForCausalLM", "ZayaOutput", "StepMeta", "cca_block", "decoder_layer", "delayed_value_bias",
+           "embed_tokens", "hf_tensor_map", "lm_logits", "rope_table"]
 
 _owner_ids = itertools.count(1)
 
@@ -151,6 +152,140 @@ def _as_sequences(input_ids, vocab_size: int, device: torch.device) -> list[torc
     return seqs
 
 
+def rope_table(cfg: ZayaConfig, device: torch.device | str, dtype: torch.dtype) -> torch.Tensor:
+    """The ``cos_sin`` table of ``cca_qkv`` for every position up to ``max_position_embeddings``."""
+    inv_freq = _reference.rope_inv_freq(cfg.head_dim, cfg.partial_rotary_factor, cfg.rope_theta)
+    return _reference.rope_cos_sin(inv_freq.to(device), cfg.max_position_embeddings, dtype)
+
+
+def embed_tokens(model, ids: torch.Tensor) -> torch.Tensor:
+    """Spec "Embedding": fp32 residual [T, H] of token ids [T] (``model.embed``, ``model.input_bias``,
+    ``model.input_scale``; bf16 arithmetic, then fp32)."""
+    e = F.embedding(ids, model.embed)
+    return ((e + model.input_bias) * model.input_scale).to(torch.float32)
+
+
+def lm_logits(model, x: torch.Tensor) -> torch.Tensor:
+    """Spec "Head": logits [T, V] of the final-normed hidden states ``x`` (``model.lm_head``, ``model.lm_head_bias``)."""
+    return F.linear(x, model.lm_head, model.lm_head_bias)
+
+
+def hf_tensor_map(cfg: ZayaConfig, model) -> dict[str, torch.Tensor]:
+    """Each tensor of a ZAYA1 model by its transformers (checkpoint) name: the one weight-name mapping of
+    zaya_ops, used by :meth:`ZayaForCausalLM.hf_state_dict` and the vLLM integration's ``load_weights``.
+
+    ``model`` has ``embed``, ``input_bias``, ``input_scale``, ``final_norm``, ``lm_head`` (ignored when the
+    embedding is tied), ``lm_head_bias`` (or None) and ``layers``, each with the attributes of
+    :class:`_Layer`. The q/k/v projections map to row slices (views) of the fused ``qkv_weight``, so copying
+    a checkpoint tensor into the mapped view fills the fused matrix.
+    """
+    qd, kvd = cfg.q_dim, cfg.kv_dim
+    cuts = [(0, qd, "q_proj"), (qd, qd + kvd, "k_proj"), (qd + kvd, qd + kvd + kvd // 2, "v_proj_current"),
+            (qd + kvd + kvd // 2, cfg.qkv_dim, "v_proj_delayed")]
+    s = {
+        "model.embed_tokens.weight": model.embed,
+        "model.input_hidden_states_bias": model.input_bias,
+        "model.input_hidden_states_scale": model.input_scale,
+        "model.norm.weight": model.final_norm,
+    }
+    if not cfg.tie_word_embeddings:
+        s["lm_head.weight"] = model.lm_head
+    if model.lm_head_bias is not None:
+        s["lm_head.bias"] = model.lm_head_bias
+    for i, L in enumerate(model.layers):
+        p = f"model.layers.{i}."
+        qkv = p + "self_attn.qkv_proj."
+        for lo, hi, n in cuts:
+            s[f"{qkv}{n}.weight"] = L.qkv_weight[lo:hi]
+            if L.qkv_bias is not None:
+                s[f"{qkv}{n}.bias"] = L.qkv_bias[lo:hi]
+        s.update({
+            p + "input_layernorm.weight": L.input_norm,
+            p + "post_attention_layernorm.weight": L.post_attn_norm,
+            qkv + "conv_qk_depthwise.weight": L.conv_dw_weight, qkv + "conv_qk_depthwise.bias": L.conv_dw_bias,
+            qkv + "conv_qk_grouped.weight": L.conv_g_weight, qkv + "conv_qk_grouped.bias": L.conv_g_bias,
+            p + "self_attn.qk_norm.temp": L.qk_temp,
+            p + "self_attn.o_proj.weight": L.o_weight,
+            p + "mlp.gate.down_proj.weight": L.router_down_weight,
+            p + "mlp.gate.down_proj.bias": L.router_down_bias,
+            p + "mlp.gate.router_mlp.norm.weight": L.router_norm,
+            p + "mlp.gate.router_mlp.fc1.weight": L.router_fc1_weight,
+            p + "mlp.gate.router_mlp.fc1.bias": L.router_fc1_bias,
+            p + "mlp.gate.router_mlp.fc2.weight": L.router_fc2_weight,
+            p + "mlp.gate.router_mlp.fc2.bias": L.router_fc2_bias,
+            p + "mlp.gate.router_mlp.out_proj.weight": L.router_out_weight,
+            p + "mlp.gate.balancing_biases": L.balancing_biases,
+            p + "mlp.experts.gate_up_proj": L.gate_up_proj,
+            p + "mlp.experts.down_proj": L.down_proj,
+        })
+        if L.o_bias is not None:
+            s[p + "self_attn.o_proj.bias"] = L.o_bias
+        if L.router_states_scale is not None:
+            s[p + "mlp.gate.router_states_scale"] = L.router_states_scale
+        leaves = ("hidden_states_bias", "hidden_states_scale", "residual_bias", "residual_scale")
+        scales = (("post_attention_residual_scale", L.attn_scale), ("post_mlp_residual_scale", L.mlp_scale))
+        for scale, ts in scales:
+            for leaf, t in zip(leaves, ts):
+                s[f"{p}{scale}.{leaf}"] = t
+    return s
+
+
+def delayed_value_bias(cfg: ZayaConfig, L) -> torch.Tensor | None:
+    """The value state a new sequence starts from in layer ``L``: the delayed-value projection's bias
+    (the value of ``vd`` for a zero input, spec step 5), or None when the layer has no q/k/v biases (zero,
+    as in ZAYA1-8B)."""
+    return None if L.qkv_bias is None else L.qkv_bias[cfg.qkv_dim - cfg.kv_dim // 2:]
+
+
+def cca_block(op: OpBackend, cfg: ZayaConfig, L, proj: torch.Tensor, cos_sin: torch.Tensor, meta: StepMeta,
+              k_cache: torch.Tensor, v_cache: torch.Tensor, conv_state: torch.Tensor,
+              value_state: torch.Tensor) -> torch.Tensor:
+    """Spec steps 3-8 of one layer: ``cca_qkv`` on the fused projection ``proj`` [T, qkv_dim] (writing the
+    new keys and values into the paged cache through ``meta.slot_mapping`` and carrying each sequence's
+    conv/value state in its ``meta.state_indices`` slot), then ``cca_attention`` over the cache.
+
+    ``L`` holds the layer's tensors by the names of :class:`_Layer` (``conv_dw_weight``, ...,
+    ``qk_temp``); ``k_cache``/``v_cache`` are [num_blocks, block_size, nkv, D] with any strides. Shared by
+    :class:`ZayaForCausalLM` and the vLLM integration (``zaya_ops.integrations.vllm``). Returns the
+    attention output [T, nq*D] (before o_proj).
+    """
+    qd, kvd = cfg.q_dim, cfg.kv_dim
+    c1, c2, c3 = qd, qd + kvd, qd + kvd + kvd // 2
+    q = op("cca_qkv", proj[:, :c1], proj[:, c1:c2], proj[:, c2:c3], proj[:, c3:],
+           L.conv_dw_weight, L.conv_dw_bias, L.conv_g_weight, L.conv_g_bias, L.qk_temp, cos_sin,
+           meta.positions, meta.cu_seqlens, conv_state, value_state, meta.state_indices,
+           k_cache, v_cache, meta.slot_mapping)
+    o, _ = op("cca_attention", q, k_cache, v_cache, meta.cu_seqlens, meta.seqused_k, meta.block_table,
+              cfg.head_dim ** -0.5, meta.max_seqlen_q, meta.max_seqlen_k)
+    return o
+
+
+def decoder_layer(op: OpBackend, cfg: ZayaConfig, L, r: torch.Tensor, x: torch.Tensor, prev: torch.Tensor | None,
+                  next_norm: torch.Tensor, attention) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One ZAYA1 decoder layer after its input norm (spec steps 2-14), on the ops through ``op``.
+
+    Args:
+        L: the layer's tensors by the names of :class:`_Layer`.
+        r: fp32 residual [T, H]; x: its input-normed [T, H] (param dtype).
+        prev: the previous layer's router state [T, R] (None in the first layer).
+        next_norm: the weight of the norm that follows (the next layer's input norm or the final norm).
+        attention: maps the fused q/k/v projection [T, qkv_dim] to the attention output [T, nq*D]
+            (:func:`cca_block` over some cache).
+    Returns:
+        (new residual, its normed copy for the next layer, this layer's router state).
+    """
+    eps = cfg.rms_norm_eps
+    proj = F.linear(x, L.qkv_weight, L.qkv_bias)
+    a = F.linear(attention(proj), L.o_weight, L.o_bias)
+    r, x2 = op("residual_scale_rmsnorm", a, r, *L.attn_scale, L.post_attn_norm, eps)
+    idx, w, prev, _, _ = op("router", x2, prev, L.router_down_weight, L.router_down_bias, L.router_states_scale,
+                            L.router_norm, L.router_fc1_weight, L.router_fc1_bias, L.router_fc2_weight,
+                            L.router_fc2_bias, L.router_out_weight, L.balancing_biases, eps)
+    m = op("moe_top1", x2, idx, w, L.gate_up_proj, L.down_proj)
+    r, x = op("residual_scale_rmsnorm", m, r, *L.mlp_scale, next_norm, eps)
+    return r, x, prev
+
+
 class ZayaForCausalLM:
     """ZAYA1 causal LM on the zaya_ops op layer (inference only).
 
@@ -182,8 +317,7 @@ class ZayaForCausalLM:
         self._backend = OpBackend(backend, self.device, self.dtype, config.head_dim)
         self._decode_slots: dict[tuple[int, ...], torch.Tensor] = {}
         self._alloc()
-        inv_freq = _reference.rope_inv_freq(config.head_dim, config.partial_rotary_factor, config.rope_theta)
-        self.cos_sin = _reference.rope_cos_sin(inv_freq.to(self.device), config.max_position_embeddings, self.dtype)
+        self.cos_sin = rope_table(config, self.device, self.dtype)
 
     # ------------------------------------------------------------------------------------------
     # Weights
@@ -218,56 +352,7 @@ class ZayaForCausalLM:
     def hf_state_dict(self) -> dict[str, torch.Tensor]:
         """The model's tensors by their transformers names (views into our storage: the q/k/v
         projections are row slices of the fused matrix). Writing into them changes the model."""
-        cfg = self.config
-        qd, kvd = cfg.q_dim, cfg.kv_dim
-        cuts = [(0, qd, "q_proj"), (qd, qd + kvd, "k_proj"), (qd + kvd, qd + kvd + kvd // 2, "v_proj_current"),
-                (qd + kvd + kvd // 2, cfg.qkv_dim, "v_proj_delayed")]
-        s = {
-            "model.embed_tokens.weight": self.embed,
-            "model.input_hidden_states_bias": self.input_bias,
-            "model.input_hidden_states_scale": self.input_scale,
-            "model.norm.weight": self.final_norm,
-        }
-        if not cfg.tie_word_embeddings:
-            s["lm_head.weight"] = self.lm_head
-        if self.lm_head_bias is not None:
-            s["lm_head.bias"] = self.lm_head_bias
-        for i, L in enumerate(self.layers):
-            p = f"model.layers.{i}."
-            qkv = p + "self_attn.qkv_proj."
-            for lo, hi, n in cuts:
-                s[f"{qkv}{n}.weight"] = L.qkv_weight[lo:hi]
-                if L.qkv_bias is not None:
-                    s[f"{qkv}{n}.bias"] = L.qkv_bias[lo:hi]
-            s.update({
-                p + "input_layernorm.weight": L.input_norm,
-                p + "post_attention_layernorm.weight": L.post_attn_norm,
-                qkv + "conv_qk_depthwise.weight": L.conv_dw_weight, qkv + "conv_qk_depthwise.bias": L.conv_dw_bias,
-                qkv + "conv_qk_grouped.weight": L.conv_g_weight, qkv + "conv_qk_grouped.bias": L.conv_g_bias,
-                p + "self_attn.qk_norm.temp": L.qk_temp,
-                p + "self_attn.o_proj.weight": L.o_weight,
-                p + "mlp.gate.down_proj.weight": L.router_down_weight,
-                p + "mlp.gate.down_proj.bias": L.router_down_bias,
-                p + "mlp.gate.router_mlp.norm.weight": L.router_norm,
-                p + "mlp.gate.router_mlp.fc1.weight": L.router_fc1_weight,
-                p + "mlp.gate.router_mlp.fc1.bias": L.router_fc1_bias,
-                p + "mlp.gate.router_mlp.fc2.weight": L.router_fc2_weight,
-                p + "mlp.gate.router_mlp.fc2.bias": L.router_fc2_bias,
-                p + "mlp.gate.router_mlp.out_proj.weight": L.router_out_weight,
-                p + "mlp.gate.balancing_biases": L.balancing_biases,
-                p + "mlp.experts.gate_up_proj": L.gate_up_proj,
-                p + "mlp.experts.down_proj": L.down_proj,
-            })
-            if L.o_bias is not None:
-                s[p + "self_attn.o_proj.bias"] = L.o_bias
-            if L.router_states_scale is not None:
-                s[p + "mlp.gate.router_states_scale"] = L.router_states_scale
-            leaves = ("hidden_states_bias", "hidden_states_scale", "residual_bias", "residual_scale")
-            scales = (("post_attention_residual_scale", L.attn_scale), ("post_mlp_residual_scale", L.mlp_scale))
-            for scale, ts in scales:
-                for leaf, t in zip(leaves, ts):
-                    s[f"{p}{scale}.{leaf}"] = t
-        return s
+        return hf_tensor_map(self.config, self)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, *, device: torch.device | str | None = None,
@@ -333,8 +418,7 @@ class ZayaForCausalLM:
                   num_blocks: int | None = None) -> ZayaCache:
         """A cache for up to ``max_seqs`` sequences of up to ``max_seq_len`` tokens each, on the model's
         device and dtype (see :class:`ZayaCache`); new slots' value state starts at the delayed-value bias."""
-        init = [L.qkv_bias[self.config.qkv_dim - self.config.kv_dim // 2:] if L.qkv_bias is not None else None
-                for L in self.layers]
+        init = [delayed_value_bias(self.config, L) for L in self.layers]
         return ZayaCache(self.config, max_seqs, max_seq_len, block_size=block_size, num_blocks=num_blocks,
                          device=self.device, dtype=self.dtype, value_state_init=init, owner=self._owner)
 
@@ -349,40 +433,26 @@ class ZayaForCausalLM:
     # ------------------------------------------------------------------------------------------
     # The network
     def _embed(self, ids: torch.Tensor) -> torch.Tensor:
-        e = F.embedding(ids, self.embed)
-        return ((e + self.input_bias) * self.input_scale).to(torch.float32)
+        return embed_tokens(self, ids)
 
     def _layers(self, r: torch.Tensor, meta: StepMeta, cache: ZayaCache) -> torch.Tensor:
         """All decoder layers on the fp32 residual ``r`` [T, H]; returns the final-normed [T, H]."""
         cfg, op = self.config, self._backend
-        eps = cfg.rms_norm_eps
-        qd, kvd = cfg.q_dim, cfg.kv_dim
-        c1, c2, c3 = qd, qd + kvd, qd + kvd + kvd // 2
-        scale = cfg.head_dim ** -0.5
-        x = op("rms_norm", r, self.layers[0].input_norm, eps)
+        x = op("rms_norm", r, self.layers[0].input_norm, cfg.rms_norm_eps)
         prev = None
         n = len(self.layers)
         for i, L in enumerate(self.layers):
-            proj = F.linear(x, L.qkv_weight, L.qkv_bias)
-            q = op("cca_qkv", proj[:, :c1], proj[:, c1:c2], proj[:, c2:c3], proj[:, c3:],
-                   L.conv_dw_weight, L.conv_dw_bias, L.conv_g_weight, L.conv_g_bias, L.qk_temp, self.cos_sin,
-                   meta.positions, meta.cu_seqlens, cache.conv_state[i], cache.value_state[i], meta.state_indices,
-                   cache.k[i], cache.v[i], meta.slot_mapping)
-            o, _ = op("cca_attention", q, cache.k[i], cache.v[i], meta.cu_seqlens, meta.seqused_k, meta.block_table,
-                      scale, meta.max_seqlen_q, meta.max_seqlen_k)
-            a = F.linear(o, L.o_weight, L.o_bias)
-            r, x2 = op("residual_scale_rmsnorm", a, r, *L.attn_scale, L.post_attn_norm, eps)
-            idx, w, prev, _, _ = op("router", x2, prev, L.router_down_weight, L.router_down_bias,
-                                    L.router_states_scale, L.router_norm, L.router_fc1_weight, L.router_fc1_bias,
-                                    L.router_fc2_weight, L.router_fc2_bias, L.router_out_weight,
-                                    L.balancing_biases, eps)
-            m = op("moe_top1", x2, idx, w, L.gate_up_proj, L.down_proj)
             nxt = self.layers[i + 1].input_norm if i + 1 < n else self.final_norm
-            r, x = op("residual_scale_rmsnorm", m, r, *L.mlp_scale, nxt, eps)
+
+            def attention(proj, i=i, L=L):
+                return cca_block(op, cfg, L, proj, self.cos_sin, meta, cache.k[i], cache.v[i],
+                                 cache.conv_state[i], cache.value_state[i])
+
+            r, x, prev = decoder_layer(op, cfg, L, r, x, prev, nxt, attention)
         return x
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.lm_head, self.lm_head_bias)
+        return lm_logits(self, x)
 
     def _resolve_slots(self, cache: ZayaCache, slots: Sequence[int] | None, n: int) -> list[int]:
         if slots is None:

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 
 import torch
 
-from .config import ZayaConfig
+from .config import ZayaConfig, check_not_legacy
 
 __all__ = [
     "CheckpointError",
@@ -24,6 +24,7 @@ __all__ = [
     "INDEX_FILE",
     "parameter_shapes",
     "checkpoint_tensor_files",
+    "check_checkpoint_names",
     "load_tensors_into",
     "random_state_dict",
     "save_checkpoint",
@@ -43,6 +44,11 @@ class CheckpointError(ValueError):
 #: safetensors dtypes that load into the (floating-point) weights; integer, bool, complex and
 #: scale-only (F8_E8M0) tensors are refused.
 _FLOAT_STORED = ("F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2")
+
+
+def _floating(dtype: str | torch.dtype) -> bool:
+    """Whether a stored dtype (safetensors' name, or a torch dtype) is floating point."""
+    return dtype.is_floating_point if isinstance(dtype, torch.dtype) else dtype in _FLOAT_STORED
 
 
 @contextlib.contextmanager
@@ -174,6 +180,45 @@ def _fmt(names: Iterable[str], limit: int = 12) -> str:
     return ", ".join(names[:limit]) + more
 
 
+def check_checkpoint_names(
+    where: str,
+    targets: Mapping[str, torch.Tensor],
+    shapes: Mapping[str, tuple[int, ...]],
+    *,
+    dtypes: Mapping[str, str | torch.dtype] | None = None,
+    ignore: Iterable[str] = (),
+    absent_in_shard: Iterable[str] = (),
+) -> None:
+    """Raise a ``CheckpointError`` naming every missing, unexpected, mis-shaped and non-floating tensor of a
+    checkpoint (``shapes``: name -> shape of what it holds; ``dtypes``: name -> its stored dtype, a
+    safetensors dtype name or a torch dtype) against the model's ``targets`` (name -> tensor), or, for a
+    checkpoint in Zyphra's legacy alternating-layer layout, the error of :func:`check_not_legacy`.
+    ``where`` names the checkpoint in the message."""
+    check_not_legacy(names=shapes)
+    ignore = set(ignore)
+    absent_in_shard = list(absent_in_shard)
+    missing = [n for n in targets if n not in shapes]
+    unexpected = [n for n in shapes if n not in targets and n not in ignore]
+    misshaped = [f"{n} (expected {list(targets[n].shape)}, got {list(shapes[n])})"
+                 for n in targets if n in shapes and tuple(targets[n].shape) != tuple(shapes[n])]
+    dtypes = dtypes or {}
+    not_float = [f"{n} ({dtypes[n]})" for n in targets if n in dtypes and not _floating(dtypes[n])]
+    problems = []
+    if absent_in_shard:
+        problems.append(f"listed by the index but absent from their shard: {_fmt(absent_in_shard)}")
+    if missing:
+        problems.append(f"missing tensors: {_fmt(missing)}")
+    if unexpected:
+        problems.append(f"unexpected tensors: {_fmt(unexpected)}")
+    if misshaped:
+        problems.append(f"mis-shaped tensors: {_fmt(misshaped)}")
+    if not_float:
+        problems.append(f"tensors stored with a non-floating dtype (the weights are floating point): "
+                        f"{_fmt(not_float)}")
+    if problems:
+        raise CheckpointError(f"checkpoint {where} does not match its config: " + "; ".join(problems))
+
+
 def load_tensors_into(
     directory: str | os.PathLike,
     targets: Mapping[str, torch.Tensor],
@@ -213,25 +258,8 @@ def load_tensors_into(
                 shapes[name] = tuple(sl.get_shape())
                 dtypes[name] = sl.get_dtype()
                 nbytes += math.prod(shapes[name]) * _DTYPE_BYTES.get(dtypes[name], 4)
-    missing = [n for n in targets if n not in shapes]
-    unexpected = [n for n in shapes if n not in targets and n not in ignore]
-    misshaped = [f"{n} (expected {list(targets[n].shape)}, got {list(shapes[n])})"
-                 for n in targets if n in shapes and tuple(targets[n].shape) != shapes[n]]
-    not_float = [f"{n} ({dtypes[n]})" for n in targets if n in dtypes and dtypes[n] not in _FLOAT_STORED]
-    problems = []
-    if absent_in_shard:
-        problems.append(f"listed by the index but absent from their shard: {_fmt(absent_in_shard)}")
-    if missing:
-        problems.append(f"missing tensors: {_fmt(missing)}")
-    if unexpected:
-        problems.append(f"unexpected tensors: {_fmt(unexpected)}")
-    if misshaped:
-        problems.append(f"mis-shaped tensors: {_fmt(misshaped)}")
-    if not_float:
-        problems.append(f"tensors stored with a non-floating dtype (the weights are floating point): "
-                        f"{_fmt(not_float)}")
-    if problems:
-        raise CheckpointError(f"checkpoint {os.fspath(directory)} does not match its config: " + "; ".join(problems))
+    check_checkpoint_names(os.fspath(directory), targets, shapes, dtypes=dtypes, ignore=ignore,
+                           absent_in_shard=absent_in_shard)
 
     if progress is None:
         progress = nbytes >= PROGRESS_MIN_BYTES
