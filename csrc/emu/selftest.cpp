@@ -456,5 +456,5 @@ void zaya_emu_reset_runtime_caches() {
 int64_t zaya_emu_attribute_queries() { return zaya::emu::attribute_queries().load(); }
 void zaya_emu_set_device_warp_size(int n) {
   zaya::emu::device_warp_attribute().store(n > 0 ? n : ZAYA_EMU_WARP_SIZE);
-  zaya::vendor::forget_device_facts();
+  zaya::vendor::reset_launch_caches();  // the launchers ask the device again
 }

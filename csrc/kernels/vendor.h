@@ -198,8 +198,6 @@ inline void reset_launch_caches() {
 #endif
 }
 
-// The same, by its name in the wave-size tests (the emulated device can be made to report another).
-inline void forget_device_facts() { reset_launch_caches(); }
 #endif  // !ZAYA_HOST_ONLY
 
 // ------------------------------------------------------------------------------------------------
