@@ -23,6 +23,7 @@ __all__ = [
     "rms_norm",
     "residual_scale_rmsnorm",
     "cca_qkv",
+    "cca_qkv_functional",
     "cca_attention",
     "router",
     "moe_top1",
@@ -235,6 +236,53 @@ def cca_qkv(
         k_cache[blocks, offsets] = k_out[keep].to(k_cache.dtype)
         v_cache[blocks, offsets] = v_out[keep].to(v_cache.dtype)
     return q_out
+
+
+def cca_qkv_functional(
+    qt: torch.Tensor,
+    kt: torch.Tensor,
+    vc: torch.Tensor,
+    vd: torch.Tensor,
+    conv_dw_weight: torch.Tensor,
+    conv_dw_bias: torch.Tensor,
+    conv_g_weight: torch.Tensor,
+    conv_g_bias: torch.Tensor,
+    qk_temp: torch.Tensor,
+    cos_sin: torch.Tensor,
+    positions: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    conv_state: torch.Tensor,
+    value_state: torch.Tensor,
+    qk_norm_eps: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The differentiable form of :func:`cca_qkv` (training; see ``zaya_ops.ops.cca_qkv_functional``).
+
+    The same maths per sequence b (tokens ``cu_seqlens[b]:cu_seqlens[b+1]``), with the history before its
+    first token read from ``conv_state[b]`` [C, 2] and ``value_state[b]`` [nkv*D/2] (one row per sequence,
+    not slots; nothing is written), and k, v returned instead of written to a cache. Sequences with no
+    tokens contribute nothing. Returns (q [T, nq, D], k [T, nkv, D], v [T, nkv, D]).
+    """
+    T = qt.shape[0]
+    D = conv_g_weight.shape[1]
+    nq, nkv = qt.shape[1] // D, kt.shape[1] // D
+    eps = torch.finfo(qt.dtype).eps if qk_norm_eps is None else float(qk_norm_eps)
+    cu = [int(c) for c in cu_seqlens.tolist()]
+    qs, ks, vs = [qt.new_zeros(0, nq, D)], [qt.new_zeros(0, nkv, D)], [qt.new_zeros(0, nkv, D)]
+    for b in range(len(cu) - 1):
+        s, e = cu[b], cu[b + 1]
+        if e <= s:
+            continue
+        q, k, v, _, _ = _cca_sequence(
+            qt[s:e], kt[s:e], vc[s:e], vd[s:e], conv_dw_weight, conv_dw_bias, conv_g_weight, conv_g_bias,
+            qk_temp, cos_sin[positions[s:e]], conv_state[b], value_state[b], nkv, D, eps,
+        )
+        qs.append(q)
+        ks.append(k)
+        vs.append(v)
+    q, k, v = torch.cat(qs), torch.cat(ks), torch.cat(vs)
+    if q.shape[0] != T:
+        raise ValueError(f"cu_seqlens must cover all {T} tokens, it covers {q.shape[0]}")
+    return q, k, v
 
 
 # --------------------------------------------------------------------------------------------------
