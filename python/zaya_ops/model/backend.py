@@ -15,32 +15,59 @@ The callers (the model, the transformers integration) make their index metadata 
 it there (``ZayaCache.validate_batch``, once per change of batch; the integration builds it from aranges),
 so kernel calls pass ``_prevalidated=True`` and skip the wrappers' per-call index check, which would read
 values on the host: a decode step makes no device-to-host sync.
+
+Training (issue 16): ``cca_qkv_functional`` (the differentiable form of ``cca_qkv``) runs through the same
+switch. Under ``"auto"``, a call that autograd records (grad enabled and a tensor argument that requires
+grad) runs an op's kernel only when the op is differentiable (``zaya_ops._autograd.DIFFERENTIABLE``), else
+its reference, whose gradient is plain PyTorch autograd; :meth:`OpBackend.report` says
+``reference (not differentiable yet)``. ``"ops"`` calls the kernel regardless (a backward through an op
+without autograd then raises).
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 
 import torch
 
-from .. import _selftest
+from .. import _autograd, _selftest
+from .. import samples as _samples
 from .. import ops as _ops
 from .. import reference as _reference
 from .config import KERNEL_HEAD_DIMS
 
-__all__ = ["OP_NAMES", "BACKENDS", "OpBackend"]
+__all__ = ["OP_NAMES", "TRAINING_OP_NAMES", "BACKENDS", "OpBackend"]
 
 OP_NAMES = ("rms_norm", "residual_scale_rmsnorm", "cca_qkv", "cca_attention", "router", "moe_top1")
+#: Ops only training calls (reported by :meth:`OpBackend.report` once they ran).
+TRAINING_OP_NAMES = ("cca_qkv_functional",)
 BACKENDS = ("auto", "ops", "reference")
-_ATTENTION_OPS = ("cca_qkv", "cca_attention")
-_INDEX_OPS = ("cca_qkv", "cca_attention", "moe_top1")  # the wrappers that check index values
+_ATTENTION_OPS = ("cca_qkv", "cca_attention", "cca_qkv_functional")
+
+
+def _missing_wrapper(name: str) -> Callable:
+    def missing(*args, **kwargs):
+        raise NotImplementedError(f"zaya_ops.{name} has no kernel in this build (zaya_ops.ops has no {name})")
+
+    return missing
 
 
 def _kernel(name: str) -> Callable:
-    """Op ``name``'s wrapper (compiled kernel), without its index check for the ops that have one."""
-    fn = getattr(_ops, name)
-    return functools.partial(fn, _prevalidated=True) if name in _INDEX_OPS else fn
+    """Op ``name``'s wrapper (compiled kernel), without its index check for the ops that have one (the
+    wrappers taking ``_prevalidated``)."""
+    fn = getattr(_ops, name, None)
+    if fn is None:
+        return _missing_wrapper(name)
+    return functools.partial(fn, _prevalidated=True) if "_prevalidated" in inspect.signature(fn).parameters else fn
+
+
+def _records_grad(args, kwargs) -> bool:
+    """Whether autograd records a call with these arguments (grad mode on, a tensor requiring grad)."""
+    if not torch.is_grad_enabled():
+        return False
+    return any(isinstance(a, torch.Tensor) and a.requires_grad for a in (*args, *kwargs.values()))
 
 
 # (op, kernel namespace, device type, dtype) -> whether the compiled kernel exists; shared by all models of
@@ -71,10 +98,10 @@ class OpBackend:
                                  f"kernels' limits), the model has {head_dim}: use backend='auto' or 'reference'")
             for name in _ATTENTION_OPS:
                 self._static_ref[name] = f"head_dim {head_dim} outside the kernels' {KERNEL_HEAD_DIMS}"
-        self.ran: dict[str, str] = {}  # op -> "kernel" | "reference", of the calls made so far
+        self.ran: dict[str, str] = {}  # op -> "kernel" | "reference" | "grad-reference", of the calls so far
         self._failed: dict[str, str] = {}  # op -> why its kernel failed the self-check
         self._fns: dict[str, tuple[Callable, str]] = {}  # op -> (function, "kernel" | "reference")
-        for name in OP_NAMES:
+        for name in OP_NAMES + TRAINING_OP_NAMES:
             # A model-specific reason for the reference (head dim) wins over what another model learnt
             # about the kernel's existence for this device and dtype.
             if backend == "reference" or name in self._static_ref:
@@ -101,7 +128,8 @@ class OpBackend:
         known = self._known(name)
         if known is False:
             return self._use(name, "reference")
-        failure = _selftest.gate(name, self.device, self.dtype)
+        # An op without self-check cases of its own (cca_qkv_functional) is not gated.
+        failure = _selftest.gate(name, self.device, self.dtype) if name in _samples.CHECK_CASES else None
         if failure is not None:
             self._failed[name] = failure
             return self._use(name, "reference")
@@ -122,6 +150,12 @@ class OpBackend:
 
     def __call__(self, name: str, *args, **kwargs):
         """Run op ``name`` with the wrapper's arguments."""
+        if (self.backend == "auto" and name not in _autograd.DIFFERENTIABLE and name not in self._static_ref
+                and _records_grad(args, kwargs)):
+            # Training under "auto": an op without autograd runs its reference (plain PyTorch autograd).
+            if self.ran.get(name) != "kernel":
+                self.ran[name] = "grad-reference"
+            return getattr(_reference, name)(*args, **kwargs)
         chosen = self._fns.get(name)
         if chosen is not None:
             fn, how = chosen
@@ -145,10 +179,13 @@ class OpBackend:
         """Op -> what ran it: ``"kernel (cpu)"``, ``"reference (<why>)"`` or ``"not run yet"``."""
         out = {}
         dev = self.device.type
-        for name in OP_NAMES:
+        for name in OP_NAMES + TRAINING_OP_NAMES:
             how = self.ran.get(name)
             if how is None:
-                out[name] = "not run yet"
+                if name not in TRAINING_OP_NAMES:
+                    out[name] = "not run yet"
+            elif how == "grad-reference":
+                out[name] = "reference (not differentiable yet)"
             elif how == "kernel":
                 out[name] = f"kernel ({dev})"
             elif self.backend == "reference":

@@ -35,8 +35,9 @@ from .cache import ZayaCache
 from .config import ZayaConfig
 from .weights import load_tensors_into, parameter_shapes
 
-__all__ = ["ZayaForCausalLM", "ZayaOutput", "StepMeta", "cca_block", "decoder_layer", "delayed_value_bias",
-           "embed_tokens", "hf_tensor_map", "lm_logits", "rope_table"]
+__all__ = ["ZayaForCausalLM", "ZayaOutput", "StepMeta", "PackedMeta", "cca_block", "cca_block_functional",
+           "decoder_layer", "delayed_value_bias", "embed_tokens", "hf_tensor_map", "lm_logits", "packed_meta",
+           "rope_table"]
 
 _owner_ids = itertools.count(1)
 
@@ -161,7 +162,7 @@ def rope_table(cfg: ZayaConfig, device: torch.device | str, dtype: torch.dtype) 
 def embed_tokens(model, ids: torch.Tensor) -> torch.Tensor:
     """Spec "Embedding": fp32 residual [T, H] of token ids [T] (``model.embed``, ``model.input_bias``,
     ``model.input_scale``; bf16 arithmetic, then fp32)."""
-    e = F.embedding(ids, model.embed)
+    e = F.embedding(ids, model.embed, getattr(model, "padding_idx", None))  # padding_idx: no gradient to that row
     return ((e + model.input_bias) * model.input_scale).to(torch.float32)
 
 
@@ -260,6 +261,67 @@ def cca_block(op: OpBackend, cfg: ZayaConfig, L, proj: torch.Tensor, cos_sin: to
     return o
 
 
+@dataclass
+class PackedMeta:
+    """Packing metadata of a training step over B whole sequences packed into T tokens (no cache).
+
+    ``cu_seqlens`` int32 [B+1], ``positions`` int64 [T] (each token's rotary position), ``block_table``
+    int32 [B, max_seqlen] (row b lists sequence b's token rows: the new keys and values themselves serve
+    as a paged cache of block size 1), ``seqused_k`` int32 [B] (the lengths), ``max_seqlen`` a host int.
+    """
+
+    cu_seqlens: torch.Tensor
+    positions: torch.Tensor
+    block_table: torch.Tensor
+    seqused_k: torch.Tensor
+    max_seqlen: int
+
+
+def packed_meta(lengths: Sequence[int], device: torch.device | str, starts: Sequence[int] | None = None) -> PackedMeta:
+    """:class:`PackedMeta` of sequences of ``lengths`` (host ints >= 0) packed in order; sequence b's
+    positions run from ``starts[b]`` (default 0)."""
+    lengths = [int(n) for n in lengths]
+    if not lengths or min(lengths) < 0:
+        raise ValueError(f"lengths must be a non-empty list of ints >= 0, got {lengths}")
+    starts = [0] * len(lengths) if starts is None else [int(s) for s in starts]
+    cu = [0, *itertools.accumulate(lengths)]
+    width = max(1, max(lengths))
+    table = torch.zeros(len(lengths), width, dtype=torch.int32)
+    for b, n in enumerate(lengths):
+        table[b, :n] = torch.arange(cu[b], cu[b] + n, dtype=torch.int32)
+    positions = torch.cat([torch.arange(st, st + n) for st, n in zip(starts, lengths)])
+    return PackedMeta(cu_seqlens=torch.tensor(cu, dtype=torch.int32, device=device),
+                      positions=positions.to(device), block_table=table.to(device),
+                      seqused_k=torch.tensor(lengths, dtype=torch.int32, device=device), max_seqlen=width)
+
+
+def cca_block_functional(op: OpBackend, cfg: ZayaConfig, L, proj: torch.Tensor, cos_sin: torch.Tensor,
+                         meta: PackedMeta, conv_state: torch.Tensor | None = None,
+                         value_state: torch.Tensor | None = None) -> torch.Tensor:
+    """Spec steps 3-8 of one layer for training (differentiable, no cache): ``cca_qkv_functional`` on the
+    fused projection ``proj`` [T, qkv_dim] of whole packed sequences, then ``cca_attention`` with the
+    returned k and v as a paged cache of block size 1 (``meta.block_table``).
+
+    ``conv_state`` [B, C, 2] / ``value_state`` [B, nkv*D/2]: each sequence's history before its first
+    token; default zeros and the delayed-value bias (:func:`delayed_value_bias`, through which its
+    gradient flows), as a fresh sequence. Returns the attention output [T, nq*D] (before o_proj).
+    """
+    qd, kvd = cfg.q_dim, cfg.kv_dim
+    c1, c2, c3 = qd, qd + kvd, qd + kvd + kvd // 2
+    B = meta.cu_seqlens.shape[0] - 1
+    if conv_state is None:
+        conv_state = proj.new_zeros(B, cfg.conv_channels, 2)
+    if value_state is None:
+        bias = delayed_value_bias(cfg, L)
+        value_state = proj.new_zeros(B, kvd // 2) if bias is None else bias.expand(B, kvd // 2)
+    q, k, v = op("cca_qkv_functional", proj[:, :c1], proj[:, c1:c2], proj[:, c2:c3], proj[:, c3:],
+                 L.conv_dw_weight, L.conv_dw_bias, L.conv_g_weight, L.conv_g_bias, L.qk_temp, cos_sin,
+                 meta.positions, meta.cu_seqlens, conv_state, value_state)
+    o, _ = op("cca_attention", q, k.unsqueeze(1), v.unsqueeze(1), meta.cu_seqlens, meta.seqused_k,
+              meta.block_table, cfg.head_dim ** -0.5, meta.max_seqlen, meta.max_seqlen)
+    return o
+
+
 def decoder_layer(op: OpBackend, cfg: ZayaConfig, L, r: torch.Tensor, x: torch.Tensor, prev: torch.Tensor | None,
                   next_norm: torch.Tensor, attention) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One ZAYA1 decoder layer after its input norm (spec steps 2-14), on the ops through ``op``.
@@ -270,7 +332,7 @@ def decoder_layer(op: OpBackend, cfg: ZayaConfig, L, r: torch.Tensor, x: torch.T
         prev: the previous layer's router state [T, R] (None in the first layer).
         next_norm: the weight of the norm that follows (the next layer's input norm or the final norm).
         attention: maps the fused q/k/v projection [T, qkv_dim] to the attention output [T, nq*D]
-            (:func:`cca_block` over some cache).
+            (:func:`cca_block` over some cache, or :func:`cca_block_functional` for training).
     Returns:
         (new residual, its normed copy for the next layer, this layer's router state).
     """
