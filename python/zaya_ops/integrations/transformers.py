@@ -14,7 +14,18 @@ recurrent states are read from and written back to it, and the new keys/values g
 ``past_key_values.update``; attention then reads the full keys as a paged cache of block size 1 whose block
 table lists each row's unmasked key positions.
 
-Limits (a clear error otherwise): causal masks with left padding (or none), as ``generate`` builds them;
+Training: in grad mode with parameters (or inputs) that require grad, attention calls
+``cca_qkv_functional`` (k and v returned, not written) instead of ``cca_qkv``, so ``loss.backward()`` gives
+transformers' gradients; under ``backend="auto"`` an op without a backward yet runs its reference there
+(``zaya_ops.backward_backends()``). Packed sequences (transformers' packed format: one row, position ids
+restarting at 0 per sequence, no attention mask) attend per sequence as transformers' block-diagonal mask
+says; the CCA convolution runs over the row, as in transformers.
+
+Masks: any 4-D mask is expressed exactly (queries in runs that see a growing causal prefix of the same keys
+share one attention segment, others get one each; a query that sees no key, as a left-padding token,
+gets the mean of its row's values and the gradient transformers' eager attention gives it).
+
+Limits (a clear error otherwise):
 no sliding-window layers; no beam-search cache reordering beyond what transformers does itself; router
 logits are not recorded (``output_router_logits``), and no attention weights are returned.
 """
@@ -133,6 +144,54 @@ def _key_validity(causal_mask, B: int, T: int, L: int, device) -> torch.Tensor |
     return m[..., :L]
 
 
+def _segments(allowed: torch.Tensor, L: int):
+    """Attention segments of a 4-D mask, for ``cca_attention`` over block-size-1 key blocks: runs of a row's
+    queries that see a causal prefix, one key longer per query, of the same keys (one per row under left
+    padding, one per packed sequence with reset position ids); a query that fits no run is a segment of
+    its own (one query sees all its segment's keys), so any set of visible keys is expressed exactly.
+
+    ``allowed`` [B, T, L] bool. Returns (the flat indices of the queries that see some key, cu_q int32
+    [G+1], seqused_k int32 [G], block table int32 [G, max_k] of key rows ``b * L + j``, max_q, max_k), on
+    the host."""
+    allowed = allowed.cpu()
+    B, T = allowed.shape[:2]
+    qsel, cu, used, rows = [], [0], [], []
+
+    def add(A, keys_row, n, base):
+        cu.append(cu[-1] + n)
+        used.append(keys_row.numel())
+        rows.append(base + keys_row)
+
+    for b in range(B):
+        qs = allowed[b].any(-1).nonzero()[:, 0]
+        if qs.numel() == 0:
+            continue
+        qsel.append(b * T + qs)
+        A = allowed[b, qs]  # [n_b, L]
+        cnt = A.sum(-1)
+        first = A.to(torch.uint8).argmax(-1)
+        new = torch.ones(qs.numel(), dtype=torch.bool)
+        new[1:] = (first[1:] != first[:-1]) | (cnt[1:] != cnt[:-1] + 1)
+        bounds = [*new.nonzero()[:, 0].tolist(), qs.numel()]
+        for s, e in zip(bounds, bounds[1:]):
+            keys = A[e - 1].nonzero()[:, 0]
+            n, m = e - s, keys.numel()
+            want = torch.zeros(n, L, dtype=torch.bool)
+            want[:, keys] = torch.arange(m)[None, :] < torch.arange(m - n + 1, m + 1)[:, None]
+            if m >= n and torch.equal(A[s:e], want):
+                add(A, keys, n, b * L)
+            else:  # not a causal run: one segment per query
+                for t in range(s, e):
+                    add(A, A[t].nonzero()[:, 0], 1, b * L)
+    max_k = max(used) if used else 1
+    table = torch.zeros(len(rows), max_k, dtype=torch.int32)
+    for g, r in enumerate(rows):
+        table[g, : r.numel()] = r.to(torch.int32)
+    max_q = max((y - x for x, y in zip(cu, cu[1:])), default=1)
+    qsel = torch.cat(qsel) if qsel else torch.zeros(0, dtype=torch.int64)
+    return (qsel, torch.tensor(cu, dtype=torch.int32), torch.tensor(used, dtype=torch.int32), table, max_q, max_k)
+
+
 def _attention(ops: OpBackend, attn, x: torch.Tensor, B: int, T: int, masks: dict, cache, position_embeddings):
     """ZayaAttention on the ops; x is the normed [B*T, H]. Returns o_proj output [B*T, H]."""
     cfg = attn.config
@@ -161,12 +220,22 @@ def _attention(ops: OpBackend, attn, x: torch.Tensor, B: int, T: int, masks: dic
         conv_state = torch.zeros(B, C, 2, device=dev, dtype=dt)
         value_state = torch.zeros(B, nkv * D // 2, device=dev, dtype=dt)
         if p.v_proj_delayed.bias is not None:
-            value_state += p.v_proj_delayed.bias
-    k_new = torch.empty(B * T, 1, nkv, D, device=dev, dtype=dt)
-    v_new = torch.empty_like(k_new)
-    q = ops("cca_qkv", qt, kt, vc, vd, p.conv_qk_depthwise.weight, p.conv_qk_depthwise.bias,
-            p.conv_qk_grouped.weight, p.conv_qk_grouped.bias, attn.qk_norm.temp, cos_sin, positions, cu,
-            conv_state, value_state, state_idx, k_new, v_new, torch.arange(B * T, device=dev))
+            value_state = value_state + p.v_proj_delayed.bias  # v_proj_delayed(0), differentiable as transformers'
+    if torch.is_grad_enabled() and (x.requires_grad or p.q_proj.weight.requires_grad):
+        # Training: the functional op returns k and v (nothing written), so autograd sees every path.
+        q, k_new, v_new = ops("cca_qkv_functional", qt, kt, vc, vd, p.conv_qk_depthwise.weight,
+                              p.conv_qk_depthwise.bias, p.conv_qk_grouped.weight, p.conv_qk_grouped.bias,
+                              attn.qk_norm.temp, cos_sin, positions, cu, conv_state, value_state)
+        if cache is not None:  # the states cca_qkv would have written: the last two raw z steps, the last vd
+            z = torch.cat([qt, kt], dim=-1).view(B, T, C).transpose(1, 2)
+            conv_state = torch.cat([conv_state, z], dim=-1)[..., -2:]
+            value_state = vd.view(B, T, -1)[:, -1]
+    else:
+        k_new = torch.empty(B * T, 1, nkv, D, device=dev, dtype=dt)
+        v_new = torch.empty_like(k_new)
+        q = ops("cca_qkv", qt, kt, vc, vd, p.conv_qk_depthwise.weight, p.conv_qk_depthwise.bias,
+                p.conv_qk_grouped.weight, p.conv_qk_grouped.bias, attn.qk_norm.temp, cos_sin, positions, cu,
+                conv_state, value_state, state_idx, k_new, v_new, torch.arange(B * T, device=dev))
     k_new = k_new.view(B, T, nkv, D).transpose(1, 2)
     v_new = v_new.view(B, T, nkv, D).transpose(1, 2)
     if cache is not None:
@@ -177,44 +246,31 @@ def _attention(ops: OpBackend, attn, x: torch.Tensor, B: int, T: int, masks: dic
         k_all, v_all = k_new, v_new
     L = k_all.shape[2]
 
-    # Keys as a paged cache with one token per block: row b's block table lists its visible keys.
+    # Keys as a paged cache with one token per block: a block table row lists the keys its queries see.
     kc = k_all.transpose(1, 2).reshape(B * L, 1, nkv, D)
     vcache = v_all.transpose(1, 2).reshape(B * L, 1, nkv, D)
     allowed = _key_validity(masks.get("causal"), B, T, L, dev)
-    out = torch.zeros(B * T, nq * D, device=dev, dtype=dt)
     if allowed is None:  # plain causal, every row's queries are its last T keys
         table = (torch.arange(B, device=dev)[:, None] * L + torch.arange(L, device=dev)).to(torch.int32)
-        o, _ = ops("cca_attention", q, kc, vcache, cu, torch.full((B,), L, dtype=torch.int32, device=dev), table,
-                   attn.scaling, T, L)
-        out = o
+        out, _ = ops("cca_attention", q, kc, vcache, cu, torch.full((B,), L, dtype=torch.int32, device=dev), table,
+                     attn.scaling, T, L)
     else:
-        valid_k = allowed[:, -1]  # [B, L]: the last query (a real token under left padding) sees all valid keys
-        real_q = allowed.any(-1)  # [B, T]
-        if conv_mask is not None:
-            real_q &= conv_mask[:, -T:].bool()
-        nk = valid_k.sum(-1)
-        nqb = real_q.sum(-1)
-        # Under left padding the real queries are the last nqb[b] of each row and query t sees a prefix of
-        # the row's valid keys: check it, so that any other mask fails loudly instead of silently.
-        order = torch.arange(T, device=dev)
-        if not torch.equal(real_q, order[None, :] >= (T - nqb)[:, None]):
-            raise NotImplementedError("zaya_ops patch: only left padding is supported (real tokens last)")
-        rank = valid_k.cumsum(-1)  # 1-based rank of each valid key
-        q_rank = order[None, :] - (T - nqb)[:, None]  # [B, T]: index among the row's real queries
-        visible = (nk - nqb)[:, None] + 1 + q_rank  # how many valid keys each real query sees
-        want = valid_k[:, None, :] & (rank[:, None, :] <= visible[:, :, None])
-        if not torch.equal(allowed & real_q[..., None], want & real_q[..., None]):
-            raise NotImplementedError("zaya_ops patch: the attention mask is not causal with left padding")
-        table = torch.zeros(B, L, dtype=torch.int32, device=dev)
-        for b in range(B):
-            idx = valid_k[b].nonzero()[:, 0]
-            table[b, : idx.numel()] = (b * L + idx).to(torch.int32)
-        qsel = real_q.reshape(-1).nonzero()[:, 0]
-        cu_q = torch.zeros(B + 1, dtype=torch.int32, device=dev)
-        cu_q[1:] = nqb.cumsum(0)
-        o, _ = ops("cca_attention", q[qsel], kc, vcache, cu_q, nk.to(torch.int32), table, attn.scaling,
-                   int(nqb.max()), int(nk.max()))
-        out[qsel] = o
+        qsel, cu_q, seqused, table, max_q, max_k = _segments(allowed, L)
+        qsel = qsel.to(dev)
+        o, _ = ops("cca_attention", q[qsel], kc, vcache, cu_q.to(dev), seqused.to(dev), table.to(dev),
+                   attn.scaling, max_q, max_k)
+        out = torch.zeros(B * T, nq * D, device=dev, dtype=o.dtype).index_put((qsel,), o)
+        blind = ~allowed.any(-1)  # [B, T]: queries that see no key (left padding)
+        if bool(blind.any()):
+            # transformers' eager attention adds the mask's finfo.min to every score of such a query: a uniform
+            # softmax over all L keys (the mean of the row's values), whose backward is softmax's at uniform
+            # probabilities (a gradient into q and k that transformers gives too): s - s.detach() is both.
+            idx = blind.reshape(-1).nonzero()[:, 0]
+            rb = idx // T
+            qb = q[idx].view(-1, nkv, nq // nkv, D)
+            s = torch.matmul(qb, k_all[rb].transpose(-1, -2)) * attn.scaling  # [P, nkv, g, L]
+            probs = torch.softmax(s - s.detach(), dim=-1, dtype=torch.float32).to(s.dtype)
+            out = out.index_put((idx,), torch.matmul(probs, v_all[rb]).reshape(-1, nq * D))
     return _lin(out, attn.o_proj)
 
 
