@@ -12,9 +12,9 @@ The backward passes are custom ops too, ``zaya::rms_norm_backward`` and
 
 * CPU: C++ kernels (csrc/cpu/norms.cpp: threaded over rows, fp32 row sums, parameter gradients summed in double and
   reduced in fixed row blocks in order, so the result does not depend on the thread count);
-* CUDA/HIP, and the GPU kernels under the SIMT emulator (``zaya_emu32``/``zaya_emu64``): no backward
-  kernel yet, so the backward op runs the reference by recompute (autograd of ``zaya_ops.reference`` on
-  the saved inputs), registered here; :func:`backward_backends` says so.
+* CUDA/HIP, and the GPU kernels under the SIMT emulator (``zaya_emu32``/``zaya_emu64``): portable
+  kernels (csrc/kernels/norms_backward.cuh: row statistics per warp, dX in one pass over the rows of a
+  block, parameter gradients as fp32 per-block partials summed in block order: deterministic, no atomics).
 
 **Saved for backward**: only references to the forward's inputs; no new tensor is kept. The per-row
 rstd is recomputed in the backward pass (the backward reads each row of x anyway; it stays in cache for
@@ -56,6 +56,8 @@ DIFFERENTIABLE = ("rms_norm", "residual_scale_rmsnorm", "router")
 NOT_DIFFERENTIABLE = ("cca_qkv", "cca_attention", "moe_top1")
 
 _REGISTERED: set[str] = set()
+# Ops whose backward has a CUDA/HIP kernel (also what the emulator namespaces run).
+_GPU_BACKWARD_KERNELS = ("rms_norm", "residual_scale_rmsnorm")
 
 
 def _vjp(fn: Callable[..., torch.Tensor | tuple[torch.Tensor, ...]], inputs: Sequence[torch.Tensor],
@@ -75,16 +77,6 @@ def _vjp(fn: Callable[..., torch.Tensor | tuple[torch.Tensor, ...]], inputs: Seq
         outs = fn(*leaves)
         outs = outs if isinstance(outs, tuple) else (outs,)
         return tuple(g.contiguous() for g in torch.autograd.grad(outs, leaves, list(grads)))
-
-
-def _rms_norm_backward_by_reference(grad_y, x, weight, eps):
-    return _vjp(lambda a, w: reference.rms_norm(a, w, eps), (x, weight), (grad_y,))
-
-
-def _residual_scale_rmsnorm_backward_by_reference(grad_new_residual, grad_normed, h, residual, h_bias, h_scale,
-                                                  r_bias, r_scale, norm_weight, eps):
-    return _vjp(lambda *a: reference.residual_scale_rmsnorm(*a, eps),
-                (h, residual, h_bias, h_scale, r_bias, r_scale, norm_weight), (grad_new_residual, grad_normed))
 
 
 def _router_backward_by_reference(grad_weight, grad_state, grad_logits, x, prev_state, down_weight, down_bias,
@@ -109,9 +101,9 @@ def _router_backward_by_reference(grad_weight, grad_state, grad_logits, x, prev_
 
 
 def register_namespace(ns: str) -> None:
-    """Registers the norms' autograd on ``torch.ops.<ns>`` (``"zaya"``, done at import, or an emulator
-    namespace such as ``"zaya_emu32"``, which tests route the wrappers to) and the backward ops'
-    reference-by-recompute kernels where that namespace has no backward kernel: CUDA for ``zaya``, the
+    """Registers the ops' autograd on ``torch.ops.<ns>`` (``"zaya"``, done at import, or an emulator
+    namespace such as ``"zaya_emu32"``, which tests route the wrappers to) and the reference-by-recompute
+    kernels of the backward ops that have no GPU kernel yet (router_backward): CUDA for ``zaya``, the
     CPU key for the emulators (whose ops are the GPU kernels on CPU tensors)."""
     if ns in _REGISTERED:
         return
@@ -124,9 +116,6 @@ def register_namespace(ns: str) -> None:
         torch.library.register_fake(f"{ns}::residual_scale_rmsnorm_backward",
                                     _fake._residual_scale_rmsnorm_backward_fake)
         torch.library.register_fake(f"{ns}::router_backward", _fake._router_backward_fake)
-    torch.library.register_kernel(f"{ns}::rms_norm_backward", fallback_device, _rms_norm_backward_by_reference)
-    torch.library.register_kernel(f"{ns}::residual_scale_rmsnorm_backward", fallback_device,
-                                  _residual_scale_rmsnorm_backward_by_reference)
     torch.library.register_kernel(f"{ns}::router_backward", fallback_device, _router_backward_by_reference)
 
     def rms_setup(ctx, inputs, output):
@@ -175,13 +164,18 @@ def register_namespace(ns: str) -> None:
 
 
 def backward_backends(device: torch.device | str = "cpu") -> dict[str, str]:
-    """What runs each op's backward on ``device``: ``"kernel (cpu)"``, ``"reference (recompute: ...)"``
-    for a device without a backward kernel yet, or ``"not differentiable yet"``."""
+    """What runs each op's backward on ``device``: ``"kernel (cpu)"``, ``"kernel (cuda)"`` (the portable
+    CUDA/HIP kernel), ``"reference (recompute: ...)"`` for a device without a backward kernel yet, or
+    ``"not differentiable yet"``."""
     dev = torch.device(device)
     out = {}
     for name in DIFFERENTIABLE:
-        out[name] = ("kernel (cpu)" if dev.type == "cpu"
-                     else f"reference (recompute: no {dev.type} backward kernel yet)")
+        if dev.type == "cpu":
+            out[name] = "kernel (cpu)"
+        elif name in _GPU_BACKWARD_KERNELS:
+            out[name] = f"kernel ({dev.type})"
+        else:
+            out[name] = f"reference (recompute: no {dev.type} backward kernel yet)"
     for name in NOT_DIFFERENTIABLE:
         out[name] = "not differentiable yet"
     return out
