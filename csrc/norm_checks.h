@@ -57,4 +57,33 @@ inline void check_residual_scale_rmsnorm_args(const at::Tensor& h, const at::Ten
   check_eps(op, eps);
 }
 
+// The backward ops: the forward's rules plus the upstream gradients' (dtype, shape, device).
+inline void check_rms_norm_backward_args(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
+                                         double eps, bool allow_f64 = false) {
+  constexpr const char* op = "zaya::rms_norm_backward";
+  check_rms_norm_args(x, weight, eps, allow_f64);
+  check_dtype(op, "grad_y", grad_y, weight.scalar_type(), " (weight's dtype)");
+  check_same_device(op, "grad_y", grad_y, x, "x");
+  TORCH_CHECK_VALUE(grad_y.sizes() == x.sizes(), op, ": grad_y must have shape [", x.size(0), ", ", x.size(1),
+                    "], got ", grad_y.sizes());
+}
+
+inline void check_residual_scale_rmsnorm_backward_args(
+    const at::Tensor& grad_new_residual, const at::Tensor& grad_normed, const at::Tensor& h,
+    const at::Tensor& residual, const at::Tensor& h_bias, const at::Tensor& h_scale, const at::Tensor& r_bias,
+    const at::Tensor& r_scale, const at::Tensor& norm_weight, double eps, bool allow_f64 = false) {
+  constexpr const char* op = "zaya::residual_scale_rmsnorm_backward";
+  check_residual_scale_rmsnorm_args(h, residual, h_bias, h_scale, r_bias, r_scale, norm_weight, eps, allow_f64);
+  const int64_t T = h.size(0);
+  const int64_t H = h.size(1);
+  check_dtype(op, "grad_new_residual", grad_new_residual, residual.scalar_type(), " (residual's dtype)");
+  check_dtype(op, "grad_normed", grad_normed, h.scalar_type(), " (h's dtype)");
+  check_same_device(op, "grad_new_residual", grad_new_residual, h, "h");
+  check_same_device(op, "grad_normed", grad_normed, h, "h");
+  TORCH_CHECK_VALUE(grad_new_residual.sizes() == h.sizes(), op, ": grad_new_residual must have shape [", T, ", ",
+                    H, "], got ", grad_new_residual.sizes());
+  TORCH_CHECK_VALUE(grad_normed.sizes() == h.sizes(), op, ": grad_normed must have shape [", T, ", ", H,
+                    "], got ", grad_normed.sizes());
+}
+
 }  // namespace zaya::checks

@@ -10,16 +10,21 @@
 
 namespace zaya::checks {
 
-inline void check_router_args(const at::Tensor& x, const std::optional<at::Tensor>& prev_state,
-                              const at::Tensor& down_weight, const at::Tensor& down_bias,
-                              const std::optional<at::Tensor>& states_scale, const at::Tensor& norm_weight,
-                              const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
-                              const at::Tensor& fc2_weight, const at::Tensor& fc2_bias,
-                              const at::Tensor& out_weight, const at::Tensor& balancing_biases, double eps) {
-  constexpr const char* op = "router";
+// Everything but balancing_biases, for `op` ("router" or "zaya::router_backward"). float64 (every float
+// argument float64: the gradcheck mode of training) is accepted when allow_f64 (the CPU backward).
+inline void check_router_params(const char* op, const at::Tensor& x, const std::optional<at::Tensor>& prev_state,
+                                const at::Tensor& down_weight, const at::Tensor& down_bias,
+                                const std::optional<at::Tensor>& states_scale, const at::Tensor& norm_weight,
+                                const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
+                                const at::Tensor& fc2_weight, const at::Tensor& fc2_bias,
+                                const at::Tensor& out_weight, double eps, bool allow_f64 = false) {
   TORCH_CHECK_VALUE(x.dim() == 2, op, ": x must be 2-D [T, H], got shape ", shape_str(x.sizes()));
   const at::ScalarType dt = x.scalar_type();
-  check_dtype(op, "x", x, {at::kBFloat16, at::kHalf, at::kFloat});
+  if (allow_f64) {
+    check_dtype(op, "x", x, {at::kBFloat16, at::kHalf, at::kFloat, at::kDouble});
+  } else {
+    check_dtype(op, "x", x, {at::kBFloat16, at::kHalf, at::kFloat});
+  }
   const int64_t T = x.size(0), H = x.size(1);
   TORCH_CHECK_VALUE(down_weight.dim() == 2, op, ": down_weight must be 2-D [R, H], got shape ",
                     shape_str(down_weight.sizes()));
@@ -40,7 +45,6 @@ inline void check_router_args(const at::Tensor& x, const std::optional<at::Tenso
   arg(fc2_weight, "fc2_weight", dt, {R, R});
   arg(fc2_bias, "fc2_bias", dt, {R});
   arg(out_weight, "out_weight", dt, {E1, R});
-  arg(balancing_biases, "balancing_biases", at::kFloat, {E1});
   TORCH_CHECK_VALUE(prev_state.has_value() == states_scale.has_value(), op,
                     ": prev_state and states_scale must be given together (layers after the first) "
                     "or both be None (first layer)");
@@ -49,6 +53,20 @@ inline void check_router_args(const at::Tensor& x, const std::optional<at::Tenso
     arg(*states_scale, "states_scale", dt, {R});
   }
   TORCH_CHECK_VALUE(eps > 0.0 && std::isfinite(eps), op, ": eps must be a positive finite number, got ", eps);
+}
+
+inline void check_router_args(const at::Tensor& x, const std::optional<at::Tensor>& prev_state,
+                              const at::Tensor& down_weight, const at::Tensor& down_bias,
+                              const std::optional<at::Tensor>& states_scale, const at::Tensor& norm_weight,
+                              const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
+                              const at::Tensor& fc2_weight, const at::Tensor& fc2_bias,
+                              const at::Tensor& out_weight, const at::Tensor& balancing_biases, double eps) {
+  constexpr const char* op = "router";
+  check_router_params(op, x, prev_state, down_weight, down_bias, states_scale, norm_weight, fc1_weight, fc1_bias,
+                      fc2_weight, fc2_bias, out_weight, eps);
+  check_dtype(op, "balancing_biases", balancing_biases, {at::kFloat});
+  check_shape(op, "balancing_biases", balancing_biases, {out_weight.size(0)});
+  check_same_device(op, "balancing_biases", balancing_biases, x, "x");
 }
 
 }  // namespace zaya::checks

@@ -15,8 +15,8 @@ namespace zaya {
 // for custom ops: a warning and no gradient). The two norms get theirs in python/zaya_ops/_autograd.py;
 // their backward ops are listed here too, so a double backward raises as well.
 inline void register_not_differentiable(torch::Library& m) {
-  for (const char* name : {"cca_qkv", "cca_attention", "router", "moe_top1", "rms_norm_backward",
-                           "residual_scale_rmsnorm_backward"})
+  for (const char* name : {"cca_qkv", "cca_attention", "moe_top1", "rms_norm_backward",
+                           "residual_scale_rmsnorm_backward", "router_backward"})
     m.impl(name, torch::autograd::autogradNotImplementedFallback());
 }
 
@@ -62,6 +62,17 @@ inline void define_schemas(torch::Library& m) {
       "Tensor? states_scale, Tensor norm_weight, Tensor fc1_weight, Tensor fc1_bias, "
       "Tensor fc2_weight, Tensor fc2_bias, Tensor out_weight, Tensor balancing_biases, "
       "float eps, bool return_logits=False) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // Backward of router (autograd of zaya_ops.reference.router through expert_weight, router_state and
+  // logits; the choice expert_index is not differentiable). Saved: the forward's inputs and expert_index
+  // (the MLP is recomputed). A None gradient is a zero one. Returns the gradients of (x, prev_state,
+  // down_weight, down_bias, states_scale, norm_weight, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
+  // out_weight); those of prev_state and states_scale are empty ([0, R], [0]) when they are None.
+  m.def(
+      "router_backward(Tensor? grad_weight, Tensor? grad_state, Tensor? grad_logits, Tensor x, "
+      "Tensor? prev_state, Tensor down_weight, Tensor down_bias, Tensor? states_scale, Tensor norm_weight, "
+      "Tensor fc1_weight, Tensor fc1_bias, Tensor fc2_weight, Tensor fc2_bias, Tensor out_weight, "
+      "Tensor expert_index, float eps) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, "
+      "Tensor, Tensor, Tensor)");
 
   // Top-1 experts, spec step 13, restricted to experts [expert_start, expert_end).
   m.def(

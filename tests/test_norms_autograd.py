@@ -7,8 +7,8 @@
 * the parameter gradients do not depend on the thread count; opcheck of the forward ops (with inputs
   that require grad: test_autograd_registration, test_aot_dispatch_dynamic) and of the backward ops;
   torch.compile(fullgraph=True) of forward plus backward;
-* the GPU kernels under the SIMT emulator: forward kernel, backward by recompute of the reference;
-* the four other ops raise on backward instead of giving no gradient.
+* the GPU kernels under the SIMT emulator (forward and backward kernels) by the same 2x rule, strided, opcheck;
+* the ops not differentiable yet raise on backward instead of giving no gradient.
 """
 
 from __future__ import annotations
@@ -261,28 +261,58 @@ def test_torch_compile_forward_backward():
 
 
 # --------------------------------------------------------------------------------------------------
-# The GPU kernels under the emulator: backward by recompute of the reference
+# The GPU kernels under the emulator: forward and backward kernels (csrc/kernels/norms_backward.cuh)
 # --------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("target", EMULATORS)
-def test_emulated_gpu_backward_by_reference(target, monkeypatch):
+@pytest.mark.parametrize("pdt", PARAM_DTYPES, ids=lambda d: str(d)[6:])
+@pytest.mark.parametrize("T,H", [(1, 8), (7, 264), (257, 40)])  # GPU kernels: H % 8 == 0
+def test_emulated_gpu_backward(target, pdt, T, H, monkeypatch):
     use_target(target, monkeypatch)
-    (x, w), (gy,) = _rms_case(7, 264, torch.float32, torch.bfloat16, 50)
-    for a, b in zip(_grads(_rms_kernel, [x, w], [gy]), _grads(_rms_ref, [x, w], [gy])):
-        torch.testing.assert_close(a, b, rtol=0.02, atol=1e-2)
-    inputs, gouts = _rsr_case(7, 264, torch.bfloat16, 51)
+    for x_is_param in (False, True):
+        inputs, gouts = _rms_case(T, H, pdt if x_is_param else torch.float32, pdt, 50 + T)
+        _check_2x(f"rms_norm on {target}", _rms_kernel, _rms_ref, inputs, gouts)
+    inputs, gouts = _rsr_case(T, H, pdt, 51 + T)
     _check_2x(f"residual_scale_rmsnorm on {target}", _rsr_kernel, _rsr_ref, inputs, gouts)
+
+
+@pytest.mark.parametrize("target", EMULATORS)
+def test_emulated_gpu_backward_strided_and_opcheck(target, monkeypatch):
+    use_target(target, monkeypatch)
+    g = _gen(52)
+    T, H, pdt = 70, 72, torch.bfloat16  # two row blocks of the backward kernels
+    x = (torch.randn(T, 2 * H, generator=g) * 3)[:, H:]
+    w = torch.randn(2 * H, generator=g).to(pdt)[::2]
+    gy = torch.randn(T, 3 * H, generator=g).to(pdt)[:, ::3]
+    _check_2x(f"rms_norm strided on {target}", _rms_kernel, _rms_ref, [x, w], [gy])
+    h = torch.randn(T, 2 * H, generator=g).to(pdt)[:, H:]
+    r = torch.randn(H, T, generator=g).t() * 4
+    vecs = [v[::2] for v in _vectors(2 * H, pdt, g)]
+    gouts = [torch.randn(T, H, generator=g).t().contiguous().t() * 0.1, gy]
+    _check_2x(f"residual_scale_rmsnorm strided on {target}", _rsr_kernel, _rsr_ref, [h, r, *vecs], gouts)
+    # the same bits as the CPU kernels' within the 2x rule, and the same bits run to run
     ns = getattr(torch.ops, "zaya_" + target)
+    (x, w), (gy,) = _rms_case(T, H, torch.float32, pdt, 53)
+    first = ns.rms_norm_backward(gy, x, w, EPS)
+    assert all(torch.equal(a, b) for a, b in zip(first, ns.rms_norm_backward(gy, x, w, EPS)))
+    inputs, (gnr, gn) = _rsr_case(T, H, pdt, 54)
     torch.library.opcheck(ns.rms_norm_backward.default, (gy, x, w, EPS))
+    torch.library.opcheck(ns.residual_scale_rmsnorm_backward.default, (gnr, gn, *inputs, EPS))
     torch.library.opcheck(ns.rms_norm.default, (x.clone().requires_grad_(), w.clone().requires_grad_(), EPS))
+    with pytest.raises(TypeError, match="grad_y"):
+        ns.rms_norm_backward(gy.float(), x, w, EPS)
+    with pytest.raises(ValueError, match="grad_normed"):
+        ns.residual_scale_rmsnorm_backward(gnr, gn[:2], *inputs, EPS)
+    empty = ns.rms_norm_backward(gy[:0], x[:0], w, EPS)
+    assert empty[0].shape == (0, H) and torch.equal(empty[1], torch.zeros_like(w))
 
 
 def test_backward_backends():
     cpu = zaya_ops.backward_backends("cpu")
     assert cpu["rms_norm"] == cpu["residual_scale_rmsnorm"] == "kernel (cpu)"
-    assert zaya_ops.backward_backends("cuda")["rms_norm"].startswith("reference (recompute")
-    assert cpu["router"] == "not differentiable yet"
+    assert zaya_ops.backward_backends("cuda")["rms_norm"] == "kernel (cuda)"
+    assert cpu["moe_top1"] == "not differentiable yet"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -297,7 +327,7 @@ def test_double_backward_raises():
     with pytest.raises(RuntimeError, match="derivative for zaya::rms_norm_backward is not implemented"):
         gx.sum().backward()
 
-_GRAD_ARG = {"cca_qkv": "qt", "cca_attention": "q", "router": "x", "moe_top1": "x"}
+_GRAD_ARG = {"cca_qkv": "qt", "cca_attention": "q", "moe_top1": "x"}
 
 
 @pytest.mark.parametrize("op", sorted(_GRAD_ARG))
@@ -306,7 +336,7 @@ def test_other_ops_raise_on_backward(op):
     name = _GRAD_ARG[op]
     kwargs[name] = kwargs[name].detach().clone().requires_grad_()
     out = getattr(zaya_ops, op)(**kwargs)
-    out = out[1] if op == "router" else (out[0] if isinstance(out, tuple) else out)  # router: the weight
+    out = out[0] if isinstance(out, tuple) else out
     assert out.requires_grad
     with pytest.raises(RuntimeError, match=f"derivative for zaya::{op} is not implemented"):
         out.float().sum().backward()

@@ -603,13 +603,9 @@ std::tuple<at::Tensor, at::Tensor> rms_norm_backward_cpu(const at::Tensor& grad_
                                                          const at::Tensor& weight, double eps) {
   constexpr const char* op = "zaya::rms_norm_backward";
   check_cpu(op, "x", x_in);
-  check_rms_norm_args(x_in, weight, eps, /*allow_f64=*/true);
+  check_rms_norm_backward_args(grad_y_in, x_in, weight, eps, /*allow_f64=*/true);
   const int64_t T = x_in.size(0);
   const int64_t H = x_in.size(1);
-  check_dtype(op, "grad_y", grad_y_in, weight.scalar_type(), " (weight's dtype)");
-  check_same_device(op, "grad_y", grad_y_in, x_in, "x");
-  TORCH_CHECK_VALUE(grad_y_in.sizes() == x_in.sizes(), op, ": grad_y must have shape [", T, ", ", H,
-                    "], got ", grad_y_in.sizes());
 
   at::Tensor gx = at::empty({T, H}, x_in.options());
   at::Tensor gw = at::zeros({H}, weight.options());
@@ -713,18 +709,10 @@ Grads7 residual_scale_rmsnorm_backward_cpu(
     const at::Tensor& r_scale, const at::Tensor& norm_weight, double eps) {
   constexpr const char* op = "zaya::residual_scale_rmsnorm_backward";
   check_cpu(op, "h", h_in);
-  check_residual_scale_rmsnorm_args(h_in, residual_in, h_bias, h_scale, r_bias, r_scale, norm_weight, eps,
-                                    /*allow_f64=*/true);
+  check_residual_scale_rmsnorm_backward_args(grad_new_residual_in, grad_normed_in, h_in, residual_in, h_bias,
+                                             h_scale, r_bias, r_scale, norm_weight, eps, /*allow_f64=*/true);
   const int64_t T = h_in.size(0);
   const int64_t H = h_in.size(1);
-  check_dtype(op, "grad_new_residual", grad_new_residual_in, residual_in.scalar_type(), " (residual's dtype)");
-  check_dtype(op, "grad_normed", grad_normed_in, h_in.scalar_type(), " (h's dtype)");
-  check_same_device(op, "grad_new_residual", grad_new_residual_in, h_in, "h");
-  check_same_device(op, "grad_normed", grad_normed_in, h_in, "h");
-  TORCH_CHECK_VALUE(grad_new_residual_in.sizes() == h_in.sizes(), op, ": grad_new_residual must have shape [",
-                    T, ", ", H, "], got ", grad_new_residual_in.sizes());
-  TORCH_CHECK_VALUE(grad_normed_in.sizes() == h_in.sizes(), op, ": grad_normed must have shape [", T, ", ", H,
-                    "], got ", grad_normed_in.sizes());
 
   at::Tensor gh = at::empty({T, H}, h_in.options());
   at::Tensor gr = at::empty({T, H}, residual_in.options());

@@ -2,6 +2,7 @@
 // Each cuda/*.cu is a thin instantiation of a portable kernel header, so including it here runs the
 // very code nvcc and hip-clang build.
 #include "../../cuda/norms.cu"
+#include "../../cuda/norms_backward.cu"
 #include "../../cuda/moe_top1.cu"
 #include "../../cuda/cca_qkv.cu"
 #include "../../cuda/router.cu"

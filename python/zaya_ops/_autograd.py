@@ -12,9 +12,9 @@ The backward passes are custom ops too, ``zaya::rms_norm_backward`` and
 
 * CPU: C++ kernels (csrc/cpu/norms.cpp: threaded over rows, fp32 row sums, parameter gradients summed in double and
   reduced in fixed row blocks in order, so the result does not depend on the thread count);
-* CUDA/HIP, and the GPU kernels under the SIMT emulator (``zaya_emu32``/``zaya_emu64``): no backward
-  kernel yet, so the backward op runs the reference by recompute (autograd of ``zaya_ops.reference`` on
-  the saved inputs), registered here; :func:`backward_backends` says so.
+* CUDA/HIP, and the GPU kernels under the SIMT emulator (``zaya_emu32``/``zaya_emu64``): portable
+  kernels (csrc/kernels/norms_backward.cuh: row statistics per warp, dX in one pass over the rows of a
+  block, parameter gradients as fp32 per-block partials summed in block order: deterministic, no atomics).
 
 **Saved for backward**: only references to the forward's inputs; no new tensor is kept. The per-row
 rstd is recomputed in the backward pass (the backward reads each row of x anyway; it stays in cache for
@@ -22,7 +22,20 @@ the second pass), so ``rms_norm`` keeps x alive (H * x's element size bytes per 
 residual stream) and ``residual_scale_rmsnorm`` keeps h and residual alive (2H + 4H = 6H bytes per
 token in bf16/fp16; new_residual and normed are recomputed, not saved), plus the [H] parameters.
 
-**Not differentiable yet**: ``cca_qkv``, ``cca_attention``, ``router``, ``moe_top1``. Their forward runs
+**router** is differentiable w.r.t. ``x``, ``prev_state``, ``down_weight``, ``down_bias``, ``states_scale``,
+``norm_weight``, ``fc1_weight``, ``fc1_bias``, ``fc2_weight``, ``fc2_bias`` and ``out_weight``, through
+``expert_weight`` (the softmax probability at the chosen index; the skip class's weight is the constant 0),
+``router_state`` (the next layer's ``prev_state``) and ``logits`` (``return_logits``, for aux losses). The
+choice ``expert_index`` is not differentiable (as in transformers) and ``balancing_biases`` gets no gradient
+(detached in the reference). Backward op ``zaya::router_backward``: CPU kernel csrc/cpu/router_backward.cpp
+(ATen GEMMs, threaded elementwise parts, deterministic); on CUDA/HIP and the emulators the reference by
+recompute. **Saved**: the forward's inputs and ``expert_index``; the MLP (rho, norm, two GELU layers,
+logits, softmax) is recomputed in the backward. New memory: 4 bytes per token (the int32 index, an
+output anyway); it keeps ``x`` (H * 2 bytes per token in bf16/fp16) and ``prev_state`` (2R) alive. Saving
+the activations instead would cost about 7R + (E+1) param-dtype values per token (14R + 2(E+1) bytes in
+bf16) to save three [R, R]-sized GEMMs of recompute, small next to the down projection's T*R*H.
+
+**Not differentiable yet**: ``cca_qkv``, ``cca_attention``, ``moe_top1``. Their forward runs
 with inputs that require grad, but a backward through their outputs raises ``RuntimeError: derivative
 for zaya::<op> is not implemented`` (their Autograd kernel, csrc/schemas.h) instead of silently giving
 no gradient. The same holds for a double backward through the norms (their backward ops).
@@ -39,10 +52,12 @@ from . import reference
 
 __all__ = ["DIFFERENTIABLE", "NOT_DIFFERENTIABLE", "backward_backends", "register_namespace"]
 
-DIFFERENTIABLE = ("rms_norm", "residual_scale_rmsnorm")
-NOT_DIFFERENTIABLE = ("cca_qkv", "cca_attention", "router", "moe_top1")
+DIFFERENTIABLE = ("rms_norm", "residual_scale_rmsnorm", "router")
+NOT_DIFFERENTIABLE = ("cca_qkv", "cca_attention", "moe_top1")
 
 _REGISTERED: set[str] = set()
+# Ops whose backward has a CUDA/HIP kernel (also what the emulator namespaces run).
+_GPU_BACKWARD_KERNELS = ("rms_norm", "residual_scale_rmsnorm")
 
 
 def _vjp(fn: Callable[..., torch.Tensor | tuple[torch.Tensor, ...]], inputs: Sequence[torch.Tensor],
@@ -64,20 +79,31 @@ def _vjp(fn: Callable[..., torch.Tensor | tuple[torch.Tensor, ...]], inputs: Seq
         return tuple(g.contiguous() for g in torch.autograd.grad(outs, leaves, list(grads)))
 
 
-def _rms_norm_backward_by_reference(grad_y, x, weight, eps):
-    return _vjp(lambda a, w: reference.rms_norm(a, w, eps), (x, weight), (grad_y,))
+def _router_backward_by_reference(grad_weight, grad_state, grad_logits, x, prev_state, down_weight, down_bias,
+                                  states_scale, norm_weight, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
+                                  out_weight, expert_index, eps):
+    has_prev = prev_state is not None
+    index = expert_index.long()[:, None]
 
+    def fn(x, dw, db, nw, w1, b1, w2, b2, wo, *prev):
+        p, s = prev if prev else (None, None)
+        state, logits = reference.router_mlp(x, p, dw, db, s, nw, w1, b1, w2, b2, wo, eps)
+        return reference.router_pick(torch.softmax(logits, dim=-1), index), state, logits
 
-def _residual_scale_rmsnorm_backward_by_reference(grad_new_residual, grad_normed, h, residual, h_bias, h_scale,
-                                                  r_bias, r_scale, norm_weight, eps):
-    return _vjp(lambda *a: reference.residual_scale_rmsnorm(*a, eps),
-                (h, residual, h_bias, h_scale, r_bias, r_scale, norm_weight), (grad_new_residual, grad_normed))
+    T, R, E1 = x.shape[0], down_weight.shape[0], out_weight.shape[0]
+    grads = [g if g is not None else x.new_zeros(shape)
+             for g, shape in ((grad_weight, (T,)), (grad_state, (T, R)), (grad_logits, (T, E1)))]
+    tensors = (x, down_weight, down_bias, norm_weight, fc1_weight, fc1_bias, fc2_weight, fc2_bias, out_weight)
+    gx, gdw, gdb, gnw, g1w, g1b, g2w, g2b, gwo, *gprev = _vjp(
+        fn, tensors + ((prev_state, states_scale) if has_prev else ()), grads)
+    gp, gs = gprev if has_prev else (x.new_empty(0, R), x.new_empty(0))
+    return gx, gp, gdw, gdb, gs, gnw, g1w, g1b, g2w, g2b, gwo
 
 
 def register_namespace(ns: str) -> None:
-    """Registers the norms' autograd on ``torch.ops.<ns>`` (``"zaya"``, done at import, or an emulator
-    namespace such as ``"zaya_emu32"``, which tests route the wrappers to) and the backward ops'
-    reference-by-recompute kernels where that namespace has no backward kernel: CUDA for ``zaya``, the
+    """Registers the ops' autograd on ``torch.ops.<ns>`` (``"zaya"``, done at import, or an emulator
+    namespace such as ``"zaya_emu32"``, which tests route the wrappers to) and the reference-by-recompute
+    kernels of the backward ops that have no GPU kernel yet (router_backward): CUDA for ``zaya``, the
     CPU key for the emulators (whose ops are the GPU kernels on CPU tensors)."""
     if ns in _REGISTERED:
         return
@@ -89,9 +115,8 @@ def register_namespace(ns: str) -> None:
         torch.library.register_fake(f"{ns}::rms_norm_backward", _fake._rms_norm_backward_fake)
         torch.library.register_fake(f"{ns}::residual_scale_rmsnorm_backward",
                                     _fake._residual_scale_rmsnorm_backward_fake)
-    torch.library.register_kernel(f"{ns}::rms_norm_backward", fallback_device, _rms_norm_backward_by_reference)
-    torch.library.register_kernel(f"{ns}::residual_scale_rmsnorm_backward", fallback_device,
-                                  _residual_scale_rmsnorm_backward_by_reference)
+        torch.library.register_fake(f"{ns}::router_backward", _fake._router_backward_fake)
+    torch.library.register_kernel(f"{ns}::router_backward", fallback_device, _router_backward_by_reference)
 
     def rms_setup(ctx, inputs, output):
         x, weight, eps = inputs
@@ -118,19 +143,39 @@ def register_namespace(ns: str) -> None:
         grads = ops.residual_scale_rmsnorm_backward(grad_new_residual, grad_normed, *saved, ctx.eps)
         return (*grads, None)
 
+    def router_setup(ctx, inputs, output):
+        *tensors, _balancing_biases, eps, return_logits = inputs
+        ctx.save_for_backward(*tensors, output[0])
+        ctx.eps = eps
+        ctx.return_logits = return_logits
+
+    def router_backward(ctx, _g_index, g_weight, g_state, g_logits, _g_counts):
+        *tensors, index = ctx.saved_tensors
+        if not ctx.return_logits:
+            g_logits = None
+        g = ops.router_backward(g_weight, g_state, g_logits, *tensors, index, ctx.eps)
+        has_prev = tensors[1] is not None
+        return (g[0], g[1] if has_prev else None, g[2], g[3], g[4] if has_prev else None, *g[5:], None, None, None)
+
+    torch.library.register_autograd(f"{ns}::router", router_backward, setup_context=router_setup)
     torch.library.register_autograd(f"{ns}::rms_norm", rms_backward, setup_context=rms_setup)
     torch.library.register_autograd(f"{ns}::residual_scale_rmsnorm", rsr_backward, setup_context=rsr_setup)
     _REGISTERED.add(ns)
 
 
 def backward_backends(device: torch.device | str = "cpu") -> dict[str, str]:
-    """What runs each op's backward on ``device``: ``"kernel (cpu)"``, ``"reference (recompute: ...)"``
-    for a device without a backward kernel yet, or ``"not differentiable yet"``."""
+    """What runs each op's backward on ``device``: ``"kernel (cpu)"``, ``"kernel (cuda)"`` (the portable
+    CUDA/HIP kernel), ``"reference (recompute: ...)"`` for a device without a backward kernel yet, or
+    ``"not differentiable yet"``."""
     dev = torch.device(device)
     out = {}
     for name in DIFFERENTIABLE:
-        out[name] = ("kernel (cpu)" if dev.type == "cpu"
-                     else f"reference (recompute: no {dev.type} backward kernel yet)")
+        if dev.type == "cpu":
+            out[name] = "kernel (cpu)"
+        elif name in _GPU_BACKWARD_KERNELS:
+            out[name] = f"kernel ({dev.type})"
+        else:
+            out[name] = f"reference (recompute: no {dev.type} backward kernel yet)"
     for name in NOT_DIFFERENTIABLE:
         out[name] = "not differentiable yet"
     return out

@@ -111,3 +111,22 @@ def _router_fake(x, prev_state, down_weight, down_bias, states_scale, norm_weigh
 @_fake("moe_top1")
 def _moe_top1_fake(x, expert_index, expert_weight, gate_up_proj, down_proj, expert_start=0, expert_end=-1):
     return torch.empty_like(x)
+
+
+@_fake("router_backward")
+def _router_backward_fake(grad_weight, grad_state, grad_logits, x, prev_state, down_weight, down_bias,
+                          states_scale, norm_weight, fc1_weight, fc1_bias, fc2_weight, fc2_bias, out_weight,
+                          expert_index, eps):
+    torch._check(x.dim() == 2, lambda: "router_backward: x must be 2-D")
+    torch._check(expert_index.shape == (x.shape[0],), lambda: "router_backward: expert_index must be [T]")
+    torch._check((prev_state is None) == (states_scale is None),
+                 lambda: "router_backward: prev_state and states_scale must be given together")
+    T, R = x.shape[0], down_weight.shape[0]
+    has_prev = prev_state is not None
+    return (
+        x.new_empty(x.shape),
+        x.new_empty((T if has_prev else 0, R)),
+        *(t.new_empty(t.shape) for t in (down_weight, down_bias)),
+        x.new_empty((R if has_prev else 0,)),
+        *(t.new_empty(t.shape) for t in (norm_weight, fc1_weight, fc1_bias, fc2_weight, fc2_bias, out_weight)),
+    )

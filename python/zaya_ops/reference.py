@@ -382,6 +382,34 @@ def router(
     counts int32 [E+1]).
     """
     E1 = out_weight.shape[0]
+    router_state, logits = router_mlp(x, prev_state, down_weight, down_bias, states_scale, norm_weight,
+                                      fc1_weight, fc1_bias, fc2_weight, fc2_bias, out_weight, eps)
+    probs = torch.softmax(logits, dim=-1)
+    biased = probs.detach().to(torch.float32) + balancing_biases
+    _, index = torch.topk(biased, 1, dim=-1)
+    weight = router_pick(probs, index)
+    index = index[:, 0]
+    counts = torch.bincount(index, minlength=E1).to(torch.int32)
+    if not return_logits:
+        logits = logits.new_empty(0, E1)
+    return index.to(torch.int32), weight, router_state, logits, counts
+
+
+def router_mlp(
+    x: torch.Tensor,
+    prev_state: torch.Tensor | None,
+    down_weight: torch.Tensor,
+    down_bias: torch.Tensor,
+    states_scale: torch.Tensor | None,
+    norm_weight: torch.Tensor,
+    fc1_weight: torch.Tensor,
+    fc1_bias: torch.Tensor,
+    fc2_weight: torch.Tensor,
+    fc2_bias: torch.Tensor,
+    out_weight: torch.Tensor,
+    eps: float = 1e-5,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The differentiable part of :func:`router` before the softmax: (router_state [T, R], logits [T, E+1])."""
     rho = F.linear(x, down_weight, down_bias)
     if prev_state is not None:
         rho = rho + prev_state * states_scale
@@ -389,17 +417,13 @@ def router(
     h = rms_norm(rho, norm_weight, eps)
     h = F.gelu(F.linear(h, fc1_weight, fc1_bias))
     h = F.gelu(F.linear(h, fc2_weight, fc2_bias))
-    logits = F.linear(h, out_weight)
-    probs = torch.softmax(logits, dim=-1)
-    biased = probs.detach().to(torch.float32) + balancing_biases
-    _, index = torch.topk(biased, 1, dim=-1)
+    return router_state, F.linear(h, out_weight)
+
+
+def router_pick(probs: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """The weight of :func:`router`: ``probs`` [T, E+1] at ``index`` [T, 1] (int64), 0 for the skip class E; [T]."""
     weight = torch.gather(probs, dim=-1, index=index)
-    weight = weight.masked_fill(index == E1 - 1, 0)
-    index = index[:, 0]
-    counts = torch.bincount(index, minlength=E1).to(torch.int32)
-    if not return_logits:
-        logits = logits.new_empty(0, E1)
-    return index.to(torch.int32), weight[:, 0], router_state, logits, counts
+    return weight.masked_fill(index == probs.shape[-1] - 1, 0)[:, 0]
 
 
 def moe_top1(
