@@ -45,7 +45,7 @@ def test_list_names_the_model_providers(capsys):
 
     assert main(["--list"]) == 0
     out = capsys.readouterr().out
-    assert "--model (presets zaya1-8b,tiny)" in out and "hf-eager" in out and "moe_top1: providers" in out
+    assert "--model (presets zaya1-8b,zaya1-8b-2l,tiny)" in out and "hf-eager" in out and "moe_top1: providers" in out
 
 
 def test_quick_model_run(model_run):

@@ -5,8 +5,10 @@ row's largest element; a one-step rounding difference of any element fits in it)
 
 * bf16/fp16 GEMMs run upcast to fp32 from a few rows on (router: 2 tokens, moe: 16 tokens of an expert;
   csrc/cpu/router_moe_common.h): the reference's fp32 accumulation and rounding points, another
-  summation order, so a few 1e-4 of the elements round the other way. Native GEMMs (fewer rows, or
-  ZAYA_CPU_GEMM=native) are the reference's own ATen calls.
+  summation order, so a few 1e-4 of the elements round the other way. moe_top1 with up to 8 rows of an
+  expert (T = 1, 3, 5 below) runs csrc/cpu/gemv.h's AVX2 GEMV on such CPUs: fp32 accumulation, another
+  summation order, the same bound. Native GEMMs (fewer rows elsewhere, or ZAYA_CPU_GEMM=native) are the
+  reference's own ATen calls.
 * router: expert indices equal wherever the reference's top-2 biased probabilities differ by > 1e-3
   (in practice ~1e-4 of the tokens or fewer differ, all near-ties); router_state within 1 ulp at row
   scale for bf16 (bit-equal with native GEMMs) and 8 for fp32 (MKL's sums depend on the row count);

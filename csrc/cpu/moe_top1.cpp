@@ -11,11 +11,14 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <cstdlib>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "moe_checks.h"
+#include "gemv.h"
 #include "router_moe_common.h"
 
 namespace {
@@ -51,6 +54,12 @@ Grouping group_tokens(const at::Tensor& expert_index, int64_t E) {
   std::vector<int64_t> next(g.offset.begin(), g.offset.end() - 1);
   for (int64_t t = 0; t < T; ++t) g.order[next[static_cast<int64_t>(idx[t])]++] = t;
   return g;
+}
+
+// ZAYA_CPU_GEMM=native: ATen's own GEMM in the param dtype for every expert (tests, benchmarks).
+inline bool native_forced() {
+  const char* mode = std::getenv("ZAYA_CPU_GEMM");
+  return mode && std::strcmp(mode, "native") == 0;
 }
 
 // Per-call scratch in one GEMM dtype, allocated on first use and reused by every expert and chunk.
@@ -106,7 +115,16 @@ void run_expert(const at::Tensor& x, const scalar_t* ew, const at::Tensor& gate_
 
     // [gate | up] = rows @ gate_up_e^T; h = round(round(SiLU(round(gate))) * round(up)) written over
     // the gate half, which the down GEMM then reads with a row stride of 2I.
-    at::mm_out(gu, rows, wgu.t());
+    // Few rows in a reduced dtype without ATen's fast path (decode): gemv.h's streaming kernel, which
+    // reads the expert's weights once at memory speed (ATen's fallback: a third of it); same contract.
+    constexpr bool reduced = std::is_same_v<gemm_t, c10::BFloat16> || std::is_same_v<gemm_t, c10::Half>;
+    const bool skinny = reduced && m <= zaya::cpu_gemv::kMaxRows && wgu.stride(1) == 1 && wdn.stride(1) == 1 &&
+                        !zaya::router_moe::aten_has_fast_gemm(x.scalar_type()) && !native_forced();
+    if (skinny) {
+      zaya::cpu_gemv::gemv<gemm_t>(rp, H, m, wgu.data_ptr<gemm_t>(), wgu.stride(0), 2 * I, H, nullptr, gp, 2 * I);
+    } else {
+      at::mm_out(gu, rows, wgu.t());
+    }
     at::parallel_for(0, m, row_grain(2 * I), [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) {
         gemm_t* g = gp + i * 2 * I;
@@ -118,7 +136,12 @@ void run_expert(const at::Tensor& x, const scalar_t* ew, const at::Tensor& gate_
         }
       }
     });
-    at::mm_out(dn, gu.narrow(1, 0, I), wdn.t());
+    if (skinny) {
+      zaya::cpu_gemv::gemv<gemm_t>(gp, 2 * I, m, wdn.data_ptr<gemm_t>(), wdn.stride(0), H, I, nullptr,
+                                   dn.data_ptr<gemm_t>(), H);
+    } else {
+      at::mm_out(dn, gu.narrow(1, 0, I), wdn.t());
+    }
 
     // out[tok] = round(round(down) * w[tok]); each token of this expert owns its row alone.
     at::parallel_for(0, m, row_grain(H), [&](int64_t i0, int64_t i1) {

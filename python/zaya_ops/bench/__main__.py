@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "--steps new tokens; providers zaya, vllm (compiled), vllm-eager). Needs vLLM 0.32 (the "
                         "environment tools/vllm_ci.sh builds)")
     p.add_argument("--preset", default=None,
-                   help="--model: zaya1-8b (the real shapes, ~17 GB bf16: a GPU with memory) or tiny "
+                   help="--model: zaya1-8b (the real shapes, ~17 GB bf16: a GPU with memory), zaya1-8b-2l (its shapes, 2 layers: ~1.9 GB) or tiny "
                         "(default on CPUs and with --quick; zaya1-8b on GPUs)")
     p.add_argument("--steps", type=int, default=None,
                    help="--model: decode steps per measurement at most (warm-up included); --vllm: new tokens "
@@ -93,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="torch.set_num_threads on CPU (default torch's; 1 for --model on a CPU)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--min-reps", type=int, default=None,
+                   help="fewest measured reps per (case, provider) (default 10, --quick 5; warm-up calls at least "
+                        "max(1, N // 2)): for slow baselines on a CPU, e.g. transformers' bf16 model at ZAYA1-8B widths")
+    p.add_argument("--notes", default="",
+                   help="free text stored in the JSON's meta (e.g. the machine's load from other jobs)")
     p.add_argument("--list", action="store_true", help="list the ops and exit")
     return p
 
@@ -156,6 +161,12 @@ def main(argv: list[str] | None = None) -> int:
 
     roof = None if args.no_roofline else H.measure_roofline(device, quick=args.quick, log=log)
     cfg = H.TimerConfig.for_run(device, args.quick, args.budget, args.flush_cache)
+    if args.min_reps is not None:
+        if args.min_reps < 1:
+            log(f"error: --min-reps must be >= 1, got {args.min_reps}")
+            return 2
+        cfg.min_reps = args.min_reps
+        cfg.min_warmup = min(cfg.min_warmup, max(1, args.min_reps // 2))
     log(f"timer: {H.timer_name(device)}, budget {cfg.budget_s} s per measurement, reps in "
         f"[{cfg.min_reps}, {cfg.max_reps}], cache flush {'on' if cfg.flush_cache else 'off'}")
 
@@ -165,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         "argv": sys.argv[1:] if argv is None else list(argv),
         "quick": args.quick,
         "loadavg_start": load0,
+        "notes": args.notes,
         "device": info,
         "roofline": None if roof is None else vars(roof),
         "timer": vars(cfg) | {"kind": H.timer_name(device)},

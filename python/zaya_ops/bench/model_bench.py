@@ -55,6 +55,9 @@ from .runner import _first_line, new_row, set_speedups
 #: at toy width, as ``python -m zaya_ops``'s demo model.
 PRESETS: dict[str, dict[str, Any]] = {
     "zaya1-8b": {},
+    # ZAYA1-8B's shapes (H, heads, experts, vocab 262272) with 2 of its 40 layers: ~1.9 GB of bf16 weights,
+    # the CPU-sized stand-in for per-layer and LM-head speed at the real widths
+    "zaya1-8b-2l": dict(num_hidden_layers=2),
     "tiny": dict(vocab_size=4096, hidden_size=256, num_hidden_layers=4, num_attention_heads=8,
                  num_key_value_heads=2, head_dim=64, num_experts=16, moe_intermediate_size=256,
                  router_hidden_size=32, max_position_embeddings=8192, bos_token_id=2, eos_token_id=None,
@@ -63,6 +66,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 DEFAULTS = {  # (prefill tokens, decode batches, decode context, max decode steps per measurement)
     "zaya1-8b": ((1024, 4096, 16384, 32768), (1, 8, 64, 256), 1024, 200),
+    "zaya1-8b-2l": ((512,), (1,), 256, 24),
     "tiny": ((128, 512), (1, 8), 256, 48),
 }
 QUICK = ((24,), (1, 3), 16, 10)

@@ -2,7 +2,8 @@
 
 Every step of a decoder layer is one op call (``rms_norm``, ``cca_qkv``, ``cca_attention``,
 ``residual_scale_rmsnorm`` fused with the next norm, ``router``, ``moe_top1``); the dense projections
-(fused q/k/v-current/v-delayed, o_proj, LM head) are torch matmuls. Sequences are packed without padding
+(fused q/k/v-current/v-delayed, o_proj, LM head) are F.linear (on CPUs :func:`dense`'s
+``torch.ops.zaya.linear``). Sequences are packed without padding
 (``cu_seqlens``) and keep their decode state in a :class:`~zaya_ops.model.cache.ZayaCache`.
 
 Two entry points run the network:
@@ -36,8 +37,8 @@ from .config import ZayaConfig
 from .weights import load_tensors_into, parameter_shapes
 
 __all__ = ["ZayaForCausalLM", "ZayaOutput", "StepMeta", "PackedMeta", "cca_block", "cca_block_functional",
-           "decoder_layer", "delayed_value_bias", "embed_tokens", "hf_tensor_map", "lm_logits", "packed_meta",
-           "rope_table"]
+           "decoder_layer", "delayed_value_bias", "dense", "embed_tokens", "hf_tensor_map", "lm_logits",
+           "packed_meta", "rope_table"]
 
 _owner_ids = itertools.count(1)
 
@@ -166,9 +167,27 @@ def embed_tokens(model, ids: torch.Tensor) -> torch.Tensor:
     return ((e + model.input_bias) * model.input_scale).to(torch.float32)
 
 
-def lm_logits(model, x: torch.Tensor) -> torch.Tensor:
-    """Spec "Head": logits [T, V] of the final-normed hidden states ``x`` (``model.lm_head``, ``model.lm_head_bias``)."""
-    return F.linear(x, model.lm_head, model.lm_head_bias)
+def _needs_grad(*tensors: torch.Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def dense(op, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` of the model's projections and LM head. On a CPU under a kernel backend
+    (``op.backend`` "auto" or "ops"): ``torch.ops.zaya.linear`` (csrc/cpu/linear.cpp), F.linear's contract
+    (fp32 accumulation, one rounding) but fast in bf16/fp16 where ATen is not (CPUs without AVX-512: a
+    streaming AVX2 kernel for decode's few rows, fp32 sgemm for prefill). Elsewhere, and under
+    "reference", and wherever autograd records the call (training: zaya.linear has no backward), F.linear
+    itself."""
+    if (x.device.type == "cpu" and getattr(op, "backend", "reference") != "reference"
+            and not _needs_grad(x, weight, bias)):
+        return torch.ops.zaya.linear(x, weight, bias)
+    return F.linear(x, weight, bias)
+
+
+def lm_logits(model, x: torch.Tensor, op=None) -> torch.Tensor:
+    """Spec "Head": logits [T, V] of the final-normed hidden states ``x`` (``model.lm_head``,
+    ``model.lm_head_bias``), through :func:`dense` with the op backend ``op`` (None: F.linear)."""
+    return dense(op, x, model.lm_head, model.lm_head_bias)
 
 
 def hf_tensor_map(cfg: ZayaConfig, model) -> dict[str, torch.Tensor]:
@@ -337,8 +356,8 @@ def decoder_layer(op: OpBackend, cfg: ZayaConfig, L, r: torch.Tensor, x: torch.T
         (new residual, its normed copy for the next layer, this layer's router state).
     """
     eps = cfg.rms_norm_eps
-    proj = F.linear(x, L.qkv_weight, L.qkv_bias)
-    a = F.linear(attention(proj), L.o_weight, L.o_bias)
+    proj = dense(op, x, L.qkv_weight, L.qkv_bias)
+    a = dense(op, attention(proj), L.o_weight, L.o_bias)
     r, x2 = op("residual_scale_rmsnorm", a, r, *L.attn_scale, L.post_attn_norm, eps)
     idx, w, prev, _, _ = op("router", x2, prev, L.router_down_weight, L.router_down_bias, L.router_states_scale,
                             L.router_norm, L.router_fc1_weight, L.router_fc1_bias, L.router_fc2_weight,
@@ -514,7 +533,7 @@ class ZayaForCausalLM:
         return x
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        return lm_logits(self, x)
+        return lm_logits(self, x, self._backend)
 
     def _resolve_slots(self, cache: ZayaCache, slots: Sequence[int] | None, n: int) -> list[int]:
         if slots is None:

@@ -1,0 +1,92 @@
+"""torch.ops.zaya.linear (csrc/cpu/linear.cpp, csrc/cpu/gemv.h): F.linear for the model's projections and
+LM head, fast in bf16/fp16 on CPUs without ATen's oneDNN path.
+
+Paths: rows <= 8 the streaming AVX2 GEMV (row blocks of 4, 2, 1; 4 or 2 columns per block plus a tail;
+K tails), more rows fp32 sgemm on converted operands, fp32 and ZAYA_CPU_GEMM=native at::linear itself.
+Oracle: the fp32 sum of the same inputs plus the bias, rounded once to the dtype (F.linear's contract);
+only the summation order differs, so each element is within one rounding step of the dtype at row scale
+(finfo.eps * max |row|, as tests/test_router_moe_cpu.py's "ulp at row scale").
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import zaya_ops  # noqa: F401  (loads torch.ops.zaya)
+
+BF16, FP16, FP32 = torch.bfloat16, torch.float16, torch.float32
+
+
+def _oracle(x, w, b):
+    y = x.float() @ w.float().T
+    if b is not None:
+        y = y + b.float()
+    return y
+
+
+def _check(y, x, w, b):
+    want = _oracle(x, w, b)
+    assert y.dtype == x.dtype and y.shape == want.shape
+    scale = want.abs().amax(-1, keepdim=True).clamp_min(1e-6)
+    eps = torch.finfo(x.dtype).eps if x.dtype != FP32 else 1e-5
+    err = ((y.float() - want).abs() / scale).max().item()
+    assert err <= eps, f"max error {err:.3g} of the row scale > {eps:.3g}"
+
+
+@pytest.mark.parametrize("dtype", [BF16, FP16, FP32])
+@pytest.mark.parametrize("rows", [1, 2, 3, 5, 7, 8, 9, 257])
+@pytest.mark.parametrize("N,K,bias", [(13, 37, True), (64, 256, False), (1030, 264, True)])
+def test_matches_oracle(dtype, rows, N, K, bias):
+    g = torch.Generator().manual_seed(rows * 7 + N)
+    x = torch.randn(rows, K, generator=g).to(dtype)
+    w = (torch.randn(N, K, generator=g) / K ** 0.5).to(dtype)
+    b = torch.randn(N, generator=g).to(dtype) if bias else None
+    _check(torch.ops.zaya.linear(x, w, b), x, w, b)
+
+
+def test_leading_dims_and_strides():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, 2 * 72, generator=g).to(BF16)[..., ::2]  # [2, 3, 72], non-contiguous
+    big = torch.randn(40, 72, generator=g).to(BF16)
+    w = big[5:29]  # a row slice (ld 72), as the model's q/k/v views of the fused matrix
+    y = torch.ops.zaya.linear(x, w, None)
+    assert y.shape == (2, 3, 24)
+    _check(y.reshape(6, 24), x.reshape(6, 72), w, None)
+    wt = torch.randn(72, 24, generator=g).to(BF16).T  # [24, 72] with unit stride along N: copied first
+    _check(torch.ops.zaya.linear(x.reshape(6, 72), wt, None), x.reshape(6, 72), wt, None)
+    e = torch.ops.zaya.linear(torch.empty(0, 72, dtype=BF16), w, None)
+    assert e.shape == (0, 24)
+
+
+@pytest.mark.parametrize("rows", [1, 5, 40])
+def test_native_mode_is_f_linear(rows, monkeypatch):
+    monkeypatch.setenv("ZAYA_CPU_GEMM", "native")
+    g = torch.Generator().manual_seed(2)
+    x, w, b = (torch.randn(rows, 96, generator=g).to(BF16), torch.randn(50, 96, generator=g).to(BF16),
+               torch.randn(50, generator=g).to(BF16))
+    assert torch.equal(torch.ops.zaya.linear(x, w, b), F.linear(x, w, b))
+
+
+def test_meta():
+    y = torch.ops.zaya.linear(torch.empty(3, 4, 16, device="meta", dtype=BF16),
+                              torch.empty(8, 16, device="meta", dtype=BF16), None)
+    assert y.shape == (3, 4, 8) and y.device.type == "meta"
+
+
+@pytest.mark.parametrize("x,w,b,exc,match", [
+    ("i32", "ok", None, TypeError, "x must have dtype"),
+    ("ok", "fp16", None, TypeError, "weight must have dtype bfloat16"),
+    ("ok", "3d", None, ValueError, "weight must be 2-D"),
+    ("ok", "k", None, ValueError, r"weight must have shape \[N, 16\]"),
+    ("ok", "ok", "n", ValueError, r"bias must have shape \[8\]"),
+    ("ok", "ok", "fp32", TypeError, "bias must have dtype bfloat16"),
+])
+def test_errors_name_the_argument(x, w, b, exc, match):
+    xs = {"ok": torch.ones(2, 16, dtype=BF16), "i32": torch.ones(2, 16, dtype=torch.int32)}[x]
+    ws = {"ok": torch.ones(8, 16, dtype=BF16), "fp16": torch.ones(8, 16, dtype=FP16),
+          "3d": torch.ones(1, 8, 16, dtype=BF16), "k": torch.ones(8, 15, dtype=BF16)}[w]
+    bs = {None: None, "n": torch.ones(7, dtype=BF16), "fp32": torch.ones(8)}[b]
+    with pytest.raises(exc, match=match):
+        torch.ops.zaya.linear(xs, ws, bs)
