@@ -94,6 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch.set_num_threads on CPU (default torch's; 1 for --model on a CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--list", action="store_true", help="list the ops and exit")
+    p.add_argument("--static", action="store_true",
+                   help="no timing: a static report per GPU kernel (registers, spills, shared memory/LDS, "
+                        "occupancy, inner-loop instruction mix; CUDA from cuobjdump of the built library, HIP from "
+                        "tools/check_hip.sh) and a bytes/FLOPs model against H100 and MI300X peaks, written to "
+                        "bench/results/static/ (see zaya_ops.bench.static)")
+    p.add_argument("--so", type=Path, default=None,
+                   help="--static: the library to read (default: zaya_ops' own _C*.so)")
+    p.add_argument("--no-hip", action="store_true", help="--static: skip the HIP part (tools/check_hip.sh)")
     return p
 
 
@@ -106,6 +114,10 @@ def log(msg: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.static:
+        from . import static as S
+
+        return S.main(args.so, args.out, hip=not args.no_hip, write=not args.no_write, log=log)
     if args.list:
         dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         for name, b in C.REGISTRY.items():
