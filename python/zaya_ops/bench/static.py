@@ -123,23 +123,40 @@ def inner_loop(instrs: list[tuple[int, str | None]], loops: list[tuple[int, int]
 # --------------------------------------------------------------------------------------------------
 
 
-def parse_res_usage(text: str) -> dict[str, dict[str, Any]]:
-    """``cuobjdump -res-usage``: {mangled name: {arch, REG, STACK, SHARED, LOCAL, ...}}."""
-    out: dict[str, dict[str, Any]] = {}
+def _functions(text: str, header: str):
+    """(arch, function or None, line) over cuobjdump's text: ``header`` is the regex of a function's
+    first line (group 1 its mangled name); the arch comes from the preceding 'arch = ' line."""
     arch, fn = None, None
     for line in text.splitlines():
         m = re.match(r"\s*arch = (\S+)", line)
         if m:
-            arch = m.group(1)
+            arch, fn = m.group(1), None
             continue
-        m = re.match(r"\s*Function (\S+):\s*$", line)
+        m = re.match(header, line)
         if m:
             fn = m.group(1)
+            yield arch, fn, None
             continue
-        if fn is not None and "REG:" in line:
+        yield arch, fn, line
+
+
+def _summarise(funcs: dict[str, list[tuple[int, str | None]]], loops: dict[str, list[tuple[int, int]]]):
+    out = {}
+    for fn, instrs in funcs.items():
+        k = Mix()
+        for _, cls in instrs:
+            k.add(cls)
+        out[fn] = {"mix": k.summary(), "inner_loop": inner_loop(instrs, loops[fn])}
+    return out
+
+
+def parse_res_usage(text: str) -> dict[str, dict[str, Any]]:
+    """``cuobjdump -res-usage``: {mangled name: {arch, REG, STACK, SHARED, LOCAL, ...}}."""
+    out: dict[str, dict[str, Any]] = {}
+    for arch, fn, line in _functions(text, r"\s*Function (\S+):\s*$"):
+        if fn is not None and line is not None and "REG:" in line:
             vals = {k: int(v) for k, v in re.findall(r"(\w+)(?:\[\d+\])?:(\d+)", line)}
             out[f"{arch}:{fn}"] = {"arch": arch, "name": fn} | vals
-            fn = None
     return out
 
 
@@ -173,23 +190,15 @@ def parse_sass(text: str) -> dict[str, dict[str, Any]]:
     """``cuobjdump -sass``: {arch:mangled name: {"mix": the kernel's, "inner_loop": ...}}."""
     funcs: dict[str, list[tuple[int, str | None]]] = {}
     loops: dict[str, list[tuple[int, int]]] = {}
-    arch, fn = None, None
-    for line in text.splitlines():
-        m = re.match(r"\s*arch = (\S+)", line)
-        if m:
-            arch = m.group(1)
+    for arch, name, line in _functions(text, r"\s*Function : (\S+)"):
+        if name is None:
             continue
-        m = re.match(r"\s*Function : (\S+)", line)
-        if m:
-            fn = f"{arch}:{m.group(1)}"
+        fn = f"{arch}:{name}"
+        if line is None:
             funcs[fn], loops[fn] = [], []
             continue
-        if fn is None:
-            continue
         m = _SASS_INSTR.search(line)
-        if not m:
-            continue
-        if (m.group(2) or "").strip() == "@!PT":
+        if not m or (m.group(2) or "").strip() == "@!PT":
             continue
         addr, op, ops = int(m.group(1), 16), m.group(3), m.group(5)
         funcs[fn].append((addr, SASS_CLASSES.get(op)))
@@ -197,13 +206,7 @@ def parse_sass(text: str) -> dict[str, dict[str, Any]]:
             t = re.search(r"0x([0-9a-f]+)", ops)
             if t and int(t.group(1), 16) <= addr:
                 loops[fn].append((int(t.group(1), 16), addr))
-    out = {}
-    for fn, instrs in funcs.items():
-        k = Mix()
-        for _, cls in instrs:
-            k.add(cls)
-        out[fn] = {"mix": k.summary(), "inner_loop": inner_loop(instrs, loops[fn])}
-    return out
+    return _summarise(funcs, loops)
 
 
 # H100 SXM (sm_90) per-SM limits, from NVIDIA's CUDA occupancy calculator data for compute capability 9.0.
@@ -367,13 +370,7 @@ def parse_hip_isa(text: str) -> dict[str, dict[str, Any]]:
             if t and t.group(1) in labels:
                 loops[fn].append((labels[t.group(1)], idx))
         idx += 1
-    out = {}
-    for fn, instrs in funcs.items():
-        k = Mix()
-        for _, cls in instrs:
-            k.add(cls)
-        out[fn] = {"mix": k.summary(), "inner_loop": inner_loop(instrs, loops[fn])}
-    return out
+    return _summarise(funcs, loops)
 
 
 def run_hip(root: Path, archs: str = "gfx940 gfx90a") -> list[dict[str, Any]]:
@@ -450,7 +447,9 @@ def _yes(r: dict[str, Any], key: str) -> str:
 def to_markdown(report: dict[str, Any]) -> str:
     lines = [f"# Static kernel report ({report['stamp']}, commit {report.get('commit')})", "",
              "Made by `python -m zaya_ops.bench --static` from the built library (cuobjdump) and "
-             "tools/check_hip.sh's assembly. Nothing here ran on a GPU.", ""]
+             "tools/check_hip.sh's assembly. Nothing here ran on a GPU.", "",
+             f"CUDA library: `{report.get('library')}`" + (f"; label: {report['label']}" if report.get("label") else "")
+             + (f"; HIP rows from `{report['hip_rows_from']}`" if report.get("hip_rows_from") else ""), ""]
     cuda = [r for r in report["cuda"] if "error" not in r]
     if cuda:
         lines += ["## CUDA", "", "| kernel | arch | regs | stack/local | smem (static) | threads | H100 occupancy "
@@ -490,7 +489,7 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_report(so: Path | None, root: Path, hip: bool = True) -> dict[str, Any]:
+def build_report(so: Path | None, root: Path, hip: bool = True, hip_rows: Path | None = None) -> dict[str, Any]:
     from .harness import git_commit, utc_stamp  # noqa: PLC0415
 
     report: dict[str, Any] = {"schema": "zaya_ops.bench.static/1", "stamp": utc_stamp(), "commit": git_commit(),
@@ -500,7 +499,10 @@ def build_report(so: Path | None, root: Path, hip: bool = True) -> dict[str, Any
             report["cuda"] = run_cuda(so)
         except (RuntimeError, subprocess.CalledProcessError) as e:
             report["cuda"] = [{"backend": "cuda", "error": str(e)}]
-    if hip:
+    if hip_rows is not None:  # rows an earlier run_hip of the same tree saved (check_hip.sh is slow)
+        report["hip"] = json.loads(Path(hip_rows).read_text())
+        report["hip_rows_from"] = str(hip_rows)
+    elif hip:
         report["hip"] = run_hip(root)
     report["model"] = expected_times()
     return report
@@ -513,20 +515,24 @@ def default_library() -> Path | None:
     return found[0] if found else None
 
 
-def main(so: Path | None, out_dir: Path | None, hip: bool, write: bool, log=print) -> int:
+def main(so: Path | None, out_dir: Path | None, hip: bool, write: bool, log=print, hip_rows: Path | None = None,
+         label: str | None = None) -> int:
     from .harness import repo_root  # noqa: PLC0415
 
     root = repo_root() or Path.cwd()
     so = so or default_library()
-    report = build_report(so, root, hip=hip)
+    report = build_report(so, root, hip=hip, hip_rows=hip_rows)
+    if label:
+        report["label"] = label
     md = to_markdown(report)
     print(md)
     if write:
         out_dir = out_dir or (root / "bench" / "results" / "static")
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / f"static-{report['stamp']}.json").write_text(json.dumps(report, indent=1) + "\n")
-        (out_dir / f"static-{report['stamp']}.md").write_text(md)
-        log(f"wrote {out_dir}/static-{report['stamp']}.json and .md")
+        name = f"static-{report['stamp']}" + (f"-{label}" if label else "")
+        (out_dir / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
+        (out_dir / f"{name}.md").write_text(md)
+        log(f"wrote {out_dir}/{name}.json and .md")
     bad = [r for r in report["cuda"] + report["hip"] if "error" in r]
     return 1 if bad else 0
 
