@@ -373,11 +373,12 @@ def parse_hip_isa(text: str) -> dict[str, dict[str, Any]]:
     return _summarise(funcs, loops)
 
 
-def run_hip(root: Path, archs: str = "gfx940 gfx90a") -> list[dict[str, Any]]:
-    """Runs tools/check_hip.sh (default variant), parses its table and ISA; rows per kernel and arch."""
+def run_hip(root: Path, archs: str = "gfx940 gfx90a", files: list[str] | None = None) -> list[dict[str, Any]]:
+    """Runs tools/check_hip.sh (default variant; all hip/*.hip or ``files``), parses its table and ISA;
+    rows per kernel and arch."""
     with tempfile.TemporaryDirectory() as isa_dir:
         env = os.environ | {"ZAYA_HIP_ISA_DIR": isa_dir, "ZAYA_HIP_VARIANTS": "default", "ZAYA_HIP_ARCHS": archs}
-        res = subprocess.run([str(root / "tools" / "check_hip.sh")], cwd=root, env=env, capture_output=True,
+        res = subprocess.run([str(root / "tools" / "check_hip.sh"), *(files or [])], cwd=root, env=env, capture_output=True,
                              text=True, check=False)
         rows = parse_check_hip(res.stdout)
         isa: dict[tuple[str, str], dict[str, Any]] = {}
