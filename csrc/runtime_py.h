@@ -10,7 +10,7 @@
 
 namespace zaya::runtime {
 
-// Adds `<prefix>runtime_counters()` and `<prefix>set_hopper_paths(state)` to module m.
+// Adds `<prefix>runtime_counters()` and `<prefix>set_hopper_paths(state)`, `<prefix>set_kernels_v1(state)` to module m.
 inline void bind_runtime(pybind11::module_& m, const std::string& prefix) {
   m.def(
       (prefix + "runtime_counters").c_str(),
@@ -30,6 +30,9 @@ inline void bind_runtime(pybind11::module_& m, const std::string& prefix) {
   m.def((prefix + "set_hopper_paths").c_str(), &set_hopper_opt_in, pybind11::arg("state"),
         "Selects the Hopper (wgmma/TMA) kernels: 1 on, 0 off, -1 read ZAYA_WGMMA at the next launch. Returns "
         "the previous state.");
+  m.def((prefix + "set_kernels_v1").c_str(), &set_kernels_v1, pybind11::arg("state"),
+        "Selects the version-1 mma.sync kernels (scalar fragment loads, no ldmatrix): 1 on, 0 off, -1 read "
+        "ZAYA_KERNELS=v1 at the next launch. Returns the previous state.");
 }
 
 }  // namespace zaya::runtime

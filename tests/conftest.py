@@ -40,6 +40,11 @@ def _hopper_gpu() -> bool:
 # zaya_ops._library.hopper_paths, since the launchers read ZAYA_WGMMA only once per process): on the
 # 32-lane emulator always, on a real GPU when it is a Hopper. Tests of ops that have such kernels add these.
 HOPPER_TARGETS = (["cuda-wgmma"] if _hopper_gpu() else []) + (["emu32-wgmma"] if "emu32" in EMULATORS else [])
+# The version-1 mma.sync kernels (scalar fragment loads, no ldmatrix: zaya_ops._library.kernels_v1), which
+# exist where the 32-lane kernels run: an NVIDIA GPU and the 32-lane emulator. The tests of cca_attention,
+# router and moe_top1 add these, so that both versions pass the same tests.
+V1_TARGETS = (["cuda-v1"] if torch.cuda.is_available() and torch.version.hip is None else []) + (
+    ["emu32-v1"] if "emu32" in EMULATORS else [])
 
 
 _FAKES_REGISTERED: set[str] = set()
@@ -61,11 +66,13 @@ def _register_emulator_fakes(ns: str) -> None:
 def use_target(target: str, monkeypatch) -> str:
     """Route the zaya_ops wrappers to ``target``'s kernels; returns the torch device for its tensors.
     A "-wgmma" suffix selects the Hopper kernels (the switch zaya_ops._library.hopper_paths, restored
-    after the test), see HOPPER_TARGETS; other targets run with them off."""
-    from zaya_ops._library import hopper_paths
+    after the test), see HOPPER_TARGETS; a "-v1" suffix the version-1 mma.sync kernels
+    (zaya_ops._library.kernels_v1), see V1_TARGETS; other targets run with both off."""
+    from zaya_ops._library import hopper_paths, kernels_v1
 
     monkeypatch.setattr(hopper_paths, "state", target.endswith("-wgmma"))
-    target = target.removesuffix("-wgmma")
+    monkeypatch.setattr(kernels_v1, "state", target.endswith("-v1"))
+    target = target.removesuffix("-wgmma").removesuffix("-v1")
     if target.startswith("emu"):
         import zaya_ops.ops
 

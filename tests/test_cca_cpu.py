@@ -21,7 +21,7 @@ import importlib
 import pytest
 import torch
 
-from conftest import HOPPER_TARGETS, KERNEL_TARGETS, use_target
+from conftest import HOPPER_TARGETS, KERNEL_TARGETS, V1_TARGETS, use_target
 from zaya_ops import ops, reference as ref, samples
 from zaya_ops import tolerances as tol
 from zaya_ops._selftest import one_thread
@@ -141,11 +141,11 @@ def test_qkv_strided_inputs(dt):
 GPU_HEAD_DIMS = (64, 128, 256)
 
 
-@pytest.fixture(params=KERNEL_TARGETS + HOPPER_TARGETS)
+@pytest.fixture(params=KERNEL_TARGETS + HOPPER_TARGETS + V1_TARGETS)
 def target(request, monkeypatch) -> tuple[str, str]:
     """(kernel target name, device of its tensors): see conftest.KERNEL_TARGETS, plus the Hopper (wgmma)
     kernel for head dims 64 and 128 (conftest.HOPPER_TARGETS; head dim 256 falls back to the portable
-    kernel there)."""
+    kernel there) and the version-1 kernels (conftest.V1_TARGETS)."""
     return request.param, use_target(request.param, monkeypatch)
 
 
@@ -421,19 +421,22 @@ def _poison(kw: dict, case: str) -> None:
 
 
 @pytest.mark.parametrize("dt", DTYPES)
-@pytest.mark.parametrize("layout", ["prefill", "decode-splits"])
+@pytest.mark.parametrize("layout", ["prefill", "decode", "decode-splits"])
 @pytest.mark.parametrize("case", NONFINITE_CASES)
 def test_attention_nonfinite_inputs_match_the_reference(case, layout, dt, target):
     """NaN and infinite q, k or v give the reference's special values: lse as torch.logsumexp over the
     visible scores (NaN if one is NaN, +inf if one is +inf, -inf if all are -inf: a NaN q row used to
     give -inf), out NaN where the reference's is; the other rows unchanged and accurate. "decode-splits"
     has too few blocks for the GPU (the emulator reports 4 SMs), so the GPU kernel splits the keys and
-    its combine merges the special values."""
+    its combine merges the special values; "decode" fills the emulator's 4 SMs with (sequence, KV head)
+    blocks, so one block sees every key and its warps' merge (the decode kernel) carries them."""
     dtype = DTYPES[dt]
     if is_gpu(target) and dtype == torch.float32:
         pytest.skip("the GPU kernels take bf16/fp16 (fp32 raises NotImplementedError, tested above)")
     if layout == "prefill":
         kw = attn_args((5, 1, 11), (0, 3, 6), (4, 2, 64), dtype, seed=21, block_size=8)
+    elif layout == "decode":
+        kw = attn_args((1, 1, 1, 1), (300, 40, 7, 200), (4, 1, 64), dtype, seed=23, block_size=16)
     else:
         kw = attn_args((1, 1), (300, 40), (4, 1, 64), dtype, seed=22, block_size=16)
     _poison(kw, case)
@@ -446,7 +449,7 @@ def test_attention_nonfinite_inputs_match_the_reference(case, layout, dt, target
     out, lse = ops.cca_attention(**{k: v.to(target[1]) if isinstance(v, torch.Tensor) else v for k, v in kw.items()})
     out, lse = out.cpu(), lse.cpu()
     if emu:  # the forward kernel, plus the combine when the keys are split
-        assert emu.launches() - before == (1 if layout == "prefill" else 2)
+        assert emu.launches() - before == (2 if layout == "decode-splits" else 1)
     for name, got, want, want32 in (("lse", lse, lse_ref, lse32), ("out", out, out_ref, out32)):
         bad = (_special(got) != _special(want)).nonzero().tolist()
         assert not bad, (f"{name}: special values differ at {bad[:4]}: got {[got[tuple(i)].item() for i in bad[:4]]}, "

@@ -256,18 +256,21 @@ def _per_lane(flat, n):
 
 @needs_emu
 @pytest.mark.parametrize("target", EMULATORS)
-@pytest.mark.parametrize("kind", ["a", "b_nk", "b_kn"])
+@pytest.mark.parametrize("kind", ["a", "b_nk", "b_kn", "a_ldsm", "b_nk_ldsm", "b_kn_ldsm"])
 @pytest.mark.parametrize("ld", [16, 24, 40])
 def test_mma_cuh_loaders_match_the_instruction_layout(target, kind, ld):
-    """Every lane's registers after mma.cuh's load_a / load_b_nk / load_b_kn hold exactly the
-    operand elements CuTe (mma.sync) or composable_kernel (MFMA) say the instruction takes there."""
+    """Every lane's registers after mma.cuh's load_a / load_b_nk / load_b_kn (and their ldmatrix forms
+    load_*_v<true>, 32-lane only) hold exactly the operand elements CuTe (mma.sync) or composable_kernel
+    (MFMA) say the instruction takes there."""
+    if kind.endswith("_ldsm") and target != "emu32":
+        pytest.skip("ldmatrix: 32-lane warps only")
     emu = _emu(target)
     warp = emu.warp_size
     regs = emu.mma_loader_regs(kind, ld)
     halves = len(regs) // warp
     got = [[(v >> 8, v & 0xFF) for v in lane] for lane in _per_lane(regs, halves)]
     a, b, _ = expected_maps(warp)
-    want = a if kind == "a" else b
+    want = a if kind.startswith("a") else b
     assert got == want, _diff(got, want, f"{target} {kind} ld={ld}")
 
 
@@ -583,3 +586,89 @@ def test_cute_a_and_b_share_the_k_pairing():
     for lane, v in itertools.product(range(32), range(0, 4, 2)):
         k0, n0 = cute_mma_b(lane, v)
         assert cute_mma_b(lane, v + 1) == (k0 + 1, n0)
+
+
+# ------------------------------------------------------------------------------------------------
+# ldmatrix (mma.cuh ldmatrix<N, kTrans> and the load_*_v<true> loaders of the version-2 kernels)
+# ------------------------------------------------------------------------------------------------
+# cute/atom/copy_traits_sm75.hpp of CUTLASS above (the newest commit touching it there:
+# 0d2b201e8c1c4a03efa6e9c468161916e2334725). ThrID = Layout<_32>; the maps go from (thread, value) to the
+# bit of the source, the N 8x8 matrices of 16-bit elements with their rows stacked (128 bits a row):
+#   Copy_Traits<SM75_U32x1_LDSM_N>  SrcLayout = Layout<Shape <Shape <  _8,_4>,_128>, Stride<Stride<_128,_0>,  _1>>
+#                                   DstLayout = Layout<Shape <_32,_32>, Stride<_32, _1>>
+#   Copy_Traits<SM75_U32x2_LDSM_N>  SrcLayout = Layout<Shape <Shape < _16,_2>,_128>, Stride<Stride<_128,_0>,  _1>>
+#                                   DstLayout = Layout<Shape <_32,Shape <_32,   _2>>, Stride<_32,Stride< _1,_1024>>>
+#   Copy_Traits<SM75_U32x4_LDSM_N>  SrcLayout = Layout<Shape < _32,_128>, Stride<_128,  _1>>
+#                                   DstLayout = Layout<Shape <_32,Shape <_32,   _4>>, Stride<_32,Stride< _1,_1024>>>
+#   Copy_Traits<SM75_U16x2_LDSM_T>  SrcLayout as U32x1_LDSM_N
+#                                   DstLayout = Layout<Shape <Shape <  _4, _8>,Shape <_16,  _2>>,
+#                                                      Stride<Stride<_256,_16>,Stride< _1,_128>>>
+#   Copy_Traits<SM75_U16x4_LDSM_T>  SrcLayout as U32x2_LDSM_N
+#                                   DstLayout = Layout<Shape <Shape <  _4, _8>,Shape <_16,  _2,   _2>>,
+#                                                      Stride<Stride<_256,_16>,Stride< _1,_128,_1024>>>
+#   Copy_Traits<SM75_U16x8_LDSM_T>  SrcLayout as U32x4_LDSM_N
+#                                   DstLayout = Layout<Shape <Shape <  _4, _8>,Shape <_16,  _2,   _4>>,
+#                                                      Stride<Stride<_256,_16>,Stride< _1,_128,_1024>>>
+# A stride-0 thread mode in SrcLayout: those threads name the same rows as the first ones (the PTX ISA:
+# only threads 0..8N-1 supply addresses); the row a thread supplies is SrcLayout(t, 0) / 128.
+LDSM_SRC = {1: Layout(((8, 4), 128), ((128, 0), 1)), 2: Layout(((16, 2), 128), ((128, 0), 1)),
+            4: Layout((32, 128), (128, 1))}
+LDSM_DST_N = {1: Layout((32, 32), (32, 1)), 2: Layout((32, (32, 2)), (32, (1, 1024))),
+              4: Layout((32, (32, 4)), (32, (1, 1024)))}
+LDSM_DST_T = {1: Layout(((4, 8), (16, 2)), ((256, 16), (1, 128))),
+              2: Layout(((4, 8), (16, 2, 2)), ((256, 16), (1, 128, 1024))),
+              4: Layout(((4, 8), (16, 2, 4)), ((256, 16), (1, 128, 1024)))}
+
+
+def cute_ldsm_regs(n, trans, rows):
+    """Per lane, the n 32-bit registers CuTe's LDSM traits say ldmatrix.x<n>[.trans] delivers when lane t
+    supplies the address of tile row rows[t] and tile element (r, c) holds (r << 8) | c."""
+    supplier = {}
+    for t in range(32):  # the first thread naming a stacked row supplies it
+        supplier.setdefault(LDSM_SRC[n](t, 0) // 128, t)
+
+    def element(bit):
+        assert bit % 16 == 0
+        k, c = bit // 128, (bit % 128) // 16  # stacked row, element within the row
+        return (rows[supplier[k]] << 8) | c
+
+    out = []
+    for lane in range(32):
+        for j in range(n):
+            if trans:
+                lo, hi = (LDSM_DST_T[n](lane, 16 * h + 32 * j) for h in (0, 1))
+            else:
+                lo, hi = LDSM_DST_N[n](lane, 32 * j), LDSM_DST_N[n](lane, 32 * j + 16)
+            out.append(element(lo) | (element(hi) << 16))
+    return out
+
+
+def test_cute_ldsm_sources_cover_the_matrices():
+    for n in (1, 2, 4):
+        assert sorted({LDSM_SRC[n](t, 0) // 128 for t in range(32)}) == list(range(8 * n))
+        for dst in (LDSM_DST_N[n], LDSM_DST_T[n]):  # every 16-bit element delivered once
+            bits = sorted(dst(lane, v) for lane in range(32) for v in range(0, 32 * n, 16))
+            assert bits == list(range(0, 128 * 8 * n, 16))
+
+
+@pytest.mark.skipif("emu32" not in EMULATORS, reason="ldmatrix exists on the 32-lane emulator only")
+@pytest.mark.parametrize("n", [1, 2, 4])
+@pytest.mark.parametrize("trans", [False, True], ids=["N", "T"])
+@pytest.mark.parametrize("ld", [8, 40])
+def test_emulated_ldmatrix_matches_cute_copy_atoms(n, trans, ld):
+    """The emulated ldmatrix (which lane's address feeds which row, which lanes receive which words)
+    against CuTe's SM75 LDSM copy traits, with every lane naming a different row (a permutation), so that
+    a wrong supplier lane, or a use of the addresses of lanes >= 8n, changes the result."""
+    emu = _emu("emu32")
+    g = torch.Generator().manual_seed(100 * n + ld + trans)
+    rows = torch.randperm(32, generator=g).tolist()
+    got = emu.ldmatrix_regs(n, trans, rows, ld)
+    want = cute_ldsm_regs(n, trans, rows)
+    assert got == want, _diff(_per_lane(got, n), _per_lane(want, n), f"ldmatrix x{n} trans={trans}")
+
+
+@pytest.mark.skipif("emu32" not in EMULATORS, reason="ldmatrix exists on the 32-lane emulator only")
+def test_emulated_ldmatrix_refuses_unaligned_rows():
+    emu = _emu("emu32")
+    with pytest.raises(RuntimeError, match="16-byte aligned"):
+        emu.ldmatrix_regs(4, False, list(range(32)), 12)  # row 1 starts 24 bytes in

@@ -14,13 +14,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import HOPPER_TARGETS, KERNEL_TARGETS, use_target
+from conftest import HOPPER_TARGETS, KERNEL_TARGETS, V1_TARGETS, use_target
 from zaya_ops import ops, reference, samples
 from zaya_ops import tolerances as tol
 from zaya_ops.tolerances import require
 
 # The GPU kernels, and their Hopper (wgmma) matrix kernels where they can run (conftest.HOPPER_TARGETS).
-GPU_TARGETS = [t for t in KERNEL_TARGETS if t != "cpu"] + HOPPER_TARGETS
+# The version-1 kernels (scalar fragment loads) too (conftest.V1_TARGETS).
+GPU_TARGETS = [t for t in KERNEL_TARGETS if t != "cpu"] + HOPPER_TARGETS + V1_TARGETS
 BF16, FP16 = torch.bfloat16, torch.float16
 SIZES = [(264, 48, 4), (200, 136, 16), (72, 40, 1)]  # (H, I, E)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import KERNEL_TARGETS, V1_TARGETS, use_target
 from test_router_moe_cpu import CXX_BAD, _router_kwargs, check_router
 from zaya_ops import ops, samples
 
@@ -28,6 +29,12 @@ def _on(kw: dict, device: str) -> dict:
 
 def _kwargs(device, T, H, R, E, dtype=BF16, first_layer=False, seed=0, skip_bias=None) -> dict:
     return _on(_router_kwargs(T, H, R, E, dtype, first_layer, seed=seed, skip_bias=skip_bias), device)
+
+
+@pytest.fixture(params=KERNEL_TARGETS + V1_TARGETS)
+def kernel_device(request, monkeypatch) -> str:
+    """conftest's kernel targets plus the version-1 kernels (conftest.V1_TARGETS)."""
+    return use_target(request.param, monkeypatch)
 
 
 def _gpu_target(request) -> bool:

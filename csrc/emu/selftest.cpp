@@ -163,22 +163,30 @@ __global__ void loader_kernel(uint16_t* out, int kind, int ld) {
   for (int i = lane; i < 16 * ld; i += vendor::kWarpSize) {
     const int r = i / ld, c = i % ld;
     // storage (r, c) holds operand element (c, r) for the n-major B tile, (r, c) otherwise
-    s[i] = c >= 16 ? 0xFFFF : kind == 1 ? static_cast<uint16_t>((c << 8) | r) : static_cast<uint16_t>((r << 8) | c);
+    s[i] = c >= 16 ? 0xFFFF : kind % 3 == 1 ? static_cast<uint16_t>((c << 8) | r) : static_cast<uint16_t>((r << 8) | c);
   }
   __syncthreads();
-  if (kind == 0) {
-    const mma::FragA f = mma::load_a(s, ld, lane);
+  if (kind % 3 == 0) {
+    const mma::FragA f = kind == 0 ? mma::load_a(s, ld, lane) : mma::load_a_v<true>(s, ld, lane);
     std::memcpy(out + lane * kHalvesA, &f, sizeof f);
   } else {
-    const mma::FragB f = kind == 1 ? mma::load_b_nk(s, ld, lane) : mma::load_b_kn(s, ld, lane);
+    const mma::FragB f = kind == 1   ? mma::load_b_nk(s, ld, lane)
+                         : kind == 2 ? mma::load_b_kn(s, ld, lane)
+                         : kind == 4 ? mma::load_b_nk_v<true>(s, ld, lane)
+                                     : mma::load_b_kn_v<true>(s, ld, lane);
     std::memcpy(out + lane * kHalvesB, &f, sizeof f);
   }
 }
 
 std::vector<int64_t> loader_regs(const std::string& kind, int ld) {
-  const int k = kind == "a" ? 0 : kind == "b_nk" ? 1 : kind == "b_kn" ? 2 : -1;
-  if (k < 0) throw std::invalid_argument("mma_loader_regs: kind must be 'a', 'b_nk' or 'b_kn', got '" + kind + "'");
+  const int k = kind == "a" ? 0 : kind == "b_nk" ? 1 : kind == "b_kn" ? 2 : kind == "a_ldsm" ? 3 : kind == "b_nk_ldsm" ? 4
+              : kind == "b_kn_ldsm" ? 5 : -1;
+  if (k < 0)
+    throw std::invalid_argument("mma_loader_regs: kind must be 'a', 'b_nk', 'b_kn' or one of them + '_ldsm', got '" +
+                                kind + "'");
   if (ld < 16 || ld % 2 != 0) throw std::invalid_argument("mma_loader_regs: ld must be even and >= 16");
+  if (k >= 3 && (vendor::kWarpSize != 32 || ld % 8 != 0))
+    throw std::invalid_argument("mma_loader_regs: the ldmatrix loaders need the 32-lane emulator and ld % 8 == 0");
   std::vector<uint16_t> out(vendor::kWarpSize * std::max(kHalvesA, kHalvesB), 0xFFFF);
   if (const char* e = vendor::launch(&loader_kernel, dim3(1), dim3(vendor::kWarpSize), static_cast<size_t>(16 * ld * 2), nullptr,
                                      out.data(), k, ld))
@@ -186,6 +194,40 @@ std::vector<int64_t> loader_regs(const std::string& kind, int ld) {
   out.resize(vendor::kWarpSize * (k == 0 ? kHalvesA : kHalvesB));
   return {out.begin(), out.end()};
 }
+
+#if ZAYA_EMU_WARP_SIZE == 32
+// One warp: a 32-row tile (ld elements per row) whose element (r, c) holds (r << 8) | c; lane l supplies
+// the address of row rows[l] to one ldmatrix<N, trans>; out[lane][i] = its register i.
+template <int N, bool kTrans>
+__global__ void ldmatrix_kernel(uint32_t* out, const int* rows, int ld) {
+  uint16_t* s = vendor::dynamic_smem<uint16_t>();
+  const int lane = static_cast<int>(threadIdx.x);
+  for (int i = lane; i < 32 * ld; i += vendor::kWarpSize) s[i] = static_cast<uint16_t>(((i / ld) << 8) | (i % ld));
+  __syncthreads();
+  uint32_t r[N];
+  mma::ldmatrix<N, kTrans>(r, s + rows[lane] * ld);
+  for (int i = 0; i < N; ++i) out[lane * N + i] = r[i];
+}
+
+std::vector<int64_t> ldmatrix_regs(int n, bool trans, const std::vector<int64_t>& rows, int ld) {
+  if (rows.size() != 32) throw std::invalid_argument("ldmatrix_regs: rows must name one row (0..31) per lane");
+  for (int64_t r : rows)
+    if (r < 0 || r >= 32) throw std::invalid_argument("ldmatrix_regs: rows must be in 0..31");
+  // ld % 8 != 0 puts rows off 16-byte boundaries: the emulated instruction must refuse them
+  if (ld < 8 || ld % 4 != 0 || ld > 256) throw std::invalid_argument("ldmatrix_regs: ld must be a multiple of 4 in 8..256");
+  std::vector<int> rv(rows.begin(), rows.end());
+  std::vector<uint32_t> out(32 * n, 0);
+  const size_t smem = static_cast<size_t>(32 * ld * 2);
+  const char* e = nullptr;
+  auto run = [&](auto kernel) { e = vendor::launch(kernel, dim3(1), dim3(32), smem, nullptr, out.data(), static_cast<const int*>(rv.data()), ld); };
+  if (n == 1) trans ? run(&ldmatrix_kernel<1, true>) : run(&ldmatrix_kernel<1, false>);
+  else if (n == 2) trans ? run(&ldmatrix_kernel<2, true>) : run(&ldmatrix_kernel<2, false>);
+  else if (n == 4) trans ? run(&ldmatrix_kernel<4, true>) : run(&ldmatrix_kernel<4, false>);
+  else throw std::invalid_argument("ldmatrix_regs: n must be 1, 2 or 4");
+  if (e) throw std::runtime_error(e);
+  return {out.begin(), out.end()};
+}
+#endif
 
 // (row, col) of accumulator i of each lane, as the kernels store them (mma::c_row / c_col), and the
 // row the row-reduction helpers assign it (slot_row(lane, c_slot(i))).
@@ -419,7 +461,13 @@ void zaya_emu_bind_probes(pybind11::module_& m) {
   using pybind11::arg;
   m.def("mma_loader_regs", &p::loader_regs, arg("kind"), arg("ld") = 16,
         "Each lane's mma.cuh fragment registers (16-bit halves in register order, lane-major) after loading a 16x16 "
-        "operand whose element (row, col) holds (row << 8) | col: kind 'a' (load_a), 'b_nk' or 'b_kn'.");
+        "operand whose element (row, col) holds (row << 8) | col: kind 'a' (load_a), 'b_nk' or 'b_kn', or with '_ldsm' "
+        "the ldmatrix forms (load_a_v<true> & co., 32-lane emulator).");
+#if ZAYA_EMU_WARP_SIZE == 32
+  m.def("ldmatrix_regs", &p::ldmatrix_regs, arg("n"), arg("trans"), arg("rows"), arg("ld") = 8,
+        "One emulated ldmatrix.x<n>[.trans] (mma.cuh) on a 32-row tile whose element (r, c) holds (r << 8) | c; "
+        "lane l supplies the address of row rows[l]. Returns each lane's n 32-bit registers, lane-major.");
+#endif
   m.attr("mma_row_lanes") = zaya::mma::kRowLanes;  // lanes sharing an accumulator row (shfl_xor butterfly)
   m.def("mma_accumulator_map", &p::accumulator_map,
         "(c_row, c_col, slot_row(lane, c_slot(i))) of accumulator i of each lane, lane-major (mma.cuh).");

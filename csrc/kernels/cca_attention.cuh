@@ -24,7 +24,9 @@
 //   64   4      64      64        9.2 + 9.2 + 9.2 + 9.2 KiB = 36 KiB
 //   128  4      64      32        17 + 8.5 + 8.5 + 5 KiB    = 39 KiB
 //   256  2      32      16        16.5 + 8.3 + 8.3 + 1.5 KiB = 34.5 KiB  (not tuned)
-// (static shared memory stays under CUDA's 48 KiB; no cp.async or ldmatrix, as the emulator has none).
+// (static shared memory stays under CUDA's 48 KiB; no cp.async here). CUDA loads the fragments with
+// ldmatrix.x4 (Q, K, P) and ldmatrix.x4.trans (V) (mma.cuh load_*_v<true>: one instruction per 16 x 16
+// operand instead of 8 32-bit or, for V, 16 16-bit loads); ZAYA_KERNELS=v1 selects the scalar loads.
 // CDNA, D <= 128: Q is read into registers once (A fragments) and its region then holds K, V and P:
 // 27 KiB (D = 64) and 22 KiB (D = 128), so two blocks share a CU's 64 KiB of LDS.
 // Query tiles are launched costliest (latest, longest causal prefix) first.
@@ -177,7 +179,8 @@ ZAYA_DEV void load_kv(uint16_t* Ks, uint16_t* Vs, const CcaAttentionArgs& a, con
 }
 
 // grid (tiles, nkv * splits, B), block Cfg<D>::kThreads. keys_per_split: a multiple of kBK.
-template <class T, int D>
+// kLdsm: fragments through ldmatrix (mma.cuh load_*_v; CUDA), else scalar loads (ZAYA_KERNELS=v1, CDNA).
+template <class T, int D, bool kLdsm>
 __global__ void __launch_bounds__(Cfg<D>::kThreads)
     cca_attention_fwd(CcaAttentionArgs a, int64_t tiles, int64_t keys_per_split) {
   using C = Cfg<D>;
@@ -237,7 +240,7 @@ __global__ void __launch_bounds__(Cfg<D>::kThreads)
   if constexpr (kQRegs) {
     __syncthreads();  // Q is written
 #pragma unroll
-    for (int kd = 0; kd < D / 16; ++kd) q_frag[kd] = mma::load_a(Qw + kd * 16, C::kLd, lane);
+    for (int kd = 0; kd < D / 16; ++kd) q_frag[kd] = mma::load_a_v<kLdsm>(Qw + kd * 16, C::kLd, lane);
     // The loop's first barrier orders these reads before K, V and P overwrite the region.
   }
 
@@ -251,10 +254,10 @@ __global__ void __launch_bounds__(Cfg<D>::kThreads)
       for (int nt = 0; nt < C::kBK / 16; ++nt) mma::zero(sc[nt]);
 #pragma unroll
       for (int kd = 0; kd < D / 16; ++kd) {
-        const mma::FragA qa = kQRegs ? q_frag[kQRegs ? kd : 0] : mma::load_a(Qw + kd * 16, C::kLd, lane);
+        const mma::FragA qa = kQRegs ? q_frag[kQRegs ? kd : 0] : mma::load_a_v<kLdsm>(Qw + kd * 16, C::kLd, lane);
 #pragma unroll
         for (int nt = 0; nt < C::kBK / 16; ++nt)
-          mma::mma<T>(sc[nt], qa, mma::load_b_nk(Ks + nt * 16 * C::kLd + kd * 16, C::kLd, lane));
+          mma::mma<T>(sc[nt], qa, mma::load_b_nk_v<kLdsm>(Ks + nt * 16 * C::kLd + kd * 16, C::kLd, lane));
       }
       // Scale to base 2 and mask: keys after the row's position, and (zero-filled) keys past ke.
       float mx[kR];
@@ -299,12 +302,12 @@ __global__ void __launch_bounds__(Cfg<D>::kThreads)
     if (active) {
       mma::FragA pa[C::kBK / 16];
 #pragma unroll
-      for (int kk = 0; kk < C::kBK / 16; ++kk) pa[kk] = mma::load_a(Pw + kk * 16, C::kLdP, lane);
+      for (int kk = 0; kk < C::kBK / 16; ++kk) pa[kk] = mma::load_a_v<kLdsm>(Pw + kk * 16, C::kLdP, lane);
 #pragma unroll
       for (int nd = 0; nd < D / 16; ++nd) {
 #pragma unroll
         for (int kk = 0; kk < C::kBK / 16; ++kk)
-          mma::mma<T>(o[nd], pa[kk], mma::load_b_kn(Vs + kk * 16 * C::kLd + nd * 16, C::kLd, lane));
+          mma::mma<T>(o[nd], pa[kk], mma::load_b_kn_v<kLdsm>(Vs + kk * 16 * C::kLd + nd * 16, C::kLd, lane));
       }
     }
   }
@@ -483,8 +486,14 @@ const char* launch_typed(const CcaAttentionArgs& a, int dev, int warp, vendor::s
     const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(a.nkv * a.splits),
                     static_cast<unsigned>(a.B));
     const dim3 block(static_cast<unsigned>(C::kWarps * warp));  // = C::kThreads, from the device's wave size
-    const char* err = vendor::launch(&cca_attention_fwd<T, C::kD>, grid, block, 0, stream, a, tiles,
-                                     keys_per_split<C>(a, a.splits));
+    const int64_t kps = keys_per_split<C>(a, a.splits);
+    const char* err = nullptr;
+#if ZAYA_WARP_SIZE == 32
+    if (!runtime::kernels_v1())
+      err = vendor::launch(&cca_attention_fwd<T, C::kD, true>, grid, block, 0, stream, a, tiles, kps);
+    else
+#endif
+      err = vendor::launch(&cca_attention_fwd<T, C::kD, false>, grid, block, 0, stream, a, tiles, kps);
     if (err != nullptr || a.splits == 1) return err;
     return vendor::launch(&cca_attention_combine<T>, dim3(static_cast<unsigned>(a.T)), dim3(128), 0, stream, a);
   });

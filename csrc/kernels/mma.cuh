@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstring>
+#include <string>
 #include <type_traits>
 
 #include "vendor.h"
@@ -143,6 +144,105 @@ ZAYA_DEV FragB load_b_kn(const uint16_t* s, int ld, int lane) {
   b.x[1] = pack(p[(k0 + 2) * ld], p[(k0 + 3) * ld]);
 #endif
   return b;
+}
+
+// ------------------------------------------------------------------------------------------------
+// ldmatrix (CUDA sm_75+, and the 32-lane emulator): one warp-wide instruction loads N = 1, 2 or 4 8x8
+// matrices of 16-bit elements from shared memory. Lane 8 * i + r supplies the address of row r of
+// matrix i (a 16-byte aligned run of 8 elements; lanes >= 8 * N supply nothing); register i of lane l
+// receives row l / 4, elements 2 * (l % 4) and + 1 of matrix i (low half first), or with kTrans its
+// column l / 4, rows 2 * (l % 4) and + 1. (CuTe: SM75_U32x{1,2,4}_LDSM_N, SM75_U16x{2,4,8}_LDSM_T;
+// tests/test_layouts.py checks the emulated instruction against them lane by lane.)
+#if ZAYA_WARP_SIZE == 32
+template <int N, bool kTrans>
+ZAYA_DEV void ldmatrix(uint32_t (&r)[N], const uint16_t* row) {
+  static_assert(N == 1 || N == 2 || N == 4, "ldmatrix: .x1, .x2 or .x4");
+#if defined(ZAYA_EMU)
+  const int lane = emu::lane_id();
+  if (lane < 8 * N && (reinterpret_cast<uintptr_t>(row) & 15u) != 0)
+    emu::fail("ldmatrix: the row address of lane " + std::to_string(lane) + " is not 16-byte aligned");
+  std::memcpy(emu::lane_slot(lane), &row, sizeof row);
+  emu::syncwarp();
+  auto row_of = [](int src_lane) {  // the row address lane src_lane supplied
+    const uint16_t* p;
+    std::memcpy(&p, emu::lane_slot(src_lane), sizeof p);
+    return p;
+  };
+  uint32_t v[N];
+  for (int i = 0; i < N; ++i) {
+    if constexpr (kTrans) {
+      const int c = lane / 4, r0 = 2 * (lane % 4);
+      v[i] = pack(row_of(8 * i + r0)[c], row_of(8 * i + r0 + 1)[c]);
+    } else {
+      const uint16_t* p = row_of(8 * i + lane / 4);
+      v[i] = pack(p[2 * (lane % 4)], p[2 * (lane % 4) + 1]);
+    }
+  }
+  emu::syncwarp();  // every lane has read the addresses before the slots are reused
+  for (int i = 0; i < N; ++i) r[i] = v[i];
+#elif defined(ZAYA_CUDA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 750
+  const uint32_t a = vendor::smem_u32(row);
+  if constexpr (N == 1 && !kTrans) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%0}, [%1];\n" : "=r"(r[0]) : "r"(a));
+  } else if constexpr (N == 1) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x1.trans.shared.b16 {%0}, [%1];\n" : "=r"(r[0]) : "r"(a));
+  } else if constexpr (N == 2 && !kTrans) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n" : "=r"(r[0]), "=r"(r[1]) : "r"(a));
+  } else if constexpr (N == 2) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n" : "=r"(r[0]), "=r"(r[1]) : "r"(a));
+  } else if constexpr (!kTrans) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+  } else {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+  }
+#elif defined(__CUDA_ARCH__)
+  (void)row;
+  __trap();  // ldmatrix needs sm_75 (the matrix kernels are built for sm_80 and newer)
+#else
+  (void)r;
+  (void)row;
+#endif
+}
+#endif
+
+// The fragment loaders of the version-2 kernels: kLdsm (32-lane warps only) loads each 16 x 16 operand
+// with one ldmatrix.x4 (.trans for the k-major B) instead of eight 32-bit (load_a, load_b_nk) or sixteen
+// 16-bit (load_b_kn) shared-memory loads; the registers are the same. Without kLdsm, or on CDNA (no
+// ldmatrix), they are load_a / load_b_nk / load_b_kn. Rows must be 16-byte aligned (ld a multiple of 8).
+// Which lane supplies which row: lane l gives row l % 16, column 8 * (l / 16) of A (matrices: rows 0-7 /
+// 8-15 x cols 0-7, then x cols 8-15, the order of a.x[0..3]); of the n-major B, n-row 8 * (l / 16) + l % 8,
+// k-column 8 * ((l / 8) % 2) (b.x[0..3] = (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, ...)); of the k-major
+// B, k-row 8 * ((l / 8) % 2) + l % 8, n-column 8 * (l / 16), transposed.
+#if ZAYA_WARP_SIZE == 32
+template <class F, bool kTrans>
+ZAYA_DEV F ldsm_x4(const uint16_t* row) {
+  F f;
+  ldmatrix<4, kTrans>(f.x, row);
+  return f;
+}
+#endif
+template <bool kLdsm>
+ZAYA_DEV FragA load_a_v(const uint16_t* s, int ld, int lane) {
+#if ZAYA_WARP_SIZE == 32
+  if constexpr (kLdsm) return ldsm_x4<FragA, false>(s + (lane & 15) * ld + 8 * (lane >> 4));
+#endif
+  return load_a(s, ld, lane);
+}
+template <bool kLdsm>
+ZAYA_DEV FragB load_b_nk_v(const uint16_t* s, int ld, int lane) {
+#if ZAYA_WARP_SIZE == 32
+  if constexpr (kLdsm) return ldsm_x4<FragB, false>(s + (8 * (lane >> 4) + (lane & 7)) * ld + 8 * ((lane >> 3) & 1));
+#endif
+  return load_b_nk(s, ld, lane);
+}
+template <bool kLdsm>
+ZAYA_DEV FragB load_b_kn_v(const uint16_t* s, int ld, int lane) {
+#if ZAYA_WARP_SIZE == 32
+  if constexpr (kLdsm) return ldsm_x4<FragB, true>(s + (8 * ((lane >> 3) & 1) + (lane & 7)) * ld + 8 * (lane >> 4));
+#endif
+  return load_b_kn(s, ld, lane);
 }
 
 #if defined(ZAYA_EMU)

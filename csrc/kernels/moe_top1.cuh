@@ -19,7 +19,9 @@
 // Tiles: BM = BN = 64, BK = 32, four warps in a 2 x 2 grid, each 32 x 32 (2 x 2 mma tiles; gate_up
 // keeps gate and up accumulators: 8 tiles). Operands are staged through two shared-memory buffers with
 // 16-byte asynchronous copies (cp.async on sm_80+, so the next k-step's copy overlaps this one's
-// mma), rows padded by 8 elements (80-byte pitch) against bank conflicts.
+// mma), rows padded by 8 elements (80-byte pitch) against bank conflicts. CUDA fragments come from
+// ldmatrix.x4 (mma.cuh load_*_v<true>: 6 instructions per 16-wide k-step of gate_up instead of 24
+// 32-bit loads); ZAYA_KERNELS=v1 (runtime::kernels_v1, the bench's "v1" provider) selects the scalar loads.
 //
 // Roofline (ZAYA1: H = 2048, I = 2048, E = 16, bf16). FLOPs per computed token: 2*H*2I + 2*I*H =
 // 6*H*I = 25.2 MFLOP. Prefill T = 8192 (no skips): 206 GFLOP, ~0.21 ms at 989 dense bf16 TFLOP/s on
@@ -128,7 +130,7 @@ ZAYA_DEV float silu(float x) { return vendor::fdiv(x, vendor::fadd(1.0f, expf(-x
 // kGateUp: phase 2 (A = gathered x rows, B = gate and up rows of gate_up[e], writes act);
 // otherwise phase 3 (A = act rows, B = down[e], writes out). blockIdx.x: M-tile in the schedule,
 // blockIdx.y: N-tile.
-template <class D, bool kGateUp>
+template <class D, bool kGateUp, bool kLdsm>
 __global__ void __launch_bounds__(kThreads, 1) expert_gemm(MoeTop1Args a) {
   struct alignas(16) Tiles {  // kStages buffers of each operand tile; 16-byte copies into them
     uint16_t a[kStages][kBM * kPitch], b0[kStages][kBN * kPitch], b1[kStages][kGateUp ? kBN * kPitch : 8];
@@ -216,14 +218,14 @@ __global__ void __launch_bounds__(kThreads, 1) expert_gemm(MoeTop1Args a) {
     for (int ks = 0; ks < kBK; ks += 16) {
       mma::FragA fa[2];
 #pragma unroll
-      for (int i = 0; i < 2; ++i) fa[i] = mma::load_a(sA + (wm + 16 * i) * kPitch + ks, kPitch, lane);
+      for (int i = 0; i < 2; ++i) fa[i] = mma::load_a_v<kLdsm>(sA + (wm + 16 * i) * kPitch + ks, kPitch, lane);
 #pragma unroll
       for (int jj = 0; jj < 2; ++jj) {
-        const mma::FragB fb0 = mma::load_b_nk(sB0 + (wn + 16 * jj) * kPitch + ks, kPitch, lane);
+        const mma::FragB fb0 = mma::load_b_nk_v<kLdsm>(sB0 + (wn + 16 * jj) * kPitch + ks, kPitch, lane);
 #pragma unroll
         for (int i = 0; i < 2; ++i) mma::mma<D>(acc0[i][jj], fa[i], fb0);
         if constexpr (kGateUp) {
-          const mma::FragB fb1 = mma::load_b_nk(sB1 + (wn + 16 * jj) * kPitch + ks, kPitch, lane);
+          const mma::FragB fb1 = mma::load_b_nk_v<kLdsm>(sB1 + (wn + 16 * jj) * kPitch + ks, kPitch, lane);
 #pragma unroll
           for (int i = 0; i < 2; ++i) mma::mma<D>(acc1[i][jj], fa[i], fb1);
         }
@@ -397,8 +399,15 @@ inline const char* launch_moe_top1_impl(const MoeTop1Args& a, vendor::stream_t s
       if (const char* err = vendor::launch(&expert_gemv<D, true>, gemv_gu, block, 0, stream, a)) return err;
       return vendor::launch(&expert_gemv<D, false>, gemv_dn, block, 0, stream, a);
     }
-    if (const char* err = vendor::launch(&expert_gemm<D, true>, grid_gu, block, 0, stream, a)) return err;
-    return vendor::launch(&expert_gemm<D, false>, grid_dn, block, 0, stream, a);
+    auto gemm = [&](auto ldsm) -> const char* {
+      constexpr bool kLdsm = decltype(ldsm)::value;
+      if (const char* err = vendor::launch(&expert_gemm<D, true, kLdsm>, grid_gu, block, 0, stream, a)) return err;
+      return vendor::launch(&expert_gemm<D, false, kLdsm>, grid_dn, block, 0, stream, a);
+    };
+#if ZAYA_WARP_SIZE == 32
+    if (!runtime::kernels_v1()) return gemm(std::true_type{});  // ldmatrix fragments (version 2)
+#endif
+    return gemm(std::false_type{});
   };
   return a.dtype == DType::BF16 ? run(dtype::BF16{}) : run(dtype::F16{});
 }

@@ -140,7 +140,7 @@ ZAYA_DEV void zero(Acc<C>& acc) {
 // A is either staged per chunk from global x (kStageA: into a, ld KC + kPad) or resident in shared
 // memory (a, ld a_ld, all K columns). Every thread of the block calls it (it holds barriers); it
 // starts and ends with the tiles free for reuse.
-template <class D, class C, int KC, bool kStageA>
+template <class D, class C, int KC, bool kStageA, bool kLdsm>
 ZAYA_DEV void block_gemm(Acc<C>& acc, const Mat& w, int n_tiles, int K, const Mat& x, uint16_t* a, int a_ld,
                          uint16_t* ws) {
   const int warp = static_cast<int>(threadIdx.x) / kWarpSize, lane = vendor::lane_id();
@@ -153,12 +153,12 @@ ZAYA_DEV void block_gemm(Acc<C>& acc, const Mat& w, int n_tiles, int K, const Ma
     for (int kk = 0; kk < kend; kk += 16) {
       mma::FragA af[C::kMT];
 #pragma unroll
-      for (int mi = 0; mi < C::kMT; ++mi) af[mi] = mma::load_a(a + mi * 16 * a_ld + (kStageA ? kk : k0 + kk), a_ld, lane);
+      for (int mi = 0; mi < C::kMT; ++mi) af[mi] = mma::load_a_v<kLdsm>(a + mi * 16 * a_ld + (kStageA ? kk : k0 + kk), a_ld, lane);
 #pragma unroll
       for (int j = 0; j < C::kNT; ++j) {
         const int nt = warp + kWarps * j;
         if (nt >= n_tiles) continue;  // warp-uniform: the whole warp skips its MMAs
-        const mma::FragB b = mma::load_b_nk(ws + nt * 16 * (KC + kPad) + kk, KC + kPad, lane);
+        const mma::FragB b = mma::load_b_nk_v<kLdsm>(ws + nt * 16 * (KC + kPad) + kk, KC + kPad, lane);
 #pragma unroll
         for (int mi = 0; mi < C::kMT; ++mi) mma::mma<D>(acc[mi][j], af[mi], b);
       }
@@ -271,7 +271,8 @@ ZAYA_DEV float prob(uint16_t logit, float mx, float inv) {
   return D::round(fmul(expf(fadd(D::to_float(logit), -mx)), inv));
 }
 
-template <class D, class C>
+// kLdsm: fragments through ldmatrix (mma.cuh load_*_v; CUDA), else scalar loads (ZAYA_KERNELS=v1, CDNA).
+template <class D, class C, bool kLdsm>
 __global__ void __launch_bounds__(kWarps * kWarpSize, 1) router_kernel(RouterArgs a) {
   constexpr int BT = C::kTokens, HLD = C::kHld;
   __shared__ uint4 smem_raw[(C::kElems * 2 + 15) / 16];
@@ -296,7 +297,7 @@ __global__ void __launch_bounds__(kWarps * kWarpSize, 1) router_kernel(RouterArg
   // 1-2. rho = down(x) + b (+ round(prev * scale)): router_state; then RMSNorm in place.
   zero<C>(acc);
   const Mat x{static_cast<const S*>(a.x) + t0 * a.x_row_stride, a.x_row_stride, rows};
-  block_gemm<D, C, C::kDownK, true>(acc, Mat{static_cast<const S*>(a.down_weight), a.hidden, R}, r_tiles, H, x,
+  block_gemm<D, C, C::kDownK, true, kLdsm>(acc, Mat{static_cast<const S*>(a.down_weight), a.hidden, R}, r_tiles, H, x,
                                     xs, C::kDownK + kPad, wds);
   {
     const S* bias = static_cast<const S*>(a.down_bias);
@@ -338,14 +339,14 @@ __global__ void __launch_bounds__(kWarps * kWarpSize, 1) router_kernel(RouterArg
     const S* w = static_cast<const S*>(layer == 0 ? a.fc1_weight : a.fc2_weight);
     const S* bias = static_cast<const S*>(layer == 0 ? a.fc1_bias : a.fc2_bias);
     zero<C>(acc);
-    block_gemm<D, C, kMlpK, false>(acc, Mat{w, R, R}, r_tiles, R, Mat{}, hs, HLD, ws);
+    block_gemm<D, C, kMlpK, false, kLdsm>(acc, Mat{w, R, R}, r_tiles, R, Mat{}, hs, HLD, ws);
     for_each_acc<C>(acc, r_tiles, [&](int row, int col, float v) {
       hs[row * HLD + col] = D::from_float(col < R ? gelu(D::round(fadd(v, f(bias[col])))) : 0.f);
     });
     __syncthreads();
   }
   zero<C>(acc);
-  block_gemm<D, C, kMlpK, false>(acc, Mat{static_cast<const S*>(a.out_weight), R, E1}, e_tiles, R, Mat{}, hs,
+  block_gemm<D, C, kMlpK, false, kLdsm>(acc, Mat{static_cast<const S*>(a.out_weight), R, E1}, e_tiles, R, Mat{}, hs,
                                  HLD, ws);
   for_each_acc<C>(acc, e_tiles, [&](int row, int col, float v) {
     if (col < E1) hs[row * HLD + col] = D::from_float(v);
@@ -421,8 +422,11 @@ __global__ void __launch_bounds__(kWarps * kWarpSize, 1) router_kernel(RouterArg
 template <class D, class C>
 const char* launch_cfg(const RouterArgs& a, int warp, vendor::stream_t stream) {
   const int64_t blocks = (a.tokens + C::kTokens - 1) / C::kTokens;
-  return vendor::launch(&router_kernel<D, C>, dim3(static_cast<unsigned>(blocks)),
-                        dim3(static_cast<unsigned>(kWarps * warp)), 0, stream, a);
+  const dim3 grid(static_cast<unsigned>(blocks)), block(static_cast<unsigned>(kWarps * warp));
+#if ZAYA_WARP_SIZE == 32
+  if (!runtime::kernels_v1()) return vendor::launch(&router_kernel<D, C, true>, grid, block, 0, stream, a);
+#endif
+  return vendor::launch(&router_kernel<D, C, false>, grid, block, 0, stream, a);
 }
 
 inline const char* launch_router_impl(const RouterArgs& a, vendor::stream_t stream) {

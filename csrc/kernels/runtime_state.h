@@ -6,9 +6,9 @@
 //     the shared-memory opt-in; tma.cuh: tensor-map encodes; arg_checks.h host_ints: host reads of
 //     tensor values; env() below). The modules expose them (zaya_ops._C._runtime_counters and the
 //     emulator modules' runtime_counters), and tests hold a decode step to zero new ones.
-//   * the Hopper-path opt-in (ZAYA_WGMMA=1), read from the environment once per process at its
-//     first use, or set explicitly (set_hopper_opt_in, the modules' set_hopper_paths: what the tests
-//     and the benchmark's zaya-wgmma provider use).
+//   * the switches (ZAYA_WGMMA=1: the Hopper paths; ZAYA_KERNELS=v1: the version-1 kernels), each read from the environment once per process at its
+//     first use, or set explicitly (set_hopper_opt_in / set_kernels_v1, the modules' set_hopper_paths /
+//     set_kernels_v1: what the tests and the benchmark's zaya-wgmma and v1 providers use).
 //
 // Plain host C++ (no CUDA/HIP), included by vendor.h and by the pybind modules; one instance per
 // shared library (inline functions' statics).
@@ -42,28 +42,41 @@ inline const char* env(const char* name) {
   return std::getenv(name);
 }
 
-// The Hopper-path opt-in: -1 = not decided yet (ZAYA_WGMMA is read at the next use), 0 off, 1 on.
-inline std::atomic<int>& hopper_opt_in_state() {
-  static std::atomic<int> s{-1};
-  return s;
-}
-
-inline bool hopper_opt_in() {
-  std::atomic<int>& s = hopper_opt_in_state();
+// A switch read from the environment once per process at its first use, or set explicitly:
+// state -1 = not decided yet (the variable is read at the next use), 0 off, 1 on (variable == on_value).
+inline bool read_switch(std::atomic<int>& s, const char* var, const char* on_value) {
   int v = s.load(std::memory_order_acquire);
   if (v < 0) {
-    const char* e = env("ZAYA_WGMMA");
+    const char* e = env(var);
     int expected = -1;
-    s.compare_exchange_strong(expected, e != nullptr && std::strcmp(e, "1") == 0 ? 1 : 0,
+    s.compare_exchange_strong(expected, e != nullptr && std::strcmp(e, on_value) == 0 ? 1 : 0,
                               std::memory_order_acq_rel);
     v = s.load(std::memory_order_acquire);
   }
   return v == 1;
 }
-
-// Sets the opt-in (1 on, 0 off, -1: read ZAYA_WGMMA again at the next use); returns the previous state.
-inline int set_hopper_opt_in(int state) {
-  return hopper_opt_in_state().exchange(state < 0 ? -1 : (state ? 1 : 0), std::memory_order_acq_rel);
+// Sets a switch (1 on, 0 off, -1: read its variable again at the next use); returns the previous state.
+inline int set_switch(std::atomic<int>& s, int state) {
+  return s.exchange(state < 0 ? -1 : (state ? 1 : 0), std::memory_order_acq_rel);
 }
+
+// The Hopper-path opt-in (ZAYA_WGMMA=1).
+inline std::atomic<int>& hopper_opt_in_state() {
+  static std::atomic<int> s{-1};
+  return s;
+}
+inline bool hopper_opt_in() { return read_switch(hopper_opt_in_state(), "ZAYA_WGMMA", "1"); }
+inline int set_hopper_opt_in(int state) { return set_switch(hopper_opt_in_state(), state); }
+
+// The version-1 kernels (ZAYA_KERNELS=v1): the mma.sync kernels (moe_top1, cca_attention, router) load
+// their fragments with scalar shared-memory loads instead of ldmatrix. Kept so that one GPU run times the
+// old kernels against the new ones (the benchmark's "v1" provider); only the 32-lane (CUDA) kernels have
+// two versions.
+inline std::atomic<int>& kernels_v1_state() {
+  static std::atomic<int> s{-1};
+  return s;
+}
+inline bool kernels_v1() { return read_switch(kernels_v1_state(), "ZAYA_KERNELS", "v1"); }
+inline int set_kernels_v1(int state) { return set_switch(kernels_v1_state(), state); }
 
 }  // namespace zaya::runtime

@@ -47,29 +47,28 @@ def build_info() -> dict:
     return info
 
 
-class _HopperPaths:
-    """The switch of the Hopper (wgmma/TMA) kernels in every compiled module of this process (``_C`` and
-    the emulator modules, each of which keeps its own).
+class _Switch:
+    """A kernel-selection switch in every compiled module of this process (``_C`` and the emulator
+    modules, each of which keeps its own), set through each module's ``set_<name>`` (``_C._set_<name>``).
 
-    ``state``: True selects them where they can run (an sm_90a build on a compute-capability-9 GPU, or
-    the 32-lane emulator), False never, None follows ``ZAYA_WGMMA=1`` (read once per process, at the
-    next launch). The launchers read the switch itself, never the environment, at each launch. Tests
-    and the benchmark's ``zaya-wgmma`` provider set it (``monkeypatch.setattr(hopper_paths, "state",
-    True)`` restores it afterwards).
+    ``state``: True selects, False deselects, None follows the switch's environment variable (read once
+    per process, at the next launch). The launchers read the switch itself, never the environment, at
+    each launch. Tests and the benchmark's providers set it (``monkeypatch.setattr(switch, "state", True)``
+    restores it afterwards).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
+        self._name = name
         self._state: bool | None = None
 
-    @staticmethod
-    def _setters() -> list:
-        setters = [_C._set_hopper_paths]
-        for name in ("_emu_w32", "_emu_w64"):
+    def _setters(self) -> list:
+        setters = [getattr(_C, f"_set_{self._name}")]
+        for mod_name in ("_emu_w32", "_emu_w64"):
             try:
-                mod = __import__(f"zaya_ops.{name}", fromlist=["set_hopper_paths"])
+                mod = __import__(f"zaya_ops.{mod_name}", fromlist=[f"set_{self._name}"])
             except ImportError:
                 continue
-            setters.append(mod.set_hopper_paths)
+            setters.append(getattr(mod, f"set_{self._name}"))
         return setters
 
     @property
@@ -83,4 +82,9 @@ class _HopperPaths:
         self._state = None if value is None else bool(value)
 
 
-hopper_paths = _HopperPaths()
+# The Hopper (wgmma/TMA) kernels: True selects them where they can run (an sm_90a build on a
+# compute-capability-9 GPU, or the 32-lane emulator); None follows ZAYA_WGMMA=1. The bench's zaya-wgmma.
+hopper_paths = _Switch("hopper_paths")
+# The version-1 mma.sync kernels (scalar fragment loads instead of ldmatrix; CUDA and the 32-lane
+# emulator, where two versions exist); None follows ZAYA_KERNELS=v1. The bench's "v1" provider.
+kernels_v1 = _Switch("kernels_v1")

@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--providers", type=_csv, default=None,
                    help="comma-separated (default: each op's own list): zaya, eager, compile, zaya-raw (the "
                         "norms without the wrapper's checks), zaya-wgmma (the opt-in Hopper kernels of moe_top1 and "
-                        "cca_attention, on an H100/H200), sdpa / sdpa-flash / sdpa-efficient / sdpa-cudnn / "
+                        "cca_attention, on an H100/H200), v1 (the version-1 mma.sync kernels of cca_attention, router "
+                        "and moe_top1: scalar fragment loads, no ldmatrix; NVIDIA GPUs), sdpa / sdpa-flash / sdpa-efficient / sdpa-cudnn / "
                         "sdpa-math (attention), grouped_mm, dense-loop (experts); each op runs those it knows. "
                         "--model: zaya, hf-eager (default), hf-sdpa, zaya-nograph, zaya-reference")
     p.add_argument("--model", action="store_true",
@@ -99,6 +100,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--notes", default="",
                    help="free text stored in the JSON's meta (e.g. the machine's load from other jobs)")
     p.add_argument("--list", action="store_true", help="list the ops and exit")
+    p.add_argument("--static", action="store_true",
+                   help="no timing: a static report per GPU kernel (registers, spills, shared memory/LDS, "
+                        "occupancy, inner-loop instruction mix; CUDA from cuobjdump of the built library, HIP from "
+                        "tools/check_hip.sh) and a bytes/FLOPs model against H100 and MI300X peaks, written to "
+                        "bench/results/static/ (see zaya_ops.bench.static)")
+    p.add_argument("--so", type=Path, default=None,
+                   help="--static: the library to read (default: zaya_ops' own _C*.so)")
+    p.add_argument("--no-hip", action="store_true", help="--static: skip the HIP part (tools/check_hip.sh)")
+    p.add_argument("--hip-rows", type=Path, default=None,
+                   help="--static: take the HIP rows from this JSON (zaya_ops.bench.static.run_hip's output, saved by an "
+                        "earlier run of the same tree) instead of running tools/check_hip.sh again")
+    p.add_argument("--label", default=None, help="--static: a label for the report (its file name and header)")
     return p
 
 
@@ -111,6 +124,11 @@ def log(msg: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.static:
+        from . import static as S
+
+        return S.main(args.so, args.out, hip=not args.no_hip, write=not args.no_write, log=log, hip_rows=args.hip_rows,
+                      label=args.label)
     if args.list:
         dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         for name, b in C.REGISTRY.items():

@@ -124,20 +124,33 @@ def compare(out: Any, ref: Any, compute_dtype: torch.dtype | None = None) -> tup
     return max_abs, max_rel, ok
 
 
-def with_hopper_paths(fn: Callable[[], Any]) -> Callable[[], Any]:
-    """fn run with the Hopper (wgmma/TMA) kernels selected (``zaya_ops._library.hopper_paths``), the
-    switch restored after each call so that other providers never see it."""
-    from .._library import hopper_paths
+def with_switch(switch_name: str, fn: Callable[[], Any]) -> Callable[[], Any]:
+    """fn run with the kernel switch ``zaya_ops._library.<switch_name>`` on (``hopper_paths``: the Hopper
+    wgmma/TMA kernels; ``kernels_v1``: the version-1 mma.sync kernels), restored after each call so that
+    other providers never see it."""
+    from .. import _library
+
+    switch = getattr(_library, switch_name)
 
     def run():
-        old = hopper_paths.state
-        hopper_paths.state = True
+        old = switch.state
+        switch.state = True
         try:
             return fn()
         finally:
-            hopper_paths.state = old
+            switch.state = old
 
     return run
+
+
+def with_hopper_paths(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """fn run with the Hopper (wgmma/TMA) kernels selected (``zaya_ops._library.hopper_paths``)."""
+    return with_switch("hopper_paths", fn)
+
+
+def nvidia_gpu(device: torch.device) -> bool:
+    """Whether ``device`` is an NVIDIA GPU (where the "v1" provider, the version-1 mma.sync kernels, runs)."""
+    return torch.device(device).type == "cuda" and torch.version.hip is None and torch.cuda.is_available()
 
 
 def hopper_gpu(device: torch.device) -> bool:
@@ -202,6 +215,8 @@ class OpBench:
             return case.bind(getattr(ops, self.name))
         if provider == "zaya-wgmma":  # the Hopper (wgmma) kernels, opt-in (ZAYA_WGMMA=1 or the switch)
             return with_hopper_paths(self.make_provider("zaya", case))
+        if provider == "v1":  # the version-1 mma.sync kernels (ZAYA_KERNELS=v1): old against new in one run
+            return with_switch("kernels_v1", self.make_provider("zaya", case))
         if provider == "zaya-raw":  # the registered op without the wrapper's Python checks
             return case.bind(getattr(torch.ops.zaya, self.name))
         if provider == "eager":

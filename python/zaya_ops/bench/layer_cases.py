@@ -31,7 +31,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .cases import Case, OpBench, SkipProvider, _randn, compare, hopper_gpu, register
+from .cases import Case, OpBench, SkipProvider, _randn, compare, hopper_gpu, nvidia_gpu, register
 
 #: ZAYA1-8B's layer shapes, and the tiny ones of --quick (the same ratios where it matters: GQA, R < H).
 ZAYA1_DIMS = dict(H=2048, nq=8, nkv=2, D=128, R=256, E=16, I=2048)
@@ -236,7 +236,8 @@ class CcaAttentionBench(_LayerOpBench):
         dev = torch.device(device)
         peers = tuple(SDPA_GPU_BACKENDS) if dev.type == "cuda" else ("sdpa",)
         hopper = ("zaya-wgmma",) if hopper_gpu(dev) else ()
-        return (*self.providers, *hopper, *peers)
+        v1 = ("v1",) if nvidia_gpu(dev) else ()
+        return (*self.providers, *v1, *hopper, *peers)
 
     def known_providers(self, device):
         return (*self.providers_for(device), "sdpa")
@@ -371,6 +372,9 @@ class RouterBench(_LayerOpBench):
     name = "router"
     dim_keys = ("H", "R", "E")
 
+    def providers_for(self, device):
+        return (*self.providers, *(("v1",) if nvidia_gpu(device) else ()))
+
     def known_providers(self, device):
         return self.providers_for(device)
 
@@ -500,7 +504,8 @@ class MoeTop1Bench(_LayerOpBench):
 
     def providers_for(self, device):
         hopper = ("zaya-wgmma",) if hopper_gpu(device) else ()
-        return (*self.providers, *hopper, *self.peers)
+        v1 = ("v1",) if nvidia_gpu(device) else ()
+        return (*self.providers, *v1, *hopper, *self.peers)
 
     def known_providers(self, device):
         return self.providers_for(device)
