@@ -76,6 +76,9 @@ def test_backward_cli_rows(backward_run):
                 assert r["status"] == H.STATUS_NA and "not differentiable yet" in r["note"], r
                 assert r["stats"] is None and r["speedup_vs_eager"] is None
     assert "zaya-bwd" in proc.stdout and "%roof" in proc.stdout
+    from zaya_ops.bench import report
+
+    assert "| rms_norm_backward | T=9,H=256 | eager-bwd |" in report.latest_table(out)
     for name in BWD_OPS:
         assert name in proc.stdout
     for name, b in BW.BACKWARD.items():
@@ -222,3 +225,7 @@ def test_train_cli(tmp_path):
     else:
         assert z["status"] == H.STATUS_NA and "not differentiable yet" in z["note"], z
     assert "tok/s" in proc.stdout and "x hf" in proc.stdout
+    from zaya_ops.bench import report
+
+    table = report.latest_table(tmp_path)
+    assert "| training step |" in table and "| train-tiny | B=2,T=24 | bf16 | hf |" in table
