@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="torch.set_num_threads on CPU (default torch's; 1 for --model on a CPU)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--notes", default=None,
+                   help="free text kept in the JSON's meta.notes (e.g. 'loaded: a shared machine')")
     p.add_argument("--list", action="store_true", help="list the ops and exit")
     return p
 
@@ -189,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         "started": stamp,
         "argv": sys.argv[1:] if argv is None else list(argv),
         "quick": args.quick,
+        "notes": args.notes,
         "loadavg_start": load0,
         "device": info,
         "roofline": None if roof is None else vars(roof),

@@ -96,7 +96,8 @@ def latest_table(directory: Path, recursive: bool = False, merge: bool = False) 
                    f"({d.get('runtime')}, {d.get('threads', '-')} threads), torch {d.get('torch')}, "
                    f"measured copy {_f(roof.get('copy_gbps'), ',.1f')} GB/s and {roof.get('gemm_dtype', '-')} GEMM "
                    f"{_f(roof.get('gemm_tflops') and roof['gemm_tflops'] * 1e3, ',.1f')} GFLOP/s, load average "
-                   f"{la[0] if la else '-'} at start; `python -m zaya_ops.bench {' '.join(m.get('argv', []))}`")
+                   f"{la[0] if la else '-'} at start; `python -m zaya_ops.bench {' '.join(m.get('argv', []))}`"
+                   + (f"; notes: {m['notes']}" if m.get("notes") else ""))
         out.append("")
     return "\n".join(out)
 
