@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from .cases import REGISTRY, Case, OpBench, SkipProvider, _randn, compare
-from .layer_cases import _LayerOpBench
+from .layer_cases import _LayerOpBench, cca_inputs
 
 FWD_BWD_PROVIDERS = ("zaya", "eager", "compile")
 BWD_PROVIDERS = ("zaya-bwd", "eager-bwd", "compile-bwd")
@@ -175,26 +175,12 @@ class CcaQkvFunctionalBench(_LayerOpBench):
     dim_keys = ("nq", "nkv", "D")
 
     def build(self, params, dtype, device, gen):
-        from .. import reference
-
         nq, nkv, D = params["nq"], params["nkv"], params["D"]
         rot = D // 2
         C = (nq + nkv) * D
         T = self.tokens_of(params)
-        meta = torch.device(device).type == "meta"
-        r = lambda *sh, sc=1.0: _randn(gen, *sh, dtype=dtype, device=device, scale=sc)  # noqa: E731
-        proj = r(T, nq * D + 2 * nkv * D)
-        qd, kd = nq * D, nkv * D
-        qt, kt = proj[:, :qd], proj[:, qd:qd + kd]
-        vc, vd = proj[:, qd + kd:qd + kd + kd // 2], proj[:, qd + kd + kd // 2:]
-        conv_dw_w, conv_dw_b = r(C, 1, 2, sc=0.7), r(C, sc=0.05)
-        conv_g_w, conv_g_b = r(C, D, 2, sc=(2 * D) ** -0.5), r(C, sc=0.05)
-        qk_temp = r(nkv, sc=0.1) if meta else (0.75 + 0.5 * torch.rand(nkv, generator=gen)).to(device, dtype)
-        if meta:
-            cos_sin = torch.empty(T, rot, dtype=dtype, device=device)
-        else:
-            inv = reference.rope_inv_freq(D, rot / D, 5_000_000.0)
-            cos_sin = reference.rope_cos_sin(inv, T, dtype).to(device)
+        (qt, kt, vc, vd, conv_dw_w, conv_dw_b, conv_g_w, conv_g_b, qk_temp), cos_sin = \
+            cca_inputs(gen, T, T, nq, nkv, D, dtype, device)
         positions = torch.arange(T, dtype=torch.int64, device=device)
         cu = torch.tensor([0, T], dtype=torch.int32, device=device)
         conv_state = torch.zeros(1, C, 2, dtype=dtype, device=device)
