@@ -204,7 +204,7 @@ def test_backward_costs_at_zaya1_shapes():
 
 def test_train_cli(tmp_path):
     """One --train --quick run (tiny model, B = 2, T = 24): transformers' step timed, the patched model's
-    timed or n/a with torch's reason, tokens/s and the ratio in the rows."""
+    (and zaya_ops.nn's, where present) timed or n/a with torch's reason, tokens/s and the ratio in the rows."""
     cmd = [sys.executable, "-m", "zaya_ops.bench", "--train", "--quick", "--device", "cpu", "--out", str(tmp_path),
            "--budget", "0.01", "--no-roofline"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
@@ -213,7 +213,7 @@ def test_train_cli(tmp_path):
     assert len(files) == 1
     doc = json.loads(files[0].read_text())
     rows = {r["provider"]: r for r in doc["rows"]}
-    assert set(rows) == {"hf", "hf-zaya"}
+    assert set(rows) == {"hf", "hf-zaya", "zaya-nn"}
     hf = rows["hf"]
     assert hf["status"] == H.STATUS_OK and hf["speedup_vs_eager"] == 1.0 and hf["baseline"] == "hf"
     assert hf["tokens"] == 48 and hf["tokens_per_s"] > 0 and hf["flops"] > 0 and "loss" in hf["note"]
@@ -224,6 +224,12 @@ def test_train_cli(tmp_path):
         assert "grads max rel err" in z["note"]
     else:
         assert z["status"] == H.STATUS_NA and "not differentiable yet" in z["note"], z
+    own = rows["zaya-nn"]  # zaya_ops' own trainable model, where this build has zaya_ops.nn
+    try:
+        import zaya_ops.nn  # noqa: F401
+        assert own["status"] in (H.STATUS_OK, H.STATUS_NA), own
+    except ImportError:
+        assert own["status"] == H.STATUS_SKIPPED and "zaya_ops.nn is not in this build" in own["note"]
     assert "tok/s" in proc.stdout and "x hf" in proc.stdout
     from zaya_ops.bench import report
 

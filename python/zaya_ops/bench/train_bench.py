@@ -8,6 +8,8 @@ initial weights (restored before each provider; a fresh optimizer each):
 * ``hf``      - transformers unpatched (eager attention, eager experts): the baseline of the ratio column;
 * ``hf-zaya`` - the same model patched by ``zaya_ops.integrations.transformers.patch`` (decoder layers and
   final norm on the zaya_ops ops, with their autograd), unpatched afterwards;
+* ``zaya-nn`` - zaya_ops' own trainable model, ``zaya_ops.nn.ZayaForCausalLM.from_transformers`` (a copy with
+  the same weights and parameter names; ``skipped`` where this build has no ``zaya_ops.nn``);
 * ``hf-sdpa`` (optional) - transformers with SDPA attention.
 
 A provider whose backward reaches an op that is not differentiable yet is reported ``n/a`` with torch's
@@ -54,8 +56,8 @@ DEFAULTS = {  # (tokens per sequence, sequences per step)
     "zaya1-8b-layer": ((1024, 4096), (1,)),
 }
 QUICK = ((24,), (2,))
-DEFAULT_PROVIDERS = ("hf", "hf-zaya")
-ALL_PROVIDERS = ("hf", "hf-zaya", "hf-sdpa")
+DEFAULT_PROVIDERS = ("hf", "hf-zaya", "zaya-nn")
+ALL_PROVIDERS = ("hf", "hf-zaya", "zaya-nn", "hf-sdpa")
 BASELINE = "hf"
 LR = 1e-5
 
@@ -123,6 +125,7 @@ def run_train(preset: str, providers: Sequence[str], device: torch.device, dtype
     n_params = sum(p.numel() for p in hf.parameters())
     log(f"train {preset}: {n_params / 1e6:.1f}M parameters, built in {time.perf_counter() - t0:.1f} s")
     initial = {k: v.detach().clone() for k, v in hf.named_parameters()}
+    own, own_error = None, ""
     op = f"train-{preset}"
     dname = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}[dtype]
     gen = torch.Generator().manual_seed(seed)
@@ -142,18 +145,31 @@ def run_train(preset: str, providers: Sequence[str], device: torch.device, dtype
                 row.params = {**params, "preset": preset, "optimizer": "AdamW", "lr": LR}
                 row.tokens = B * T
                 case_rows[prov] = row
+                if prov == "zaya-nn":
+                    if own is None:
+                        own, own_error = _build_own(hf)
+                    if own is None:
+                        row.status, row.note = H.STATUS_SKIPPED, own_error
+                        log(f"  {prov}: skipped ({own_error})")
+                        continue
+                    m = own
+                else:
+                    m = hf
+                    _set_hf_attn(hf, "sdpa" if prov == "hf-sdpa" else "eager")
                 with torch.no_grad():
-                    for k, p in hf.named_parameters():
+                    for k, p in m.named_parameters():
                         p.copy_(initial[k])
-                hf.zero_grad(set_to_none=True)
-                opt = torch.optim.AdamW(hf.parameters(), lr=LR)
-                _set_hf_attn(hf, "sdpa" if prov == "hf-sdpa" else "eager")
+                m.zero_grad(set_to_none=True)
+                opt = torch.optim.AdamW(m.parameters(), lr=LR)
                 if prov == "hf-zaya":
                     patch(hf)
 
                 def step(first: bool = False):
                     opt.zero_grad(set_to_none=True)
-                    loss = hf(input_ids=ids, labels=ids, use_cache=False).loss
+                    if m is own:
+                        loss = own(ids, labels=ids).loss
+                    else:
+                        loss = hf(input_ids=ids, labels=ids, use_cache=False).loss
                     try:
                         loss.backward()
                     except RuntimeError as exc:
@@ -167,7 +183,7 @@ def run_train(preset: str, providers: Sequence[str], device: torch.device, dtype
                             first_results.append({k: p.grad.detach().clone() for k, p in hf.named_parameters()
                                                   if p.grad is not None})
                         else:
-                            first_results.append(_grad_errors(hf, ref_grads or {}))
+                            first_results.append(_grad_errors(m, ref_grads or {}))
                     opt.step()
 
                 first_results: list[Any] = []
@@ -192,10 +208,11 @@ def run_train(preset: str, providers: Sequence[str], device: torch.device, dtype
                     if not torch.isfinite(torch.tensor(loss)):
                         row.status = H.STATUS_MISMATCH
                         row.note += "; loss not finite"
-                    if prov == "hf-zaya":
+                    if prov in ("hf-zaya", "zaya-nn"):
                         from ..integrations.transformers import op_backends
 
-                        ref_ops = sorted(k for k, v in op_backends(hf).items() if v.startswith("reference"))
+                        rep = op_backends(hf) if prov == "hf-zaya" else own.op_backends()
+                        ref_ops = sorted(k for k, v in rep.items() if v.startswith("reference"))
                         row.note += f"; reference ops: {','.join(ref_ops)}" if ref_ops else "; all ops on kernels"
                     st = H.time_fn(step, device, cfg)
                     row.stats = dict(vars(st))
@@ -216,15 +233,29 @@ def run_train(preset: str, providers: Sequence[str], device: torch.device, dtype
                     if prov == "hf-zaya":
                         unpatch(hf)
                     del opt
-                    hf.zero_grad(set_to_none=True)
+                    m.zero_grad(set_to_none=True)
                     gc.collect()
                     if H.is_gpu(device):
                         torch.cuda.empty_cache()
             set_speedups([case_rows[p] for p in providers], BASELINE)
             rows.extend(case_rows[p] for p in providers)
-    del hf, ours, initial
+    del hf, ours, own, initial
     gc.collect()
     return rows
+
+
+def _build_own(hf) -> tuple[Any, str]:
+    """(zaya_ops.nn.ZayaForCausalLM copied from ``hf``, in train mode, or None, why not)."""
+    try:
+        from .. import nn as znn
+    except ImportError as exc:
+        return None, f"zaya_ops.nn is not in this build ({_first_line(exc)})"
+    try:
+        own = znn.ZayaForCausalLM.from_transformers(hf)
+    except Exception as exc:  # noqa: BLE001
+        return None, f"zaya_ops.nn.ZayaForCausalLM.from_transformers failed: {_first_line(exc)}"
+    own.train()
+    return own, ""
 
 
 COLUMNS = ("op", "shape", "dtype", "provider", "median ms", "tok/s", "TFLOP/s", "%roof", "x hf", "grad rel err",
