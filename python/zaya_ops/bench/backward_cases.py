@@ -20,8 +20,9 @@ is not implemented". ``cca_qkv``'s differentiable form is ``cca_qkv_functional``
 histories read, k and v returned, nothing written), so its backward bench is ``cca_qkv_functional``'s.
 
 Each call returns the op's outputs (fwd+bwd providers) and the gradients of the inputs in ``wrt``; the
-check compares them with eager autograd of the reference (the forward part with the forward bench's own
-check, e.g. the router's near-tie rule). Costs (bytes: the minimum a pass must move, every tensor read
+check compares them with eager autograd of the reference (gradients within twice the forward's tolerance;
+the forward part with the forward bench's own check, e.g. the router's near-tie rule, after which the
+gradients of a forward that chose other experts at near-ties are not compared). Costs (bytes: the minimum a pass must move, every tensor read
 or written once; FLOPs: 2 per multiply-add of matrix work, elementwise work counted for the norms only)
 are written out next to each ``*_backward_cost``; a fwd+bwd row's cost is the forward's plus the
 backward's.
@@ -35,6 +36,7 @@ from typing import Any
 
 import torch
 
+from . import cases as C
 from .cases import REGISTRY, Case, OpBench, SkipProvider, _randn, compare
 from .layer_cases import _LayerOpBench, cca_inputs
 
@@ -345,16 +347,28 @@ class BackwardBench(OpBench):
         return {"forward": fwd_expected, "grads": out[n:]}
 
     def check(self, provider, case, out, expected):
+        """Gradients within twice the forward's tolerance (they pass through about twice the roundings;
+        the FlashAttention rule), same dtypes; fwd+bwd rows also pass the forward bench's check. Where the
+        forward legitimately chose other experts at near-ties (the router), the gradients of those
+        tokens differ by construction: they are then not compared, and the note says so."""
         n = case.extra["n_outputs"]
-        grads = out if provider.endswith("-bwd") else out[n:]
+        grads = tuple(out if provider.endswith("-bwd") else out[n:])
+        refs = tuple(expected["grads"])
         notes = []
-        a, r, ok = compare(grads, expected["grads"], case.dtype)
+        a, r, ok = compare(grads, refs, case.dtype)
+        same_dtypes = all(not isinstance(e, torch.Tensor) or (isinstance(g, torch.Tensor) and g.dtype == e.dtype)
+                          for g, e in zip(grads, refs))
+        tol = max(C.tolerance(case.dtype), *(C.tolerance(e.dtype) for e in refs if isinstance(e, torch.Tensor)))
+        ok = ok or (same_dtypes and r <= 2 * tol)
         if not provider.endswith("-bwd"):
-            fa, fr, fok, fnote = self.forward.check(provider.removesuffix("-bwd"), case, tuple(out[:n]),
-                                                    expected["forward"])
-            a, r, ok = max(a, fa), max(r, fr), ok and fok
+            fa, fr, fok, fnote = self.forward.check(provider, case, tuple(out[:n]), expected["forward"])
             if fnote:
                 notes.append(f"forward: {fnote}")
+            if fok and "choices differ" in fnote:
+                a, r, ok = fa, fr, True
+                notes.append("gradients not compared (other expert choices at near-ties)")
+            else:
+                a, r, ok = max(a, fa), max(r, fr), ok and fok
         return a, r, ok, "; ".join(notes)
 
 
