@@ -12,6 +12,7 @@ import os
 import pytest
 import torch
 
+from zaya_ops.bench import backward_cases as BW
 from zaya_ops.bench import cases as C
 from zaya_ops.bench import harness as H
 
@@ -32,7 +33,7 @@ def case_id(op: str, shape: dict, dtype: str, provider: str) -> str:
 
 def run_case(benchmark, op: str, shape: dict, dtype: str, provider: str) -> None:
     """Build the case, check the provider's output against the reference, then time it."""
-    bench = C.get(op)
+    bench = C.REGISTRY[op] if op in C.REGISTRY else BW.resolve(op)
     case = bench.make_case(shape, C.DTYPES[dtype], DEVICE)
     try:
         fn = bench.make_provider(provider, case)
@@ -56,11 +57,12 @@ def run_case(benchmark, op: str, shape: dict, dtype: str, provider: str) -> None
     else:
         run = fn
     benchmark.group = f"{op} {case.shape} {dtype}"
+    nbytes, flops = bench.cost(provider, case)
     benchmark.extra_info.update(op=op, shape=case.shape, dtype=dtype, provider=provider, device=str(DEVICE),
-                                bytes=case.bytes, flops=case.flops, max_abs_err=max_abs)
+                                bytes=nbytes, flops=flops, max_abs_err=max_abs)
     benchmark(run)
     stats = getattr(benchmark, "stats", None)
     if stats is not None:  # None under --benchmark-disable
         med = stats.stats.median
-        benchmark.extra_info["gbps"] = case.bytes / med / 1e9
-        benchmark.extra_info["tflops"] = case.flops / med / 1e12
+        benchmark.extra_info["gbps"] = nbytes / med / 1e9
+        benchmark.extra_info["tflops"] = flops / med / 1e12

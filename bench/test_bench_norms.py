@@ -1,5 +1,6 @@
 """pytest-benchmark view of the norm benchmarks: the same cases and providers as
-``python -m zaya_ops.bench --ops rms_norm,residual_scale_rmsnorm`` and their forward+backward cases (``*_fwd_bwd``).
+``python -m zaya_ops.bench --ops rms_norm,residual_scale_rmsnorm``; their backward benches (``--backward``) are in
+bench/test_bench_backward.py.
 
     pytest bench/ --benchmark-only                                  # default shapes, GPU if present
     ZAYA_BENCH_QUICK=1 pytest bench/ --benchmark-only               # tiny shapes
@@ -23,7 +24,7 @@ import pytest
 from _bench_common import DTYPES, QUICK, TOKENS, case_id, env_list, run_case
 from zaya_ops.bench import cases as C
 
-OPS = ("rms_norm", "residual_scale_rmsnorm", "rms_norm_fwd_bwd", "residual_scale_rmsnorm_fwd_bwd")
+OPS = ("rms_norm", "residual_scale_rmsnorm")
 HIDDEN = int(os.environ["ZAYA_BENCH_HIDDEN"]) if os.environ.get("ZAYA_BENCH_HIDDEN") else None
 PROVIDERS = env_list("ZAYA_BENCH_PROVIDERS") or list(C.DEFAULT_PROVIDERS)
 

@@ -67,9 +67,13 @@ def test_first_light_dry_run(tmp_path):
     assert status["wgmma-tiles"] in ("ok", "absent (no tests/test_wgmma_tiles.py)")
     with tarfile.open(fl / "first-light.tar.gz") as tar:
         names = {Path(n).name for n in tar.getnames()}
-    assert {"plan.txt", "check-ops.log", "memcheck.log"} <= names
+    assert {"plan.txt", "check-ops.log", "memcheck.log", "bench.log"} <= names
+    with tarfile.open(fl / "first-light.tar.gz") as tar:
+        bench_log = tar.extractfile(next(m for m in tar.getmembers() if m.name.endswith("bench.log"))).read().decode()
+    assert "rms_norm_backward" in bench_log and "eager-bwd" in bench_log  # the --backward quick bench ran
     # Every step appears in the printed plan with its GPU command and time box.
     for step in ("build", "check-ops", "selftest", "tests", "memcheck", "bench"):
         assert f"  {step} " in log
     assert "compute-sanitizer --tool memcheck" in log
     assert "memcheck would run" in log
+    assert "--backward" in log  # the bench step's plan has the backward benches

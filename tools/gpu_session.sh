@@ -219,10 +219,12 @@ print(json.dumps(f(device=sys.argv[1]), indent=1, default=str))'
     "$sanitizer --tool memcheck --error-exitcode 99 --target-processes all \"\$py\" -m pytest $memcheck_files -q -p no:cacheprovider -k '$mk'" \
     "\"\$py\" -m pytest $memcheck_files -q -p no:cacheprovider --collect-only -k '$mk' > \"\$work/memcheck-ids.txt\"; echo \"memcheck would run \$(grep -c '::' \"\$work/memcheck-ids.txt\") tests\"; for f in $memcheck_files; do grep -q \"^\$f::\" \"\$work/memcheck-ids.txt\" || { echo \"no memcheck case in \$f\"; exit 1; }; done"
 
-  # Every op with its peers, tiny shapes (the JSON goes into the tarball).
+  # Every op with its peers, tiny shapes, then every op's backward and forward+backward (--backward: zaya
+  # against eager autograd of the reference; ops not differentiable yet give n/a rows), in the same time
+  # box (the JSON goes into the tarball).
   step bench 90 0 \
-    "\"\$py\" -m zaya_ops.bench --quick --device cuda --out \"\$work/bench\"" \
-    "\"\$py\" -m zaya_ops.bench --quick --device cpu --no-write --list"
+    "\"\$py\" -m zaya_ops.bench --quick --device cuda --out \"\$work/bench\"; r=\$?; \"\$py\" -m zaya_ops.bench --quick --backward --no-roofline --device cuda --out \"\$work/bench\" && exit \$r" \
+    "\"\$py\" -m zaya_ops.bench --quick --no-roofline --device cpu --no-write --ops rms_norm,rms_norm_backward --tokens 3 --budget 0.01"
 
   # The torch.compile tests on the GPU, on what is left of the budget (the tests step's dry run has
   # collected their files already).

@@ -1,6 +1,9 @@
 """Command line: ``python -m zaya_ops.bench [--ops ...] [--device cpu|cuda] [--quick] ...``,
-``python -m zaya_ops.bench --model [--preset zaya1-8b|tiny] ...`` and ``python -m zaya_ops.bench --vllm ...``
-(ZAYA1 in vLLM through the zaya_ops plugin against zaya_ops' own generate; needs vLLM).
+``python -m zaya_ops.bench --model [--preset zaya1-8b|tiny] ...``, ``python -m zaya_ops.bench --vllm ...``
+(ZAYA1 in vLLM through the zaya_ops plugin against zaya_ops' own generate; needs vLLM),
+``python -m zaya_ops.bench --backward [--ops ...]`` (each op's backward, and forward plus backward, against
+eager autograd of the reference and torch.compile) and ``python -m zaya_ops.bench --train [--preset ...]``
+(a training step: forward, backward and AdamW of transformers' model, unpatched and patched by zaya_ops).
 
 Measures the device's copy bandwidth and GEMM rate, times every (op, shape, dtype, provider) on the same
 inputs (or the end-to-end model against transformers'), prints a table and writes one JSON file of rows
@@ -17,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from . import backward_cases as BW
 from . import cases as C
 from . import harness as H
 from .runner import format_table, loadavg, run_op, select_providers
@@ -42,7 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark zaya_ops kernels against the eager and torch.compile'd references.",
     )
     p.add_argument("--ops", type=_csv, default=None,
-                   help=f"comma-separated ops (default: all of {','.join(C.REGISTRY)})")
+                   help=f"comma-separated ops (default: all of {','.join(C.REGISTRY)}); <op>_backward (or the "
+                        "older <op>_fwd_bwd) names an op's backward bench")
+    p.add_argument("--backward", action="store_true",
+                   help="the backward benches of --ops (default all): backward alone (zaya-bwd, eager-bwd) and "
+                        "forward plus backward (zaya, eager, compile) of every op zaya_ops lists as "
+                        "differentiable; the others get eager/compile rows and zaya rows n/a (prefill shapes)")
+    p.add_argument("--train", action="store_true",
+                   help="a training step (forward, backward, AdamW) of transformers' ZayaForCausalLM, unpatched "
+                        "(hf) and patched by zaya_ops (hf-zaya): --preset tiny or zaya1-8b-layer (one ZAYA1-8B "
+                        "layer, small vocabulary), --tokens T per sequence, --batch sequences")
     p.add_argument("--device", default=None,
                    help="cpu or cuda (cuda also means ROCm GPUs); default cuda if available, else cpu")
     p.add_argument("--quick", action="store_true",
@@ -66,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "cca_attention, on an H100/H200), v1 (the version-1 mma.sync kernels of cca_attention, router "
                         "and moe_top1: scalar fragment loads, no ldmatrix; NVIDIA GPUs), sdpa / sdpa-flash / sdpa-efficient / sdpa-cudnn / "
                         "sdpa-math (attention), grouped_mm, dense-loop (experts); each op runs those it knows. "
-                        "--model: zaya, hf-eager (default), hf-sdpa, zaya-nograph, zaya-reference")
+                        "--model: zaya, hf-eager (default), hf-sdpa, zaya-nograph, zaya-reference; --backward: "
+                        "zaya-bwd, eager-bwd, zaya, eager, compile (default), compile-bwd; --train: hf, hf-zaya "
+                        "(default), hf-sdpa")
     p.add_argument("--model", action="store_true",
                    help="end-to-end model: prefill tokens/s at --tokens, decode tokens/s at --batch after "
                         "--context tokens, ours against transformers' ZayaForCausalLM on the same weights")
@@ -76,8 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "--steps new tokens; providers zaya, vllm (compiled), vllm-eager). Needs vLLM 0.32 (the "
                         "environment tools/vllm_ci.sh builds)")
     p.add_argument("--preset", default=None,
-                   help="--model: zaya1-8b (the real shapes, ~17 GB bf16: a GPU with memory), zaya1-8b-2l (its shapes, 2 layers: ~1.9 GB) or tiny "
-                        "(default on CPUs and with --quick; zaya1-8b on GPUs)")
+                   help="--model: zaya1-8b (the real shapes, ~17 GB bf16: a GPU with memory), zaya1-8b-2l (its shapes, "
+                        "2 layers: ~1.9 GB) or tiny (default on CPUs and with --quick; zaya1-8b on GPUs); --train: tiny "
+                        "or zaya1-8b-layer (default: both)")
     p.add_argument("--steps", type=int, default=None,
                    help="--model: decode steps per measurement at most (warm-up included); --vllm: new tokens "
                         "per prompt")
@@ -97,8 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-reps", type=int, default=None,
                    help="fewest measured reps per (case, provider) (default 10, --quick 5; warm-up calls at least "
                         "max(1, N // 2)): for slow baselines on a CPU, e.g. transformers' bf16 model at ZAYA1-8B widths")
-    p.add_argument("--notes", default="",
-                   help="free text stored in the JSON's meta (e.g. the machine's load from other jobs)")
+    p.add_argument("--notes", default=None,
+                   help="free text kept in the JSON's meta.notes and the report's footnote (e.g. 'loaded: a shared "
+                        "machine')")
     p.add_argument("--list", action="store_true", help="list the ops and exit")
     p.add_argument("--static", action="store_true",
                    help="no timing: a static report per GPU kernel (registers, spills, shared memory/LDS, "
@@ -133,16 +150,25 @@ def main(argv: list[str] | None = None) -> int:
         dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         for name, b in C.REGISTRY.items():
             print(f"{name}: providers {','.join(b.providers_for(dev))} (on {dev.type})")
+        diff = BW.differentiable_ops()
+        for name, b in BW.BACKWARD.items():
+            state = "differentiable" if b.differentiable() else "not differentiable yet (zaya rows n/a)"
+            print(f"{name} (--backward; of {b.op}): providers {','.join(b.providers_for(dev))}; {state}")
+        print(f"zaya_ops._autograd.DIFFERENTIABLE: {', '.join(diff) or '(none)'}")
+        from . import train_bench as TB
+
+        print(f"--train (presets {','.join(TB.PRESETS)}): providers {','.join(TB.ALL_PROVIDERS)} "
+              f"(default {','.join(TB.DEFAULT_PROVIDERS)})")
         from . import model_bench as M
 
         print(f"--model (presets {','.join(M.PRESETS)}): providers {','.join(M.ALL_PROVIDERS)} "
               f"(default {','.join(M.DEFAULT_PROVIDERS)})")
         return 0
 
-    ops = args.ops or list(C.REGISTRY)
-    unknown = [o for o in ops if o not in C.REGISTRY]
-    if unknown and not args.model:
-        log(f"error: unknown op(s) {', '.join(unknown)}; known: {', '.join(C.REGISTRY)}")
+    benches, unknown = select_benches(args.ops, args.backward)
+    if unknown and not (args.model or args.vllm or args.train):
+        log(f"error: unknown op(s) {', '.join(unknown)}; known: {', '.join(C.REGISTRY)}, "
+            f"{', '.join(BW.BACKWARD)}")
         return 2
     bad_phases = [p for p in (args.phases or []) if p not in ("prefill", "decode")]
     if bad_phases:
@@ -163,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         log("error: --device cuda but torch sees no GPU (torch.cuda.is_available() is False)")
         return 2
     threads = args.threads
-    if threads is None and (args.model or args.vllm) and device.type == "cpu":
+    if threads is None and (args.model or args.vllm or args.train) and device.type == "cpu":
         threads = 1  # as `python -m zaya_ops`: the small model's matrices gain nothing from more, and on a
         # busy machine every OpenMP barrier of a many-op step stalls on the other processes
     if threads:
@@ -193,8 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         "started": stamp,
         "argv": sys.argv[1:] if argv is None else list(argv),
         "quick": args.quick,
-        "loadavg_start": load0,
         "notes": args.notes,
+        "loadavg_start": load0,
         "device": info,
         "roofline": None if roof is None else vars(roof),
         "timer": vars(cfg) | {"kind": H.timer_name(device)},
@@ -205,6 +231,45 @@ def main(argv: list[str] | None = None) -> int:
         + (": other processes are busy, expect noisy timings" if busy else ""))
     all_rows = []
     written = []
+    if any(isinstance(b, BW.BackwardBench) for b in benches) and not (args.model or args.vllm or args.train):
+        from .. import _autograd
+
+        meta["differentiable"] = list(BW.differentiable_ops())
+        meta["backward_backends"] = _autograd.backward_backends(device)
+        log("differentiable (zaya_ops._autograd.DIFFERENTIABLE): " + (", ".join(meta["differentiable"]) or "none"))
+        for b in benches:
+            if isinstance(b, BW.BackwardBench) and not b.differentiable():
+                log(f"{b.name}: {b.op} is not differentiable yet: its zaya rows are n/a, eager/compile still run")
+    if args.train:
+        from . import train_bench as TB
+
+        presets = [args.preset] if args.preset else list(TB.default_presets(device, args.quick))
+        bad = [p for p in presets if p not in TB.PRESETS]
+        if bad:
+            log(f"error: unknown --train preset(s) {', '.join(bad)}; known: {', '.join(TB.PRESETS)}")
+            return 2
+        providers = args.providers or list(TB.DEFAULT_PROVIDERS)
+        bad = [p for p in providers if p not in TB.ALL_PROVIDERS]
+        if bad:
+            log(f"error: unknown --train provider(s) {', '.join(bad)}; known: {', '.join(TB.ALL_PROVIDERS)}")
+            return 2
+        rows = []
+        for preset in presets:
+            toks, batches = TB.QUICK if args.quick else TB.DEFAULTS[preset]
+            prow = TB.run_train(preset, providers, device, dtypes[0], tokens=args.tokens or toks,
+                                batches=args.batch or batches, info=info, roof=roof, cfg=cfg, stamp=stamp,
+                                seed=args.seed, log=log)
+            rows.extend(prow)
+            if not args.no_write:
+                written.append(H.write_json(Path(out_dir) / f"train-{preset}-{stamp}.json", prow,
+                                            meta | {"op": f"train-{preset}", "loadavg_end": _loadavg()}))
+        print()
+        _print_header(info, roof, device)
+        print(TB.format_table(rows))
+        for p in written:
+            print(f"wrote {p}")
+        log(f"done in {time.perf_counter() - started:.1f} s")
+        return 0
     if args.vllm or args.model:
         from . import model_bench as M
         from . import vllm_bench as VB
@@ -245,13 +310,16 @@ def main(argv: list[str] | None = None) -> int:
         log(f"done in {time.perf_counter() - started:.1f} s")
         # a vLLM provider that failed is an error of this run (model rows record theirs in the JSON)
         return 1 if args.vllm and any(r.status != H.STATUS_OK for r in rows) else 0
-    for op in ops:
-        bench = C.get(op)
+    for bench in benches:
+        op = bench.name
         shapes = bench.shapes(quick=args.quick, tokens=args.tokens, hidden=args.hidden, batches=args.batch,
                               context=args.context, phases=args.phases)
         providers = select_providers(bench, args.providers, device, quick=args.quick)
         if not providers:
             log(f"{op}: none of the providers {','.join(args.providers)} applies, skipped")
+            continue
+        if not shapes:
+            log(f"{op}: no shapes (--phases {','.join(args.phases or [])}: backward benches run prefill only)")
             continue
         rows = run_op(bench, shapes, dtypes, providers, device, info=info, roof=roof, cfg=cfg,
                       stamp=stamp, seed=args.seed, log=log)
@@ -270,6 +338,27 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def select_benches(names: list[str] | None, backward: bool) -> tuple[list[C.OpBench], list[str]]:
+    """The benches ``--ops`` names (default: every forward op), each op's backward bench instead with
+    ``--backward``; ``<op>_backward`` and ``<op>_fwd_bwd`` name a backward bench in either mode. Returns
+    (benches in order without repeats, unknown names)."""
+    names = names or list(C.REGISTRY)
+    out: list[C.OpBench] = []
+    unknown: list[str] = []
+    for n in names:
+        try:
+            if backward or n not in C.REGISTRY:
+                b = BW.resolve(n)
+            else:
+                b = C.REGISTRY[n]
+        except KeyError:
+            unknown.append(n)
+            continue
+        if b not in out:
+            out.append(b)
+    return out, unknown
+
+
 def _print_header(info, roof, device) -> None:
     print(f"{info['device_name']} | {info.get('runtime')} | driver {info.get('driver')} | torch {info['torch']} "
           f"| commit {info.get('commit')}")
@@ -277,7 +366,8 @@ def _print_header(info, roof, device) -> None:
         print(f"measured ceilings: copy {roof.copy_gbps:,.1f} GB/s, {roof.gemm_dtype} GEMM "
               f"{roof.gemm_tflops:.4g} TFLOP/s" + (f" ({roof.note})" if roof.note else ""))
     print(f"timer: {H.timer_name(device)}; times are per call; GB/s = bytes moved / median; "
-          f"%copyBW = GB/s / measured copy GB/s")
+          f"%copyBW = GB/s / measured copy GB/s; %roof = roofline bound / median; x eager: against eager "
+          f"(*-bwd rows: against eager-bwd)")
     print()
 
 

@@ -228,6 +228,19 @@ class OpBench:
             return case.bind(torch.compile(self.reference(), dynamic=False))
         raise SkipProvider(f"unknown provider {provider!r} for {self.name}")
 
+    def cost(self, provider: str, case: Case) -> tuple[int, int]:
+        """(bytes, FLOPs) of one call of ``provider`` (the backward benches' ``*-bwd`` providers do less
+        than a case's forward plus backward)."""
+        return case.bytes, case.flops
+
+    def baseline_for(self, provider: str) -> str:
+        """The provider whose median ``provider``'s "x eager" column divides by."""
+        return self.baseline
+
+    def row_params(self, provider: str) -> dict[str, Any]:
+        """Extra ``params`` of ``provider``'s rows (the backward benches say which pass a row times)."""
+        return {}
+
     def expected(self, case: Case) -> Any:
         """The oracle output for the correctness column: the eager reference."""
         return case.bind(self.reference())()
@@ -292,70 +305,6 @@ class ResidualScaleRmsNormBench(OpBench):
                     bytes=nbytes, flops=9 * T * H)
 
 
-class FwdBwdBench(OpBench):
-    """Forward plus backward of a differentiable op (``<op>_fwd_bwd``): the op on inputs that require
-    grad, then ``torch.autograd.grad`` of all its outputs against fixed seeded output gradients.
-
-    * ``zaya``: the wrapper with its registered autograd (zaya_ops._autograd: the CPU backward kernel);
-    * ``eager``: autograd of the reference;
-    * ``compile``: ``torch.compile`` of the reference (forward and its AOT-compiled backward).
-
-    A call returns the op's outputs and then the gradients of every input in ``wrt``. bytes = the
-    forward's, plus the backward reading the saved inputs and the output gradients and writing the
-    input gradients; FLOPs = the forward's plus ``bwd_flops`` per element.
-    """
-
-    def __init__(self, base: OpBench, wrt: tuple[int, ...], bwd_flops: int):
-        self.base = base
-        self.name = f"{base.name}_fwd_bwd"
-        self.wrt = wrt
-        self.bwd_flops = bwd_flops
-
-    def build(self, params, dtype, device, gen):
-        case = self.base.build(params, dtype, device, gen)
-        T, H = params["T"], params["H"]
-        if torch.device(device).type == "meta":
-            return dataclasses.replace(case, op=self.name)
-        outs = case.bind(self.base.reference())()
-        outs = outs if isinstance(outs, tuple) else (outs,)
-        gouts = tuple(_randn(gen, *o.shape, dtype=o.dtype, device=device) for o in outs)
-        saved = _nbytes(*(case.args[i] for i in self.wrt))
-        nbytes = case.bytes + saved + _nbytes(*gouts) + saved  # read inputs + output grads, write grads
-        return dataclasses.replace(case, op=self.name, bytes=nbytes, flops=case.flops + self.bwd_flops * T * H,
-                                   extra={"grad_outputs": gouts})
-
-    def known_providers(self, device):
-        return self.providers_for(device)
-
-    def _fwd_bwd(self, fn: Callable[..., Any], case: Case) -> Callable[[], Any]:
-        gouts = case.extra["grad_outputs"]
-        wrt = self.wrt
-
-        def run(*args, **kwargs):
-            args = [a.detach().requires_grad_() if i in wrt else a for i, a in enumerate(args)]
-            outs = fn(*args, **kwargs)
-            outs = outs if isinstance(outs, tuple) else (outs,)
-            grads = torch.autograd.grad(outs, [args[i] for i in wrt], gouts)
-            return (*(o.detach() for o in outs), *grads)
-
-        return case.bind(run)
-
-    def make_provider(self, provider, case):
-        if provider == "zaya":
-            from .. import ops
-
-            return self._fwd_bwd(getattr(ops, self.base.name), case)
-        if provider == "eager":
-            return self._fwd_bwd(self.base.reference(), case)
-        if provider == "compile":
-            torch._dynamo.reset()
-            return self._fwd_bwd(torch.compile(self.base.reference(), dynamic=False), case)
-        raise SkipProvider(f"{provider!r} is not a forward+backward provider")
-
-    def expected(self, case):
-        return self._fwd_bwd(self.base.reference(), case)()
-
-
 REGISTRY: dict[str, OpBench] = {}
 
 
@@ -368,9 +317,6 @@ def register(bench: OpBench) -> OpBench:
 
 register(RmsNormBench())
 register(ResidualScaleRmsNormBench())
-# backward: ~8 FLOPs per element for the norm (two dot products, the gradient, the weight's product)
-register(FwdBwdBench(REGISTRY["rms_norm"], wrt=(0, 1), bwd_flops=8))
-register(FwdBwdBench(REGISTRY["residual_scale_rmsnorm"], wrt=tuple(range(7)), bwd_flops=17))
 
 from . import layer_cases  # noqa: E402,F401  (registers cca_qkv, cca_attention, router, moe_top1)
 

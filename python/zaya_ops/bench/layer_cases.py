@@ -129,6 +129,33 @@ def cca_qkv_cost(T: int, B: int, nq: int, nkv: int, D: int, rot: int, esize: int
     return act_in + act_out + weights + rope_meta + state, flops
 
 
+def cca_inputs(gen: torch.Generator, T: int, rope_rows: int, nq: int, nkv: int, D: int, dtype: torch.dtype,
+               device: torch.device) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """The seeded inputs every CCA-prologue case shares: (qt, kt, vc, vd, the two convs' weights and biases,
+    qk_temp), with qt/kt/vc/vd column slices of one [T, qkv] projection as in the model, and the RoPE
+    table's first ``rope_rows`` rows (ZAYA1's partial rotary 0.5, theta 5e6). Nothing is allocated on the
+    meta device."""
+    from .. import reference
+
+    rot = D // 2
+    C = (nq + nkv) * D
+    meta = torch.device(device).type == "meta"
+    r = lambda *sh, sc=1.0: _randn(gen, *sh, dtype=dtype, device=device, scale=sc)  # noqa: E731
+    proj = r(T, nq * D + 2 * nkv * D)
+    qd, kd = nq * D, nkv * D
+    qt, kt = proj[:, :qd], proj[:, qd:qd + kd]
+    vc, vd = proj[:, qd + kd:qd + kd + kd // 2], proj[:, qd + kd + kd // 2:]
+    conv_dw_w, conv_dw_b = r(C, 1, 2, sc=0.7), r(C, sc=0.05)
+    conv_g_w, conv_g_b = r(C, D, 2, sc=(2 * D) ** -0.5), r(C, sc=0.05)
+    qk_temp = r(nkv, sc=0.1) if meta else (0.75 + 0.5 * torch.rand(nkv, generator=gen)).to(device, dtype)
+    if meta:
+        cos_sin = torch.empty(rope_rows, rot, dtype=dtype, device=device)
+    else:
+        inv = reference.rope_inv_freq(D, rot / D, 5_000_000.0)
+        cos_sin = reference.rope_cos_sin(inv, rope_rows, dtype).to(device)
+    return (qt, kt, vc, vd, conv_dw_w, conv_dw_b, conv_g_w, conv_g_b, qk_temp), cos_sin
+
+
 class CcaQkvBench(_LayerOpBench):
     """``cca_qkv``: prefill = one new sequence of T tokens (zero state); decode = B sequences at position
     ctx-1, one token each, with random conv/value state. qt/kt/vc/vd are column slices of one [T, qkv]
@@ -142,8 +169,6 @@ class CcaQkvBench(_LayerOpBench):
         return self.providers_for(device)
 
     def build(self, params, dtype, device, gen):
-        from .. import reference
-
         nq, nkv, D = params["nq"], params["nkv"], params["D"]
         rot = D // 2  # ZAYA1's partial rotary factor 0.5
         C = (nq + nkv) * D
@@ -151,20 +176,9 @@ class CcaQkvBench(_LayerOpBench):
         T = params["T"] if prefill else params["B"]
         B = 1 if prefill else params["B"]
         ctx = T if prefill else params["ctx"]
-        meta = torch.device(device).type == "meta"
         r = lambda *sh, sc=1.0: _randn(gen, *sh, dtype=dtype, device=device, scale=sc)  # noqa: E731
-        proj = r(T, nq * D + 2 * nkv * D)
-        qd, kd = nq * D, nkv * D
-        qt, kt = proj[:, :qd], proj[:, qd:qd + kd]
-        vc, vd = proj[:, qd + kd:qd + kd + kd // 2], proj[:, qd + kd + kd // 2:]
-        conv_dw_w, conv_dw_b = r(C, 1, 2, sc=0.7), r(C, sc=0.05)
-        conv_g_w, conv_g_b = r(C, D, 2, sc=(2 * D) ** -0.5), r(C, sc=0.05)
-        qk_temp = r(nkv, sc=0.1) if meta else (0.75 + 0.5 * torch.rand(nkv, generator=gen)).to(device, dtype)
-        if meta:
-            cos_sin = torch.empty(ctx, rot, dtype=dtype, device=device)
-        else:
-            inv = reference.rope_inv_freq(D, rot / D, 5_000_000.0)
-            cos_sin = reference.rope_cos_sin(inv, ctx, dtype).to(device)
+        (qt, kt, vc, vd, conv_dw_w, conv_dw_b, conv_g_w, conv_g_b, qk_temp), cos_sin = \
+            cca_inputs(gen, T, ctx, nq, nkv, D, dtype, device)
         if prefill:
             positions = torch.arange(T, dtype=torch.int64)
             cu = torch.tensor([0, T], dtype=torch.int32)
@@ -582,6 +596,6 @@ def projected_cost(op: str, params: dict[str, Any], dtype: torch.dtype = torch.b
 
 
 __all__ = [
-    "CcaAttentionBench", "CcaQkvBench", "MoeTop1Bench", "RouterBench", "attention_cost", "cca_qkv_cost",
+    "CcaAttentionBench", "CcaQkvBench", "MoeTop1Bench", "RouterBench", "attention_cost", "cca_inputs", "cca_qkv_cost",
     "expected_experts_hit", "moe_cost", "moe_dense_loop", "moe_grouped_mm", "projected_cost", "router_cost",
 ]

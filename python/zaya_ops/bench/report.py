@@ -44,7 +44,8 @@ def latest_table(directory: Path, recursive: bool = False, merge: bool = False) 
     out = []
     model = [(r, s) for r, s in rows if r["op"].startswith("model-")]
     served = [(r, s) for r, s in rows if r["op"].startswith("vllm-")]
-    ops = [(r, s) for r, s in rows if not r["op"].startswith(("model-", "vllm-"))]
+    trained = [(r, s) for r, s in rows if r["op"].startswith("train-")]
+    ops = [(r, s) for r, s in rows if not r["op"].startswith(("model-", "vllm-", "train-"))]
     if ops:
         out.append("| op | shape | provider | median us | GB/s | TFLOP/s | % roofline | x eager | status | run |")
         out.append("|---|---|---|---:|---:|---:|---:|---:|---|---|")
@@ -64,6 +65,15 @@ def latest_table(directory: Path, recursive: bool = False, merge: bool = False) 
             out.append(f"| {r['op']} | {r['shape']} | {r['provider']} | {r['params'].get('mode', '-')} | "
                        f"{_f(med / 1e3 if med else None, ',.2f')} | {_f(r.get('tokens_per_s'), ',.1f')} | "
                        f"{_f(r.get('floor_tokens_per_s'), ',.0f')} | {_f(r.get('pct_floor'), '.2f')} | "
+                       f"{_f(r.get('speedup_vs_eager'), '.2f')} | {r['status']} | {key[s]} |")
+    if trained:
+        out.append("")
+        out.append("| training step | shape | dtype | provider | median ms | tokens/s | x hf | status | run |")
+        out.append("|---|---|---|---|---:|---:|---:|---|---|")
+        for r, s in trained:
+            med = (r.get("stats") or {}).get("median_us")
+            out.append(f"| {r['op']} | {r['shape']} | {r['dtype']} | {r['provider']} | "
+                       f"{_f(med / 1e3 if med else None, ',.2f')} | {_f(r.get('tokens_per_s'), ',.1f')} | "
                        f"{_f(r.get('speedup_vs_eager'), '.2f')} | {r['status']} | {key[s]} |")
     if served:
         out.append("")
@@ -86,7 +96,8 @@ def latest_table(directory: Path, recursive: bool = False, merge: bool = False) 
                    f"({d.get('runtime')}, {d.get('threads', '-')} threads), torch {d.get('torch')}, "
                    f"measured copy {_f(roof.get('copy_gbps'), ',.1f')} GB/s and {roof.get('gemm_dtype', '-')} GEMM "
                    f"{_f(roof.get('gemm_tflops') and roof['gemm_tflops'] * 1e3, ',.1f')} GFLOP/s, load average "
-                   f"{la[0] if la else '-'} at start; `python -m zaya_ops.bench {' '.join(m.get('argv', []))}`")
+                   f"{la[0] if la else '-'} at start; `python -m zaya_ops.bench {' '.join(m.get('argv', []))}`"
+                   + (f"; notes: {m['notes']}" if m.get("notes") else ""))
         out.append("")
     return "\n".join(out)
 

@@ -60,8 +60,10 @@ def run_case(bench: OpBench, case: Case, providers: Sequence[str], *, info: dict
     H.synchronize(dev)
     rows: list[H.Row] = []
     for prov in providers:
+        nbytes, flops = bench.cost(prov, case)
         row = new_row(case.op, case.shape, case.params, case.dtype_name, prov, dev, info, cfg, stamp,
-                      case.bytes, case.flops)
+                      nbytes, flops)
+        row.params.update(bench.row_params(prov))
         label = f"{case.op} {case.shape} {case.dtype_name} {prov}"
         fn = None
         try:
@@ -111,7 +113,8 @@ def run_case(bench: OpBench, case: Case, providers: Sequence[str], *, info: dict
             + ("" if ok else f"  MISMATCH (max rel err {row.max_rel_err:.3g})"))
         rows.append(row)
         del fn
-    set_speedups(rows, bench.baseline)
+    for base in dict.fromkeys(bench.baseline_for(r.provider) for r in rows):
+        set_speedups([r for r in rows if bench.baseline_for(r.provider) == base], base)
     return rows
 
 
@@ -174,7 +177,7 @@ def _fmt_tflops(v: float | None) -> str:
 
 
 COLUMNS = ("op", "shape", "dtype", "provider", "median us", "p10-p90 us", "GB/s", "%copyBW", "TFLOP/s",
-           "x eager", "max err", "status")
+           "%roof", "x eager", "max err", "status")
 
 
 def table_rows(rows: Sequence[H.Row]) -> list[tuple[str, ...]]:
@@ -189,7 +192,7 @@ def table_rows(rows: Sequence[H.Row]) -> list[tuple[str, ...]]:
         status = {"ok": "ok", "mismatch": "WRONG"}.get(r.status, r.status)
         out.append((
             r.op, r.shape, r.dtype, r.provider, med, spread, _fmt(r.gbps, ",.1f"), _fmt(r.pct_copy_bw, ".1f"),
-            _fmt_tflops(r.tflops), _fmt(r.speedup_vs_eager, ".2f"),
+            _fmt_tflops(r.tflops), _fmt(r.pct_roofline, ".1f"), _fmt(r.speedup_vs_eager, ".2f"),
             "-" if r.max_abs_err is None else f"{r.max_abs_err:.2g}", status,
         ))
     return out
@@ -198,7 +201,7 @@ def table_rows(rows: Sequence[H.Row]) -> list[tuple[str, ...]]:
 def format_table(rows: Sequence[H.Row]) -> str:
     body = table_rows(rows)
     widths = [max(len(c), *(len(b[i]) for b in body)) if body else len(c) for i, c in enumerate(COLUMNS)]
-    left = {0, 1, 2, 3, 11}
+    left = {0, 1, 2, 3, 12}
 
     def line(cells: Sequence[str]) -> str:
         return "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
