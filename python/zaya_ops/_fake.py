@@ -111,3 +111,11 @@ def _router_fake(x, prev_state, down_weight, down_bias, states_scale, norm_weigh
 @_fake("moe_top1")
 def _moe_top1_fake(x, expert_index, expert_weight, gate_up_proj, down_proj, expert_start=0, expert_end=-1):
     return torch.empty_like(x)
+
+
+@_fake("moe_top1_backward")
+def _moe_top1_backward_fake(grad_out, x, expert_index, expert_weight, gate_up_proj, down_proj, expert_start=0,
+                            expert_end=-1):
+    torch._check(grad_out.shape == x.shape, lambda: "moe_top1_backward: grad_out must be x's shape")
+    return (x.new_empty(x.shape), expert_weight.new_empty(expert_weight.shape),
+            gate_up_proj.new_empty(gate_up_proj.shape), down_proj.new_empty(down_proj.shape))
