@@ -1,7 +1,9 @@
 // Argument rules of zaya::moe_top1, shared by the CPU kernel (csrc/cpu/moe_top1.cpp) and the GPU glue
 // (csrc/gpu/moe_top1.cpp): dtypes, shapes, devices and the expert range. The per-entry range of
 // expert_index (0..E) is checked by the CPU kernel where it reads the indices and by the Python wrapper
-// for direct GPU calls; the GPU kernels treat an out-of-range entry as the skip class.
+// for direct GPU calls; the GPU kernels treat an out-of-range entry as the skip class. `op` names the op
+// in the messages (moe_top1_backward shares these rules); `allow_f64`: the CPU kernels also take float64
+// (every float argument float64), for gradcheck.
 #pragma once
 
 #include "arg_checks.h"
@@ -14,10 +16,14 @@ struct MoeDims {
 
 inline MoeDims check_moe_top1_args(const at::Tensor& x, const at::Tensor& expert_index,
                                    const at::Tensor& expert_weight, const at::Tensor& gate_up_proj,
-                                   const at::Tensor& down_proj, int64_t expert_start, int64_t expert_end) {
-  constexpr const char* op = "moe_top1";
+                                   const at::Tensor& down_proj, int64_t expert_start, int64_t expert_end,
+                                   const char* op = "moe_top1", bool allow_f64 = false) {
   TORCH_CHECK_VALUE(x.dim() == 2, op, ": x must be 2-D [T, H], got shape ", shape_str(x.sizes()));
-  check_dtype(op, "x", x, {at::kBFloat16, at::kHalf, at::kFloat});
+  if (allow_f64 && x.scalar_type() == at::kDouble) {
+    // float64 (the CPU kernels' gradcheck mode): every float argument float64, checked below against x.
+  } else {
+    check_dtype(op, "x", x, {at::kBFloat16, at::kHalf, at::kFloat});
+  }
   const at::ScalarType dt = x.scalar_type();
   const int64_t T = x.size(0), H = x.size(1);
   check_dtype(op, "expert_index", expert_index, {at::kInt, at::kLong});

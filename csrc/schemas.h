@@ -12,11 +12,11 @@ namespace zaya {
 
 // The ops without a backward yet: an Autograd kernel that lets the forward run and makes a backward
 // through its outputs raise "derivative for <ns>::<op> is not implemented" (instead of torch's default
-// for custom ops: a warning and no gradient). The two norms get theirs in python/zaya_ops/_autograd.py;
-// their backward ops are listed here too, so a double backward raises as well.
+// for custom ops: a warning and no gradient). The two norms and moe_top1 get theirs in
+// python/zaya_ops/_autograd.py; their backward ops are listed here too, so a double backward raises as well.
 inline void register_not_differentiable(torch::Library& m) {
-  for (const char* name : {"cca_qkv", "cca_attention", "moe_top1", "rms_norm_backward",
-                           "residual_scale_rmsnorm_backward", "router_backward"})
+  for (const char* name : {"cca_qkv", "cca_attention", "rms_norm_backward", "residual_scale_rmsnorm_backward",
+                           "router_backward", "moe_top1_backward"})
     m.impl(name, torch::autograd::autogradNotImplementedFallback());
 }
 
@@ -78,6 +78,15 @@ inline void define_schemas(torch::Library& m) {
   m.def(
       "moe_top1(Tensor x, Tensor expert_index, Tensor expert_weight, Tensor gate_up_proj, "
       "Tensor down_proj, int expert_start=0, int expert_end=-1) -> Tensor");
+
+  // Backward of moe_top1 (python/zaya_ops/_autograd.py): takes grad_out [T, H] and the forward's inputs
+  // (nothing else is saved: the gate/up GEMM is recomputed) and returns the gradients of (x [T, H],
+  // expert_weight [T], gate_up_proj [E, 2I, H], down_proj [E, H, I]). Skip-class tokens and tokens of
+  // experts outside [expert_start, expert_end) get zero rows; non-local experts zero weight gradients.
+  m.def(
+      "moe_top1_backward(Tensor grad_out, Tensor x, Tensor expert_index, Tensor expert_weight, "
+      "Tensor gate_up_proj, Tensor down_proj, int expert_start=0, int expert_end=-1) "
+      "-> (Tensor, Tensor, Tensor, Tensor)");
 }
 
 // Test-only ops, not part of the API and not defined by define_schemas: each is defined by the glue

@@ -6,6 +6,7 @@
 // routing-weight scale fused with the scatter to each token's output row. Skip-class tokens and tokens
 // of experts outside [expert_start, expert_end) only get their row zeroed. GEMMs accumulate in fp32
 // (router_moe_common.h); the fused steps round to the param dtype where the reference's ops do.
+// float64 (every float argument float64: the gradcheck mode of training) runs in double throughout.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -23,6 +24,7 @@
 
 namespace {
 
+using zaya::router_moe::Grouping;
 using zaya::router_moe::round_to;
 using zaya::router_moe::row_grain;
 using zaya::router_moe::shape_str;
@@ -33,28 +35,6 @@ constexpr int64_t kChunkRows = 512;
 // An expert's fp32 weight copy (3*I*H values) beats ATen's bf16 fallback from about 16 tokens on
 // (measured at ZAYA1 sizes, AVX2: 53 vs 57 ms at 16 tokens, 108 vs 75 ms at 32).
 constexpr int64_t kUpcastMinRows = 16;
-
-// Tokens grouped by class (0..E-1 experts, E skip): class c owns order[offset[c] .. offset[c+1]).
-struct Grouping {
-  std::vector<int64_t> order, offset;
-};
-
-template <typename index_t>
-Grouping group_tokens(const at::Tensor& expert_index, int64_t E) {
-  const int64_t T = expert_index.size(0);
-  const index_t* idx = expert_index.data_ptr<index_t>();
-  Grouping g{std::vector<int64_t>(T), std::vector<int64_t>(E + 2, 0)};
-  for (int64_t t = 0; t < T; ++t) {
-    const int64_t e = static_cast<int64_t>(idx[t]);
-    TORCH_CHECK_VALUE(e >= 0 && e <= E, "moe_top1: expert_index entries must lie in 0..", E, " (", E,
-                      " = skip class), got ", e, " at position ", t);
-    ++g.offset[e + 1];
-  }
-  for (int64_t c = 0; c <= E; ++c) g.offset[c + 1] += g.offset[c];
-  std::vector<int64_t> next(g.offset.begin(), g.offset.end() - 1);
-  for (int64_t t = 0; t < T; ++t) g.order[next[static_cast<int64_t>(idx[t])]++] = t;
-  return g;
-}
 
 // ZAYA_CPU_GEMM=native: ATen's own GEMM in the param dtype for every expert (tests, benchmarks).
 inline bool native_forced() {
@@ -73,6 +53,7 @@ struct Scratch {
 template <typename scalar_t, typename gemm_t>
 void run_expert(const at::Tensor& x, const scalar_t* ew, const at::Tensor& gate_up_e,
                 const at::Tensor& down_e, const int64_t* tok, int64_t n, Scratch& s, at::Tensor& out) {
+  using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;  // elementwise maths
   const int64_t H = x.size(1), I = down_e.size(1);
   const at::ScalarType gt = c10::CppTypeToScalarType<gemm_t>::value;
   const bool upcast = gt != x.scalar_type();
@@ -129,9 +110,9 @@ void run_expert(const at::Tensor& x, const scalar_t* ew, const at::Tensor& gate_
       for (int64_t i = i0; i < i1; ++i) {
         gemm_t* g = gp + i * 2 * I;
         for (int64_t j = 0; j < I; ++j) {
-          const float gv = round_to<scalar_t>(static_cast<float>(g[j]));
-          const float uv = round_to<scalar_t>(static_cast<float>(g[I + j]));
-          const float silu = round_to<scalar_t>(zaya::router_moe::silu(gv));
+          const acc_t gv = round_to<scalar_t>(static_cast<acc_t>(g[j]));
+          const acc_t uv = round_to<scalar_t>(static_cast<acc_t>(g[I + j]));
+          const acc_t silu = round_to<scalar_t>(zaya::router_moe::silu(gv));
           g[j] = static_cast<gemm_t>(round_to<scalar_t>(silu * uv));
         }
       }
@@ -146,11 +127,11 @@ void run_expert(const at::Tensor& x, const scalar_t* ew, const at::Tensor& gate_
     // out[tok] = round(round(down) * w[tok]); each token of this expert owns its row alone.
     at::parallel_for(0, m, row_grain(H), [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) {
-        const float w = static_cast<float>(ew[tk[i]]);
+        const acc_t w = static_cast<acc_t>(ew[tk[i]]);
         const gemm_t* d = dp + i * H;
         scalar_t* o = op + tk[i] * H;
         for (int64_t j = 0; j < H; ++j) {
-          o[j] = static_cast<scalar_t>(round_to<scalar_t>(static_cast<float>(d[j])) * w);
+          o[j] = static_cast<scalar_t>(round_to<scalar_t>(static_cast<acc_t>(d[j])) * w);
         }
       }
     });
@@ -161,15 +142,15 @@ at::Tensor moe_top1_cpu(const at::Tensor& x_in, const at::Tensor& expert_index_i
                         const at::Tensor& expert_weight, const at::Tensor& gate_up_proj,
                         const at::Tensor& down_proj, int64_t expert_start, int64_t expert_end) {
   const zaya::checks::MoeDims dims = zaya::checks::check_moe_top1_args(
-      x_in, expert_index_in, expert_weight, gate_up_proj, down_proj, expert_start, expert_end);
+      x_in, expert_index_in, expert_weight, gate_up_proj, down_proj, expert_start, expert_end, "moe_top1",
+      /*allow_f64=*/true);
   const int64_t T = dims.T, H = dims.H, E = dims.E, end = dims.end;
   const at::ScalarType dt = x_in.scalar_type();
 
   // Rows may be strided (a row-strided view is read in place); the gather needs unit column stride.
   const at::Tensor x = x_in.stride(1) == 1 ? x_in : x_in.contiguous();
   const at::Tensor expert_index = expert_index_in.contiguous();
-  const Grouping g = AT_DISPATCH_INDEX_TYPES(expert_index.scalar_type(), "zaya_moe_group",
-                                             [&] { return group_tokens<index_t>(expert_index, E); });
+  const Grouping g = zaya::router_moe::group_tokens(expert_index, E, "moe_top1");
   at::Tensor out = at::empty({T, H}, x.options());
 
   // Tokens that no local expert computes (classes before the range, after it, and skip): zero rows.
@@ -191,7 +172,7 @@ at::Tensor moe_top1_cpu(const at::Tensor& x_in, const at::Tensor& expert_index_i
       if (n == 0) continue;
       const int64_t* tok = g.order.data() + g.offset[e];
       const at::Tensor gu_e = gate_up_proj.select(0, e), dn_e = down_proj.select(0, e);
-      if (zaya::router_moe::upcast_gemm(dt, std::min(n, kChunkRows), kUpcastMinRows)) {
+      if (dt != at::kDouble && zaya::router_moe::upcast_gemm(dt, std::min(n, kChunkRows), kUpcastMinRows)) {
         run_expert<scalar_t, float>(x, ew.data_ptr<scalar_t>(), gu_e, dn_e, tok, n, upcast, out);
       } else {
         run_expert<scalar_t, scalar_t>(x, ew.data_ptr<scalar_t>(), gu_e, dn_e, tok, n, native, out);

@@ -17,6 +17,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
+#include <ATen/Dispatch.h>
 #include <c10/util/bit_cast.h>
 #include <cpuinfo.h>
 
@@ -27,6 +28,7 @@
 #include <cstring>
 #include <initializer_list>
 #include <string>
+#include <vector>
 
 namespace zaya::router_moe {
 
@@ -38,6 +40,11 @@ using zaya::checks::shape_str;
 template <typename T>
 inline float round_to(float v) {
   return static_cast<float>(static_cast<T>(v));
+}
+// The same for float64 arithmetic (the moe_top1 kernels' float64 gradcheck mode).
+template <typename T>
+inline double round_to(double v) {
+  return static_cast<double>(static_cast<T>(v));
 }
 
 // exp(x) in fp32 without libm calls, so the GELU/SiLU loops vectorise (calls to glibc's expf/erff do
@@ -73,6 +80,10 @@ inline float gelu_erf(float x) {
 
 // SiLU as ATen computes it: x / (1 + exp(-x)).
 inline float silu(float x) { return x / (1.0f + exp_f32(-x)); }
+inline double silu(double x) { return x / (1.0 + std::exp(-x)); }
+// The logistic sigmoid, SiLU's derivative being sigmoid(x) * (1 + x * (1 - sigmoid(x))).
+inline float sigmoid(float x) { return 1.0f / (1.0f + exp_f32(-x)); }
+inline double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
 // Whether ATen itself has a fast (oneDNN) GEMM for this reduced-precision dtype on this CPU: the CPU
 // checks of ATen's mkldnn_bf16_device_check (exactly) and mkldnn_fp16_device_check (approximately).
@@ -106,6 +117,36 @@ inline at::Tensor as_gemm_dtype(const at::Tensor& t, at::ScalarType gt) {
 // Rows of a parallel_for chunk for rows of `row_elems` elements (about 32K elements per chunk).
 inline int64_t row_grain(int64_t row_elems) {
   return std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, row_elems));
+}
+
+// moe_top1's tokens grouped by class (0..E-1 experts, E skip), shared by the forward and backward CPU
+// kernels: class c owns order[offset[c] .. offset[c+1]), tokens ascending within a class (a counting
+// sort). `op` names the op in the error for an entry outside 0..E.
+struct Grouping {
+  std::vector<int64_t> order, offset;
+};
+
+template <typename index_t>
+Grouping group_tokens(const at::Tensor& expert_index, int64_t E, const char* op) {
+  const int64_t T = expert_index.size(0);
+  const index_t* idx = expert_index.data_ptr<index_t>();
+  Grouping g{std::vector<int64_t>(T), std::vector<int64_t>(E + 2, 0)};
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t e = static_cast<int64_t>(idx[t]);
+    TORCH_CHECK_VALUE(e >= 0 && e <= E, op, ": expert_index entries must lie in 0..", E, " (", E,
+                      " = skip class), got ", e, " at position ", t);
+    ++g.offset[e + 1];
+  }
+  for (int64_t c = 0; c <= E; ++c) g.offset[c + 1] += g.offset[c];
+  std::vector<int64_t> next(g.offset.begin(), g.offset.end() - 1);
+  for (int64_t t = 0; t < T; ++t) g.order[next[static_cast<int64_t>(idx[t])]++] = t;
+  return g;
+}
+
+// A contiguous int32/int64 expert_index grouped (see group_tokens).
+inline Grouping group_tokens(const at::Tensor& expert_index, int64_t E, const char* op) {
+  return AT_DISPATCH_INDEX_TYPES(expert_index.scalar_type(), "zaya_moe_group",
+                                 [&] { return group_tokens<index_t>(expert_index, E, op); });
 }
 
 }  // namespace zaya::router_moe

@@ -35,10 +35,29 @@ output anyway); it keeps ``x`` (H * 2 bytes per token in bf16/fp16) and ``prev_s
 the activations instead would cost about 7R + (E+1) param-dtype values per token (14R + 2(E+1) bytes in
 bf16) to save three [R, R]-sized GEMMs of recompute, small next to the down projection's T*R*H.
 
-**Not differentiable yet**: ``cca_qkv``, ``cca_attention``, ``moe_top1``. Their forward runs
+**moe_top1** (w.r.t. ``x``, ``expert_weight``, ``gate_up_proj`` and ``down_proj``; ``expert_index`` is
+an integer and gets none): backward op ``zaya::moe_top1_backward``. Its gradient is that of
+``zaya_ops.reference.moe_top1`` with the intermediates kept in fp32 (double for float64): the CPU
+kernel (csrc/cpu/moe_top1_backward.cpp) groups the tokens by expert as the forward does, recomputes
+``[gate | up] = x @ gate_up_proj[e]^T``, and rounds once per output, so its error against float64 is at
+most the reference autograd's (which rounds after every op). Skip-class tokens and tokens of experts
+outside ``[expert_start, expert_end)`` get zero ``x`` and ``expert_weight`` gradients, and experts
+outside the range zero weight gradients (the local experts' share: expert-parallel ranks sum ``x``'s
+gradient as they sum the output). The weight gradients are summed over tokens in fixed chunks and row
+blocks, independent of the thread count. **Saved**: references to the inputs only (x is kept alive:
+H * element size bytes per token, plus the index and weight, 4 or 8 + element size bytes); the [T, 2I]
+gate/up pre-activation is recomputed, not saved. Saving it (SiLU's backward needs gate and up, so the
+[T, I] activation alone is not enough) would cost 2I * element size bytes per token (8 KiB in bf16 at
+ZAYA1's I = 2048, twice x's 4 KiB at H = 2048) to spare one of the backward's five GEMMs (the gate/up
+recompute: 2TIH of the 8TIH multiply-adds per step); the routing-weight gradient is
+``rowsum(act * (grad_out @ down_proj[e]))``, so the forward's down GEMM is not recomputed either. On
+CUDA/HIP and the emulators the backward op recomputes the reference under autograd (no GPU backward
+kernel yet).
+
+**Not differentiable yet**: ``cca_qkv``, ``cca_attention``. Their forward runs
 with inputs that require grad, but a backward through their outputs raises ``RuntimeError: derivative
 for zaya::<op> is not implemented`` (their Autograd kernel, csrc/schemas.h) instead of silently giving
-no gradient. The same holds for a double backward through the norms (their backward ops).
+no gradient. The same holds for a double backward through the differentiable ops (their backward ops).
 """
 
 from __future__ import annotations
@@ -52,8 +71,8 @@ from . import reference
 
 __all__ = ["DIFFERENTIABLE", "NOT_DIFFERENTIABLE", "backward_backends", "register_namespace"]
 
-DIFFERENTIABLE = ("rms_norm", "residual_scale_rmsnorm", "router")
-NOT_DIFFERENTIABLE = ("cca_qkv", "cca_attention", "moe_top1")
+DIFFERENTIABLE = ("rms_norm", "residual_scale_rmsnorm", "router", "moe_top1")
+NOT_DIFFERENTIABLE = ("cca_qkv", "cca_attention")
 
 _REGISTERED: set[str] = set()
 # Ops whose backward has a CUDA/HIP kernel (also what the emulator namespaces run).
@@ -100,10 +119,22 @@ def _router_backward_by_reference(grad_weight, grad_state, grad_logits, x, prev_
     return gx, gp, gdw, gdb, gs, gnw, g1w, g1b, g2w, g2b, gwo
 
 
+def _moe_top1_backward_by_reference(grad_out, x, expert_index, expert_weight, gate_up_proj, down_proj,
+                                    expert_start=0, expert_end=-1):
+    E = gate_up_proj.shape[0]
+    end = E if expert_end < 0 else expert_end
+    index = expert_index.long()
+    if not bool(((index >= expert_start) & (index < end)).any()):  # no local token: nothing in the graph
+        return (torch.zeros_like(x, memory_format=torch.contiguous_format), torch.zeros_like(expert_weight),
+                torch.zeros_like(gate_up_proj), torch.zeros_like(down_proj))
+    return _vjp(lambda a, w, gu, dn: reference.moe_top1(a, expert_index, w, gu, dn, expert_start, end),
+                (x, expert_weight, gate_up_proj, down_proj), (grad_out,))
+
+
 def register_namespace(ns: str) -> None:
-    """Registers the ops' autograd on ``torch.ops.<ns>`` (``"zaya"``, done at import, or an emulator
-    namespace such as ``"zaya_emu32"``, which tests route the wrappers to) and the reference-by-recompute
-    kernels of the backward ops that have no GPU kernel yet (router_backward): CUDA for ``zaya``, the
+    """Registers the differentiable ops' autograd on ``torch.ops.<ns>`` (``"zaya"``, done at import, or an emulator
+    namespace such as ``"zaya_emu32"``, which tests route the wrappers to) and the backward ops'
+    reference-by-recompute kernels where that namespace has no backward kernel: CUDA for ``zaya``, the
     CPU key for the emulators (whose ops are the GPU kernels on CPU tensors)."""
     if ns in _REGISTERED:
         return
@@ -116,7 +147,9 @@ def register_namespace(ns: str) -> None:
         torch.library.register_fake(f"{ns}::residual_scale_rmsnorm_backward",
                                     _fake._residual_scale_rmsnorm_backward_fake)
         torch.library.register_fake(f"{ns}::router_backward", _fake._router_backward_fake)
+        torch.library.register_fake(f"{ns}::moe_top1_backward", _fake._moe_top1_backward_fake)
     torch.library.register_kernel(f"{ns}::router_backward", fallback_device, _router_backward_by_reference)
+    torch.library.register_kernel(f"{ns}::moe_top1_backward", fallback_device, _moe_top1_backward_by_reference)
 
     def rms_setup(ctx, inputs, output):
         x, weight, eps = inputs
@@ -158,6 +191,20 @@ def register_namespace(ns: str) -> None:
         return (g[0], g[1] if has_prev else None, g[2], g[3], g[4] if has_prev else None, *g[5:], None, None, None)
 
     torch.library.register_autograd(f"{ns}::router", router_backward, setup_context=router_setup)
+
+    def moe_setup(ctx, inputs, output):
+        *tensors, expert_start, expert_end = inputs
+        ctx.save_for_backward(*tensors)  # x, expert_index, expert_weight, gate_up_proj, down_proj
+        ctx.expert_range = (expert_start, expert_end)
+
+    def moe_backward(ctx, grad_out):
+        saved = ctx.saved_tensors
+        if grad_out is None:
+            grad_out = torch.zeros_like(saved[0])
+        grad_x, grad_w, grad_gate_up, grad_down = ops.moe_top1_backward(grad_out, *saved, *ctx.expert_range)
+        return grad_x, None, grad_w, grad_gate_up, grad_down, None, None
+
+    torch.library.register_autograd(f"{ns}::moe_top1", moe_backward, setup_context=moe_setup)
     torch.library.register_autograd(f"{ns}::rms_norm", rms_backward, setup_context=rms_setup)
     torch.library.register_autograd(f"{ns}::residual_scale_rmsnorm", rsr_backward, setup_context=rsr_setup)
     _REGISTERED.add(ns)

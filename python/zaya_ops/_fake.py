@@ -130,3 +130,11 @@ def _router_backward_fake(grad_weight, grad_state, grad_logits, x, prev_state, d
         x.new_empty((R if has_prev else 0,)),
         *(t.new_empty(t.shape) for t in (norm_weight, fc1_weight, fc1_bias, fc2_weight, fc2_bias, out_weight)),
     )
+
+
+@_fake("moe_top1_backward")
+def _moe_top1_backward_fake(grad_out, x, expert_index, expert_weight, gate_up_proj, down_proj, expert_start=0,
+                            expert_end=-1):
+    torch._check(grad_out.shape == x.shape, lambda: "moe_top1_backward: grad_out must be x's shape")
+    return (x.new_empty(x.shape), expert_weight.new_empty(expert_weight.shape),
+            gate_up_proj.new_empty(gate_up_proj.shape), down_proj.new_empty(down_proj.shape))

@@ -49,7 +49,8 @@ __all__ = [
 ]
 
 
-# The norms also take float64 (every float argument float64), on the CPU: the gradcheck mode of training.
+# The norms and moe_top1 also take float64 (every float argument float64), on the CPU: the gradcheck mode
+# of training.
 _NORM_DTYPES = FLOAT_DTYPES + (torch.float64,)
 
 
@@ -373,7 +374,7 @@ def moe_top1(
     ranks of an expert-parallel model sum their outputs).
 
     Args:
-        x: [T, H] param dtype.
+        x: [T, H] param dtype (float64, with every float argument float64, on the CPU: for gradcheck).
         expert_index: [T] int32 or int64 in 0..E (E = skip); anything else is an error.
         expert_weight: [T] param dtype.
         gate_up_proj: [E, 2I, H] (rows :I gate, I: up); down_proj: [E, H, I], checkpoint layout.
@@ -382,7 +383,7 @@ def moe_top1(
     Returns:
         [T, H] param dtype.
     """
-    check_tensor("x", x, dtypes=FLOAT_DTYPES, ndim=2)
+    check_tensor("x", x, dtypes=_NORM_DTYPES, ndim=2)
     dev, dt = x.device, x.dtype
     T, H = x.shape
     check_tensor("expert_index", expert_index, dtypes=INDEX_DTYPES, shape=(T,), device=dev)
