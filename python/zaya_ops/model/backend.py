@@ -31,10 +31,11 @@ from .config import KERNEL_HEAD_DIMS
 
 __all__ = ["OP_NAMES", "BACKENDS", "OpBackend"]
 
-OP_NAMES = ("rms_norm", "residual_scale_rmsnorm", "cca_qkv", "cca_attention", "router", "moe_top1")
+OP_NAMES = ("rms_norm", "residual_scale_rmsnorm", "cca_qkv", "cca_qkv_functional", "cca_attention", "router",
+            "moe_top1")
 BACKENDS = ("auto", "ops", "reference")
-_ATTENTION_OPS = ("cca_qkv", "cca_attention")
-_INDEX_OPS = ("cca_qkv", "cca_attention", "moe_top1")  # the wrappers that check index values
+_ATTENTION_OPS = ("cca_qkv", "cca_qkv_functional", "cca_attention")
+_INDEX_OPS = ("cca_qkv", "cca_qkv_functional", "cca_attention", "moe_top1")  # the wrappers that check index values
 
 
 def _kernel(name: str) -> Callable:
