@@ -16,7 +16,7 @@ namespace zaya {
 // python/zaya_ops/_autograd.py; their backward ops are listed here too, so a double backward raises as well.
 inline void register_not_differentiable(torch::Library& m) {
   for (const char* name : {"cca_qkv", "cca_attention", "rms_norm_backward", "residual_scale_rmsnorm_backward",
-                           "router_backward", "moe_top1_backward"})
+                           "router_backward", "moe_top1_backward", "cca_qkv_functional_backward"})
     m.impl(name, torch::autograd::autogradNotImplementedFallback());
 }
 
@@ -47,6 +47,26 @@ inline void define_schemas(torch::Library& m) {
       "Tensor qk_temp, Tensor cos_sin, Tensor positions, Tensor cu_seqlens, "
       "Tensor(a!) conv_state, Tensor(b!) value_state, Tensor state_indices, "
       "Tensor(c!) k_cache, Tensor(d!) v_cache, Tensor slot_mapping, float qk_norm_eps) -> Tensor");
+
+  // The differentiable form of cca_qkv (training): per sequence b the initial histories are read from
+  // conv_state[b] [C, 2] and value_state[b] [nkv*D/2] (rows per sequence, not slots; nothing is
+  // written). Returns (q [T, nq, D], k [T, nkv, D], v [T, nkv, D]). Kernel: csrc/cca_qkv_functional.h
+  // (cca_qkv's kernel on scratch states and a one-token-block cache).
+  m.def(
+      "cca_qkv_functional(Tensor qt, Tensor kt, Tensor vc, Tensor vd, "
+      "Tensor conv_dw_weight, Tensor conv_dw_bias, Tensor conv_g_weight, Tensor conv_g_bias, "
+      "Tensor qk_temp, Tensor cos_sin, Tensor positions, Tensor cu_seqlens, "
+      "Tensor conv_state, Tensor value_state, float qk_norm_eps) -> (Tensor, Tensor, Tensor)");
+  // Its backward. Saved from the forward: qt, kt (the conv's input, recomputed through), the parameters,
+  // cos_sin, positions, cu_seqlens and conv_state; v is a copy of vc/vd/value_state, so they are not
+  // needed. Returns the gradients of (qt, kt, vc, vd, conv_dw_weight, conv_dw_bias, conv_g_weight,
+  // conv_g_bias, qk_temp, conv_state, value_state), each in its input's dtype.
+  m.def(
+      "cca_qkv_functional_backward(Tensor grad_q, Tensor grad_k, Tensor grad_v, Tensor qt, Tensor kt, "
+      "Tensor conv_dw_weight, Tensor conv_dw_bias, Tensor conv_g_weight, Tensor conv_g_bias, "
+      "Tensor qk_temp, Tensor cos_sin, Tensor positions, Tensor cu_seqlens, Tensor conv_state, "
+      "float qk_norm_eps) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, "
+      "Tensor)");
 
   // Causal GQA attention over the paged KV cache, varlen prefill and decode alike.
   // Returns (out [T, nq*D], lse [nq, T] fp32).

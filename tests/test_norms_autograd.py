@@ -312,7 +312,8 @@ def test_backward_backends():
     cpu = zaya_ops.backward_backends("cpu")
     assert cpu["rms_norm"] == cpu["residual_scale_rmsnorm"] == "kernel (cpu)"
     assert zaya_ops.backward_backends("cuda")["rms_norm"] == "kernel (cuda)"
-    assert cpu["moe_top1"] == "not differentiable yet"
+    assert cpu["moe_top1"] == cpu["router"] == cpu["cca_qkv_functional"] == "kernel (cpu)"
+    assert cpu["cca_qkv"].startswith("not differentiable (it mutates")
 
 
 # --------------------------------------------------------------------------------------------------

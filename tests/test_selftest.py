@@ -26,11 +26,15 @@ from conftest import KERNEL_TARGETS, use_target
 from zaya_ops import _selftest, samples
 from zaya_ops import ops as zops
 from zaya_ops._selftest import FAULT_ENV, OP_NAMES, SKIP_ENV, SelfTestWarning
+
+#: The ops the inference model calls (training's cca_qkv_functional replaces cca_qkv in the trainable model).
+MODEL_OPS = tuple(op for op in OP_NAMES if op != "cca_qkv_functional")
 from zaya_ops.model import ZayaConfig, ZayaForCausalLM
 from zaya_ops.model.backend import OpBackend
 
 BF16 = torch.bfloat16
-MATRIX_OPS = ("cca_qkv", "cca_attention", "router", "moe_top1")  # the GPU kernels take bf16/fp16 only
+# the GPU kernels take bf16/fp16 only
+MATRIX_OPS = ("cca_qkv", "cca_qkv_functional", "cca_attention", "router", "moe_top1")
 # Head dim 64: every op has a kernel on every target (the attention kernels' range is 64/128/256).
 CONFIG = dict(vocab_size=64, hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
               head_dim=64, num_experts=4, moe_intermediate_size=64, router_hidden_size=32,
@@ -170,8 +174,8 @@ def test_model_routes_a_failing_op_to_the_reference_once(target, monkeypatch):
     rep = model.op_backends()
     assert rep["moe_top1"].startswith("reference (self-check failed: bfloat16 "), rep
     assert FAULT_ENV in rep["moe_top1"]
-    assert all(rep[op] == "kernel (cpu)" for op in OP_NAMES if op != "moe_top1"), rep
-    assert _selftest.runs - runs == len(OP_NAMES)  # each op checked once, before its kernel's first use
+    assert all(rep[op] == "kernel (cpu)" for op in MODEL_OPS if op != "moe_top1"), rep
+    assert _selftest.runs - runs == len(MODEL_OPS)  # each op checked once, before its kernel's first use
     gate_s = sum(r.seconds for r in _selftest._CACHE.values())
     print(f"\n{name}: the gate's checks of the six ops in bf16 took {gate_s:.3f} s")
 
@@ -191,10 +195,10 @@ def test_gate_runs_once_per_process_and_key(monkeypatch):
     runs = _selftest.runs
     for _ in range(2):
         _model()(PROMPTS)
-    assert _selftest.runs - runs == len(OP_NAMES)
+    assert _selftest.runs - runs == len(MODEL_OPS)
     _model(dtype=torch.float32)(PROMPTS)
-    assert _selftest.runs - runs == 2 * len(OP_NAMES)
-    assert _selftest.gate("router", "cpu", BF16) is None and _selftest.runs - runs == 2 * len(OP_NAMES)
+    assert _selftest.runs - runs == 2 * len(MODEL_OPS)
+    assert _selftest.gate("router", "cpu", BF16) is None and _selftest.runs - runs == 2 * len(MODEL_OPS)
 
 
 def test_selftest_0_skips_the_check(monkeypatch):

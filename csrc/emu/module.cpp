@@ -12,11 +12,23 @@
 #include <string>
 
 #include "arg_checks.h"
+#include "cca_qkv_functional.h"
 #include "runtime_py.h"
 #include "schemas.h"
 
+#define ZAYA_STR2(x) #x
+#define ZAYA_STR(x) ZAYA_STR2(x)
+
+namespace {
+ZAYA_DEFINE_CCA_QKV_FUNCTIONAL(cca_qkv_functional_emu, ZAYA_STR(ZAYA_EMU_LIB))
+}  // namespace
+
 TORCH_LIBRARY(ZAYA_EMU_LIB, m) { zaya::define_schemas(m); }
 TORCH_LIBRARY_IMPL(ZAYA_EMU_LIB, Autograd, m) { zaya::register_not_differentiable(m); }
+// cca_qkv_functional on the emulated cca_qkv kernel (csrc/cca_qkv_functional.h).
+TORCH_LIBRARY_IMPL(ZAYA_EMU_LIB, CompositeExplicitAutograd, m) {
+  m.impl("cca_qkv_functional", &cca_qkv_functional_emu);
+}
 
 std::string zaya_emu_selftest(const std::string& name);  // selftest.cpp
 int64_t zaya_emu_launches();                             // selftest.cpp
@@ -24,9 +36,6 @@ void zaya_emu_bind_probes(pybind11::module_& m);         // selftest.cpp: the la
 void zaya_emu_reset_runtime_caches();                    // selftest.cpp
 int64_t zaya_emu_attribute_queries();                    // selftest.cpp
 void zaya_emu_set_device_warp_size(int n);               // selftest.cpp
-
-#define ZAYA_STR2(x) #x
-#define ZAYA_STR(x) ZAYA_STR2(x)
 
 PYBIND11_MODULE(ZAYA_EMU_MODULE, m) {
   m.doc() = "zaya_ops GPU kernels under the SIMT emulator (tests only)";

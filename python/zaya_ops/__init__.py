@@ -12,7 +12,7 @@ from . import _fake  # noqa: F401  (meta kernels for torch.compile)
 from ._autograd import backward_backends  # registers the norms' autograd (training, in progress)
 from ._library import build_info
 from ._selftest import OpCheck, SelfTestWarning, selftest
-from .ops import cca_attention, cca_qkv, moe_top1, residual_scale_rmsnorm, rms_norm, router
+from .ops import cca_attention, cca_qkv, cca_qkv_functional, moe_top1, residual_scale_rmsnorm, rms_norm, router
 from .model import ZayaConfig, ZayaForCausalLM  # the model on the ops (zaya_ops.model)
 
 __version__ = "0.1.0"
@@ -22,6 +22,7 @@ __all__ = [
     "build_info",
     "cca_attention",
     "cca_qkv",
+    "cca_qkv_functional",
     "moe_top1",
     "residual_scale_rmsnorm",
     "rms_norm",

@@ -1,6 +1,6 @@
 """Autograd of the zaya ops (training, issue 16; in progress).
 
-**Differentiable now**: ``rms_norm`` (w.r.t. ``x`` and ``weight``) and ``residual_scale_rmsnorm`` (w.r.t.
+**Differentiable now**: ``cca_qkv_functional`` (below), ``rms_norm`` (w.r.t. ``x`` and ``weight``) and ``residual_scale_rmsnorm`` (w.r.t.
 ``h``, ``residual``, ``h_bias``, ``h_scale``, ``r_bias``, ``r_scale``, ``norm_weight``, through both outputs),
 registered with ``torch.library.register_autograd``. Their gradient is defined as autograd of
 ``zaya_ops.reference`` defines it: every dtype cast of the forward is a cast of the gradient, and products
@@ -54,7 +54,21 @@ recompute: 2TIH of the 8TIH multiply-adds per step); the routing-weight gradient
 CUDA/HIP and the emulators the backward op recomputes the reference under autograd (no GPU backward
 kernel yet).
 
-**Not differentiable yet**: ``cca_qkv``, ``cca_attention``. Their forward runs
+**cca_qkv_functional** (the differentiable twin of ``cca_qkv``, which mutates its states and the KV cache
+and so cannot have a registered autograd): w.r.t. qt, kt, vc, vd, conv_dw_weight, conv_dw_bias,
+conv_g_weight, conv_g_bias, qk_temp, conv_state and value_state (not cos_sin, a table, nor the index
+tensors), through all three outputs (None gradients are zeros). Backward op
+``zaya::cca_qkv_functional_backward``: on the CPU a C++ kernel (csrc/cpu/cca_qkv_functional_backward.cpp:
+RoPE, QK norm with its clamp, key temperature, residual means, the two-stage causal conv with its left
+history recomputed, the delayed value shift; fp32, double for float64; parameter gradients summed per
+fixed 256-token chunk and then over chunks in order in double, independent of the thread count); on
+CUDA/HIP and the emulators the reference by recompute. **Saved**: qt, kt, the conv parameters, qk_temp,
+cos_sin, positions, cu_seqlens and conv_state: references, no new tensor. Per token that keeps qt and kt
+alive, ``(nq + nkv) * D`` elements (2 bytes each in bf16/fp16) plus 8 bytes of positions; v is a copy of
+vc, vd and value_state, so those are not saved. (In the model qt and kt are column slices of the fused
+projection, which keeps the whole projection alive.)
+
+**Not differentiable yet**: ``cca_qkv`` (it mutates: train through ``cca_qkv_functional``), ``cca_attention``. Their forward runs
 with inputs that require grad, but a backward through their outputs raises ``RuntimeError: derivative
 for zaya::<op> is not implemented`` (their Autograd kernel, csrc/schemas.h) instead of silently giving
 no gradient. The same holds for a double backward through the differentiable ops (their backward ops).
@@ -71,7 +85,7 @@ from . import reference
 
 __all__ = ["DIFFERENTIABLE", "NOT_DIFFERENTIABLE", "backward_backends", "register_namespace"]
 
-DIFFERENTIABLE = ("rms_norm", "residual_scale_rmsnorm", "router", "moe_top1")
+DIFFERENTIABLE = ("rms_norm", "residual_scale_rmsnorm", "router", "moe_top1", "cca_qkv_functional")
 NOT_DIFFERENTIABLE = ("cca_qkv", "cca_attention")
 
 _REGISTERED: set[str] = set()
@@ -95,7 +109,9 @@ def _vjp(fn: Callable[..., torch.Tensor | tuple[torch.Tensor, ...]], inputs: Seq
             torch.utils._python_dispatch._disable_current_modes(), torch.enable_grad():
         outs = fn(*leaves)
         outs = outs if isinstance(outs, tuple) else (outs,)
-        return tuple(g.contiguous() for g in torch.autograd.grad(outs, leaves, list(grads)))
+        # unused inputs (a call with no tokens) get zeros
+        return tuple(g.contiguous() for g in torch.autograd.grad(outs, leaves, list(grads), allow_unused=True,
+                                                                  materialize_grads=True))
 
 
 def _router_backward_by_reference(grad_weight, grad_state, grad_logits, x, prev_state, down_weight, down_bias,
@@ -131,6 +147,25 @@ def _moe_top1_backward_by_reference(grad_out, x, expert_index, expert_weight, ga
                 (x, expert_weight, gate_up_proj, down_proj), (grad_out,))
 
 
+# cca_qkv_functional's differentiable inputs (positions in its schema) and the backward op's outputs, in order.
+_QKV_GRAD_INPUTS = (0, 1, 2, 3, 4, 5, 6, 7, 8, 12, 13)
+
+
+def _cca_qkv_functional_backward_by_reference(grad_q, grad_k, grad_v, qt, kt, conv_dw_weight, conv_dw_bias,
+                                              conv_g_weight, conv_g_bias, qk_temp, cos_sin, positions, cu_seqlens,
+                                              conv_state, eps):
+    T, hv, B = qt.shape[0], kt.shape[1] // 2, conv_state.shape[0]
+    vc = qt.new_zeros((T, hv))  # v is a copy of vc, vd and value_state: their values do not matter
+    value_state = qt.new_zeros((B, hv))
+
+    def fn(qt, kt, vc, vd, dw_w, dw_b, g_w, g_b, temp, conv_state, value_state):
+        return reference.cca_qkv_functional(qt, kt, vc, vd, dw_w, dw_b, g_w, g_b, temp, cos_sin, positions,
+                                            cu_seqlens, conv_state, value_state, eps)
+
+    return _vjp(fn, (qt, kt, vc, vc.clone(), conv_dw_weight, conv_dw_bias, conv_g_weight, conv_g_bias, qk_temp,
+                     conv_state, value_state), (grad_q, grad_k, grad_v))
+
+
 def register_namespace(ns: str) -> None:
     """Registers the differentiable ops' autograd on ``torch.ops.<ns>`` (``"zaya"``, done at import, or an emulator
     namespace such as ``"zaya_emu32"``, which tests route the wrappers to) and the backward ops'
@@ -150,6 +185,7 @@ def register_namespace(ns: str) -> None:
         torch.library.register_fake(f"{ns}::moe_top1_backward", _fake._moe_top1_backward_fake)
     torch.library.register_kernel(f"{ns}::router_backward", fallback_device, _router_backward_by_reference)
     torch.library.register_kernel(f"{ns}::moe_top1_backward", fallback_device, _moe_top1_backward_by_reference)
+        torch.library.register_fake(f"{ns}::cca_qkv_functional_backward", _fake._cca_qkv_functional_backward_fake)
 
     def rms_setup(ctx, inputs, output):
         x, weight, eps = inputs
@@ -205,6 +241,32 @@ def register_namespace(ns: str) -> None:
         return grad_x, None, grad_w, grad_gate_up, grad_down, None, None
 
     torch.library.register_autograd(f"{ns}::moe_top1", moe_backward, setup_context=moe_setup)
+
+    torch.library.register_kernel(f"{ns}::cca_qkv_functional_backward", fallback_device,
+                                  _cca_qkv_functional_backward_by_reference)
+
+    def qkv_setup(ctx, inputs, output):
+        (qt, kt, _, _, dw_w, dw_b, g_w, g_b, temp, cos_sin, positions, cu_seqlens, conv_state, _, eps) = inputs
+        ctx.save_for_backward(qt, kt, dw_w, dw_b, g_w, g_b, temp, cos_sin, positions, cu_seqlens, conv_state)
+        ctx.eps = eps
+
+    def qkv_backward(ctx, grad_q, grad_k, grad_v):
+        saved = ctx.saved_tensors
+        qt, kt = saved[0], saved[1]
+        T, D = qt.shape[0], saved[4].shape[1]
+        if grad_q is None:
+            grad_q = qt.new_zeros((T, qt.shape[1] // D, D))
+        if grad_k is None:
+            grad_k = kt.new_zeros((T, kt.shape[1] // D, D))
+        if grad_v is None:
+            grad_v = kt.new_zeros((T, kt.shape[1] // D, D))
+        grads = ops.cca_qkv_functional_backward(grad_q, grad_k, grad_v, *saved, ctx.eps)
+        out = [None] * 15
+        for i, g in zip(_QKV_GRAD_INPUTS, grads):
+            out[i] = g
+        return tuple(out)
+
+    torch.library.register_autograd(f"{ns}::cca_qkv_functional", qkv_backward, setup_context=qkv_setup)
     torch.library.register_autograd(f"{ns}::rms_norm", rms_backward, setup_context=rms_setup)
     torch.library.register_autograd(f"{ns}::residual_scale_rmsnorm", rsr_backward, setup_context=rsr_setup)
     _REGISTERED.add(ns)
@@ -225,6 +287,8 @@ def backward_backends(device: torch.device | str = "cpu") -> dict[str, str]:
             out[name] = f"reference (recompute: no {dev.type} backward kernel yet)"
     for name in NOT_DIFFERENTIABLE:
         out[name] = "not differentiable yet"
+    if "cca_qkv" in out:  # a mutating op cannot have a registered autograd: its functional twin has it
+        out["cca_qkv"] = "not differentiable (it mutates its states and the KV cache): use cca_qkv_functional"
     return out
 
 

@@ -86,6 +86,35 @@ def _cca_qkv_fake(qt, kt, vc, vd, conv_dw_weight, conv_dw_bias, conv_g_weight, c
     return qt.new_empty((qt.shape[0], qt.shape[1] // D, D))
 
 
+@_fake("cca_qkv_functional")
+def _cca_qkv_functional_fake(qt, kt, vc, vd, conv_dw_weight, conv_dw_bias, conv_g_weight, conv_g_bias, qk_temp,
+                             cos_sin, positions, cu_seqlens, conv_state, value_state, qk_norm_eps):
+    torch._check_value(conv_g_weight.dim() == 3 and conv_g_weight.shape[1] > 0,
+                       lambda: "cca_qkv_functional: conv_g_weight must be [C, D, 2] with D > 0")
+    D = conv_g_weight.shape[1]
+    torch._check(qt.shape[1] % D == 0 and kt.shape[1] % D == 0,
+                 lambda: "cca_qkv_functional: qt and kt widths must be multiples of the head dim")
+    T = qt.shape[0]
+    return (qt.new_empty((T, qt.shape[1] // D, D)), qt.new_empty((T, kt.shape[1] // D, D)),
+            qt.new_empty((T, kt.shape[1] // D, D)))
+
+
+def _cca_qkv_functional_backward_fake(grad_q, grad_k, grad_v, qt, kt, conv_dw_weight, conv_dw_bias, conv_g_weight,
+                                      conv_g_bias, qk_temp, cos_sin, positions, cu_seqlens, conv_state,
+                                      qk_norm_eps):
+    torch._check(grad_q.dim() == 3 and grad_k.shape == grad_v.shape,
+                 lambda: "cca_qkv_functional_backward: grad_q must be [T, nq, D], grad_k and grad_v [T, nkv, D]")
+    T, hv = qt.shape[0], kt.shape[1] // 2
+    B = conv_state.shape[0]
+    return (qt.new_empty(qt.shape), kt.new_empty(kt.shape), qt.new_empty((T, hv)), qt.new_empty((T, hv)),
+            *(t.new_empty(t.shape) for t in (conv_dw_weight, conv_dw_bias, conv_g_weight, conv_g_bias, qk_temp,
+                                               conv_state)),
+            qt.new_empty((B, hv)))
+
+
+_cca_qkv_functional_backward_fake = _fake("cca_qkv_functional_backward")(_cca_qkv_functional_backward_fake)
+
+
 @_fake("cca_attention")
 def _cca_attention_fake(q, k_cache, v_cache, cu_seqlens_q, seqused_k, block_table, scale, max_seqlen_q,
                         max_seqlen_k):

@@ -21,7 +21,7 @@ import os
 
 import torch
 
-__all__ = ["enabled", "cca_qkv", "cca_attention", "moe_top1"]
+__all__ = ["enabled", "cca_qkv", "cca_qkv_functional", "cca_attention", "moe_top1"]
 
 
 def enabled(t: torch.Tensor) -> bool:
@@ -148,3 +148,16 @@ def moe_top1(expert_index: torch.Tensor, E: int) -> None:
     pos = int(bad.nonzero()[0, 0])
     raise ValueError(f"moe_top1: expert_index entries must lie in 0..{E} ({E} = skip class), got "
                      f"{int(expert_index[pos])} at position {pos}")
+
+
+def cca_qkv_functional(T: int, P: int, cu_seqlens: torch.Tensor, positions: torch.Tensor) -> None:
+    """Check cca_qkv_functional's index values: cu_seqlens as for cca_qkv, positions in ``[0, P)``."""
+    cu = cu_seqlens.to(torch.int64)
+    _, bad_cu = _cu_flags(cu, T)
+    if not any(_host([bad_cu, ((positions < 0) | (positions >= P)).any()])):
+        return
+    _raise_cu("cu_seqlens", cu.tolist(), T)
+    for t, p in enumerate(positions.tolist()):
+        if not 0 <= p < P:
+            raise ValueError(f"zaya::cca_qkv_functional: positions[{t}] = {p} is outside the {P} rows of cos_sin")
+    raise AssertionError("zaya_ops: index check flagged an error it cannot name")  # pragma: no cover

@@ -165,6 +165,8 @@ def _compare(op: str, kw: dict, out, after: dict, gpu_kernel: bool) -> list[_tol
         ref_after = _samples.clone_args(kw)
         q_ref = _reference.cca_qkv(**ref_after)
         return _tol.cca_qkv(out, after, q_ref, ref_after, dtype)
+    if op == "cca_qkv_functional":
+        return _tol.cca_qkv_functional(out, _reference.cca_qkv_functional(**_samples.clone_args(kw)), dtype)
     if op == "cca_attention":
         return _tol.cca_attention(*out, *_tol.attention_references(kw), dtype)
     if op == "router":
@@ -176,8 +178,8 @@ def _compare(op: str, kw: dict, out, after: dict, gpu_kernel: bool) -> list[_tol
 
 
 #: The argument whose dtype is the op's parameter dtype.
-_DTYPE_ARG = {"rms_norm": "weight", "residual_scale_rmsnorm": "h", "cca_qkv": "qt", "cca_attention": "q",
-              "router": "x", "moe_top1": "x"}
+_DTYPE_ARG = {"rms_norm": "weight", "residual_scale_rmsnorm": "h", "cca_qkv": "qt", "cca_qkv_functional": "qt",
+              "cca_attention": "q", "router": "x", "moe_top1": "x"}
 
 
 def _dtype_of(op: str, kw: dict) -> torch.dtype:

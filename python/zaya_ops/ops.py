@@ -43,6 +43,7 @@ __all__ = [
     "rms_norm",
     "residual_scale_rmsnorm",
     "cca_qkv",
+    "cca_qkv_functional",
     "cca_attention",
     "router",
     "moe_top1",
@@ -125,6 +126,39 @@ def residual_scale_rmsnorm(
     )
 
 
+def _check_cca_prologue(qt, kt, vc, vd, conv_dw_weight, conv_dw_bias, conv_g_weight, conv_g_bias, qk_temp, cos_sin,
+                        positions, cu_seqlens, D: int, nkv: int, source: str, nkv_source: str) -> tuple[int, int]:
+    """The argument rules that ``cca_qkv`` and ``cca_qkv_functional`` share (qt checked first; head dim D
+    read from ``source``, nkv from ``nkv_source``). Returns (C, B)."""
+    dev, dt, T = qt.device, qt.dtype, qt.shape[0]
+    if D % 2 or D <= 0:
+        raise ValueError(f"{source} head dim must be even and positive, got {D}")
+    if qt.shape[1] % D or qt.shape[1] == 0:
+        raise ValueError(f"qt width {qt.shape[1]} must be a positive multiple of the head dim {D}")
+    nq = qt.shape[1] // D
+    if nkv == 0 or nq % nkv:
+        raise ValueError(f"query heads ({nq}) must be a multiple of KV heads ({nkv}, {nkv_source})")
+    C = (nq + nkv) * D
+    check_tensor("kt", kt, dtypes=(dt,), shape=(T, nkv * D), device=dev)
+    check_tensor("vc", vc, dtypes=(dt,), shape=(T, nkv * D // 2), device=dev)
+    check_tensor("vd", vd, dtypes=(dt,), shape=(T, nkv * D // 2), device=dev)
+    check_tensor("conv_dw_weight", conv_dw_weight, dtypes=(dt,), shape=(C, 1, 2), device=dev)
+    check_tensor("conv_dw_bias", conv_dw_bias, dtypes=(dt,), shape=(C,), device=dev)
+    check_tensor("conv_g_weight", conv_g_weight, dtypes=(dt,), shape=(C, D, 2), device=dev)
+    check_tensor("conv_g_bias", conv_g_bias, dtypes=(dt,), shape=(C,), device=dev)
+    check_tensor("qk_temp", qk_temp, dtypes=(dt,), shape=(nkv,), device=dev)
+    check_tensor("cos_sin", cos_sin, dtypes=(dt,), ndim=2, device=dev)
+    rot = cos_sin.shape[1]
+    if rot % 2 or rot > D:
+        raise ValueError(f"cos_sin width (rotary dims) must be even and <= head dim {D}, got {rot}")
+    check_tensor("positions", positions, dtypes=(torch.int64,), shape=(T,), device=dev)
+    check_tensor("cu_seqlens", cu_seqlens, dtypes=(torch.int32,), ndim=1, device=dev)
+    B = cu_seqlens.shape[0] - 1
+    if B < 1:
+        raise ValueError("cu_seqlens must hold at least two entries (one sequence)")
+    return C, B
+
+
 def cca_qkv(
     qt: torch.Tensor,
     kt: torch.Tensor,
@@ -182,31 +216,8 @@ def cca_qkv(
     check_tensor("k_cache", k_cache, dtypes=(dt,), ndim=4, device=dev)
     _, _, nkv, D = k_cache.shape
     check_tensor("v_cache", v_cache, dtypes=(dt,), shape=tuple(k_cache.shape), device=dev)
-    if D % 2 or D <= 0:
-        raise ValueError(f"k_cache head dim must be even and positive, got {D}")
-    if qt.shape[1] % D or qt.shape[1] == 0:
-        raise ValueError(f"qt width {qt.shape[1]} must be a positive multiple of the head dim {D}")
-    nq = qt.shape[1] // D
-    if nkv == 0 or nq % nkv:
-        raise ValueError(f"query heads ({nq}) must be a multiple of KV heads ({nkv}, k_cache.shape[2])")
-    C = (nq + nkv) * D
-    check_tensor("kt", kt, dtypes=(dt,), shape=(T, nkv * D), device=dev)
-    check_tensor("vc", vc, dtypes=(dt,), shape=(T, nkv * D // 2), device=dev)
-    check_tensor("vd", vd, dtypes=(dt,), shape=(T, nkv * D // 2), device=dev)
-    check_tensor("conv_dw_weight", conv_dw_weight, dtypes=(dt,), shape=(C, 1, 2), device=dev)
-    check_tensor("conv_dw_bias", conv_dw_bias, dtypes=(dt,), shape=(C,), device=dev)
-    check_tensor("conv_g_weight", conv_g_weight, dtypes=(dt,), shape=(C, D, 2), device=dev)
-    check_tensor("conv_g_bias", conv_g_bias, dtypes=(dt,), shape=(C,), device=dev)
-    check_tensor("qk_temp", qk_temp, dtypes=(dt,), shape=(nkv,), device=dev)
-    check_tensor("cos_sin", cos_sin, dtypes=(dt,), ndim=2, device=dev)
-    rot = cos_sin.shape[1]
-    if rot % 2 or rot > D:
-        raise ValueError(f"cos_sin width (rotary dims) must be even and <= head dim {D}, got {rot}")
-    check_tensor("positions", positions, dtypes=(torch.int64,), shape=(T,), device=dev)
-    check_tensor("cu_seqlens", cu_seqlens, dtypes=(torch.int32,), ndim=1, device=dev)
-    B = cu_seqlens.shape[0] - 1
-    if B < 1:
-        raise ValueError("cu_seqlens must hold at least two entries (one sequence)")
+    C, B = _check_cca_prologue(qt, kt, vc, vd, conv_dw_weight, conv_dw_bias, conv_g_weight, conv_g_bias, qk_temp,
+                               cos_sin, positions, cu_seqlens, D, nkv, "k_cache", "k_cache.shape[2]")
     check_tensor("conv_state", conv_state, dtypes=(dt,), shape=(None, C, 2), device=dev)
     check_tensor("value_state", value_state, dtypes=(dt,), shape=(conv_state.shape[0], nkv * D // 2),
                  device=dev)
@@ -219,6 +230,68 @@ def cca_qkv(
     return _OPS.cca_qkv(
         qt, kt, vc, vd, conv_dw_weight, conv_dw_bias, conv_g_weight, conv_g_bias, qk_temp, cos_sin,
         positions, cu_seqlens, conv_state, value_state, state_indices, k_cache, v_cache, slot_mapping, eps,
+    )
+
+
+def cca_qkv_functional(
+    qt: torch.Tensor,
+    kt: torch.Tensor,
+    vc: torch.Tensor,
+    vd: torch.Tensor,
+    conv_dw_weight: torch.Tensor,
+    conv_dw_bias: torch.Tensor,
+    conv_g_weight: torch.Tensor,
+    conv_g_bias: torch.Tensor,
+    qk_temp: torch.Tensor,
+    cos_sin: torch.Tensor,
+    positions: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    conv_state: torch.Tensor,
+    value_state: torch.Tensor,
+    qk_norm_eps: float | None = None,
+    *,
+    _prevalidated: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The differentiable form of :func:`cca_qkv` (training): the same maths, nothing written.
+
+    Sequence b owns tokens ``cu_seqlens[b]:cu_seqlens[b+1]``; its history before the first token is
+    row b of ``conv_state`` (the last two raw z = [qt; kt] steps, zeros for a sequence that starts
+    at position 0) and of ``value_state`` (the previous delayed value). Rows are per sequence, not
+    state slots, and neither tensor is written. k and v are returned instead of written to a cache.
+    Differentiable (``torch.library.register_autograd``, ``zaya_ops._autograd``) with respect to qt, kt,
+    vc, vd, the four conv tensors, qk_temp, conv_state and value_state; not cos_sin (a table) nor the
+    index tensors. The forward runs the ``cca_qkv`` kernel of the device (on scratch states and a cache
+    of one-token blocks), so its dtype and head-dim limits are ``cca_qkv``'s.
+
+    Args:
+        qt, kt, vc, vd, conv_dw_weight, conv_dw_bias, conv_g_weight, conv_g_bias, qk_temp, cos_sin,
+            positions, cu_seqlens, qk_norm_eps: as for :func:`cca_qkv` (the head dim D is
+            ``conv_g_weight.shape[1]``; qt, kt, vc, vd may be column slices of one fused projection).
+        conv_state: [B, C, 2] param dtype, read only.
+        value_state: [B, nkv*D/2] param dtype, read only.
+        _prevalidated: internal, see the module docstring (skips the index-value check).
+    Returns:
+        (q [T, nq, D], k [T, nkv, D], v [T, nkv, D]), q and k QK-normed and rotated, as :func:`cca_qkv`
+        returns q and writes k and v.
+    """
+    check_tensor("qt", qt, dtypes=FLOAT_DTYPES, ndim=2)
+    dev, dt = qt.device, qt.dtype
+    T = qt.shape[0]
+    check_tensor("conv_g_weight", conv_g_weight, dtypes=(dt,), ndim=3, device=dev)
+    check_tensor("kt", kt, dtypes=(dt,), ndim=2, device=dev)
+    D = conv_g_weight.shape[1]
+    nkv = kt.shape[1] // D if D else 0
+    C, B = _check_cca_prologue(qt, kt, vc, vd, conv_dw_weight, conv_dw_bias, conv_g_weight, conv_g_bias, qk_temp,
+                               cos_sin, positions, cu_seqlens, D, nkv, "conv_g_weight",
+                               "kt.shape[1] / head dim")
+    check_tensor("conv_state", conv_state, dtypes=(dt,), shape=(B, C, 2), device=dev)
+    check_tensor("value_state", value_state, dtypes=(dt,), shape=(B, nkv * D // 2), device=dev)
+    eps = torch.finfo(dt).eps if qk_norm_eps is None else check_positive_finite("qk_norm_eps", qk_norm_eps)
+    if not _prevalidated and _index_checks.enabled(qt):
+        _index_checks.cca_qkv_functional(T, cos_sin.shape[0], cu_seqlens, positions)
+    return _OPS.cca_qkv_functional(
+        qt, kt, vc, vd, conv_dw_weight, conv_dw_bias, conv_g_weight, conv_g_bias, qk_temp, cos_sin,
+        positions, cu_seqlens, conv_state, value_state, eps,
     )
 
 

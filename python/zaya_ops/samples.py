@@ -102,6 +102,17 @@ def cca_qkv_args(shape: SampleShape = SampleShape(), dtype=torch.bfloat16, devic
     )
 
 
+def cca_qkv_functional_args(shape: SampleShape = SampleShape(), dtype=torch.bfloat16, device="cpu", seed=0):
+    """cca_qkv_functional's arguments: those of :func:`cca_qkv_args` (same seed, same values) with the
+    histories of each sequence's slot as its own row and no cache."""
+    kw = cca_qkv_args(shape, dtype=dtype, device=device, seed=seed)
+    rows = kw.pop("state_indices").long()
+    for name in ("k_cache", "v_cache", "slot_mapping"):
+        kw.pop(name)
+    kw["conv_state"], kw["value_state"] = kw["conv_state"][rows], kw["value_state"][rows]
+    return kw
+
+
 def cca_attention_args(shape: SampleShape = SampleShape(), dtype=torch.bfloat16, device="cpu", seed=0,
                        cached: tuple[int, ...] | None = None):
     """Queries of ``shape.seq_lens`` new tokens each, after ``cached`` earlier tokens per sequence."""
@@ -154,6 +165,7 @@ SAMPLES = {
     "rms_norm": rms_norm_args,
     "residual_scale_rmsnorm": residual_scale_rmsnorm_args,
     "cca_qkv": cca_qkv_args,
+    "cca_qkv_functional": cca_qkv_functional_args,
     "cca_attention": cca_attention_args,
     "router": router_args,
     "moe_top1": moe_top1_args,
@@ -186,6 +198,10 @@ CHECK_CASES = {
     "cca_qkv": [
         ("varlen prefill (7, 0, 1, 5)", cca_qkv_args, dict(shape=_with_lens((7, 0, 1, 5)), seed=31)),
         ("decode (1, 1, 1)", cca_qkv_args, dict(shape=_with_lens((1, 1, 1)), seed=32)),
+    ],
+    "cca_qkv_functional": [
+        ("varlen prefill (7, 0, 1, 5)", cca_qkv_functional_args, dict(shape=_with_lens((7, 0, 1, 5)), seed=33)),
+        ("decode (1, 1, 1)", cca_qkv_functional_args, dict(shape=_with_lens((1, 1, 1)), seed=34)),
     ],
     "cca_attention": [
         ("varlen prefill (7, 1, 0, 5) after (0, 3, 4, 9) cached", cca_attention_args,
@@ -227,7 +243,7 @@ def to_op_args(name: str, kwargs: dict) -> tuple:
     params = [p.name for p in inspect.signature(getattr(ops, name)).parameters.values()
               if p.kind is not p.KEYWORD_ONLY]  # the op's arguments (not the wrappers' _prevalidated)
     args = [kwargs[p] for p in params]
-    if name == "cca_qkv" and args[-1] is None:
+    if name in ("cca_qkv", "cca_qkv_functional") and args[-1] is None:
         args[-1] = torch.finfo(kwargs["qt"].dtype).eps
     if name == "moe_top1" and args[-1] is None:
         args[-1] = -1

@@ -17,7 +17,7 @@ Per op (the reasons are in the test files named):
   do not contract into FMAs), allclose(1e-6, 1e-5) on a GPU; normed by the ``rms_norm`` rule applied to
   the kernel's own new_residual.
 * ``cca_qkv`` (tests/test_cca_cpu.py): q and k_cache: fp32 allclose(1e-5, 1e-5); bf16/fp16 within
-  2 eps (rtol and atol) and at least 99.8% (fp16: 99.5%) bit-identical; v_cache and the states identical.
+  2 eps (rtol and atol) and at least 99.8% (fp16: 99.5%) bit-identical; v_cache and the states identical. ``cca_qkv_functional``: q and k by the same rule, v identical.
 * ``cca_attention``: FlashAttention's rule: the error against the reference run on fp32-cast inputs at
   most twice the reference's own error (+1e-5), for out and lse; fp32 allclose(1e-5, 1e-5).
 * ``router`` (tests/test_router_moe_cpu.py): router_state within 1 ulp at row scale (fp32: 8), logits
@@ -41,7 +41,7 @@ import torch
 
 __all__ = [
     "Measure", "require", "worst", "ulps_at_row_scale", "ulp_diff", "exact", "allclose", "rounded_close",
-    "rms_norm", "new_residual", "residual_scale_rmsnorm", "cca_qkv", "cca_attention", "router", "moe_top1",
+    "rms_norm", "new_residual", "residual_scale_rmsnorm", "cca_qkv", "cca_qkv_functional", "cca_attention", "router", "moe_top1",
     "ROUTER_TOL", "MOE_TOL", "MOE_GPU_TOL", "max_scaled_error", "model_tolerance", "dtype_name",
 ]
 
@@ -268,6 +268,13 @@ def cca_qkv(q: torch.Tensor, after: dict, q_ref: torch.Tensor, after_ref: dict, 
     m = rounded_close("q", q, q_ref, dtype) + rounded_close("k_cache", after["k_cache"], after_ref["k_cache"], dtype)
     m += [exact(name, after[name], after_ref[name]) for name in ("v_cache", "conv_state", "value_state")]
     return m
+
+
+def cca_qkv_functional(out: tuple, ref: tuple, dtype: torch.dtype) -> list[Measure]:
+    """cca_qkv_functional's (q, k, v) against the reference's: q and k as cca_qkv's q and k_cache, v
+    identical (it is a copy of vc, vd and value_state)."""
+    return (rounded_close("q", out[0], ref[0], dtype) + rounded_close("k", out[1], ref[1], dtype)
+            + [exact("v", out[2], ref[2])])
 
 
 def cca_attention(out: torch.Tensor, lse: torch.Tensor, ref_out: torch.Tensor, ref_lse: torch.Tensor,
