@@ -183,9 +183,9 @@ def register_namespace(ns: str) -> None:
                                     _fake._residual_scale_rmsnorm_backward_fake)
         torch.library.register_fake(f"{ns}::router_backward", _fake._router_backward_fake)
         torch.library.register_fake(f"{ns}::moe_top1_backward", _fake._moe_top1_backward_fake)
+        torch.library.register_fake(f"{ns}::cca_qkv_functional_backward", _fake._cca_qkv_functional_backward_fake)
     torch.library.register_kernel(f"{ns}::router_backward", fallback_device, _router_backward_by_reference)
     torch.library.register_kernel(f"{ns}::moe_top1_backward", fallback_device, _moe_top1_backward_by_reference)
-        torch.library.register_fake(f"{ns}::cca_qkv_functional_backward", _fake._cca_qkv_functional_backward_fake)
 
     def rms_setup(ctx, inputs, output):
         x, weight, eps = inputs
