@@ -22,7 +22,17 @@ the second pass), so ``rms_norm`` keeps x alive (H * x's element size bytes per 
 residual stream) and ``residual_scale_rmsnorm`` keeps h and residual alive (2H + 4H = 6H bytes per
 token in bf16/fp16; new_residual and normed are recomputed, not saved), plus the [H] parameters.
 
-**Not differentiable yet**: ``cca_qkv``, ``cca_attention``, ``router``, ``moe_top1``. Their forward runs
+**cca_attention** (w.r.t. ``q``, ``k_cache`` and ``v_cache``, through ``out`` and ``lse``): the backward op
+``zaya::cca_attention_backward`` is FlashAttention-2's, P recomputed from the saved lse (with
+``Delta = rowsum(P * dP) - dlse`` recomputed too instead of ``rowsum(dO * out)``: the forward kernel's fp32
+out is a few ulps off, which dQ inherited; csrc/cpu/cca_attention_backward.cpp), dK/dV summed over each KV head's query group; the cache gradients are dense and shaped
+like the caches (positions no sequence reads get 0, a block shared by several sequences sums their
+gradients). CPU: csrc/cpu/cca_attention_backward.cpp (threaded, fp32 accumulation, race-free passes, so
+independent of the thread count; float64 runs in double for gradcheck). CUDA/HIP and the emulators: the
+reference by recompute. **Saved**: lse only, never probabilities nor out: ``4 * nq`` bytes per token
+are a new tensor kept alive (32 bytes at nq = 8), plus references to q and the caches (inputs).
+
+**Not differentiable yet**: ``cca_qkv``, ``router``, ``moe_top1``. Their forward runs
 with inputs that require grad, but a backward through their outputs raises ``RuntimeError: derivative
 for zaya::<op> is not implemented`` (their Autograd kernel, csrc/schemas.h) instead of silently giving
 no gradient. The same holds for a double backward through the norms (their backward ops).
@@ -39,8 +49,8 @@ from . import reference
 
 __all__ = ["DIFFERENTIABLE", "NOT_DIFFERENTIABLE", "backward_backends", "register_namespace"]
 
-DIFFERENTIABLE = ("rms_norm", "residual_scale_rmsnorm")
-NOT_DIFFERENTIABLE = ("cca_qkv", "cca_attention", "router", "moe_top1")
+DIFFERENTIABLE = ("rms_norm", "residual_scale_rmsnorm", "cca_attention")
+NOT_DIFFERENTIABLE = ("cca_qkv", "router", "moe_top1")
 
 _REGISTERED: set[str] = set()
 
@@ -61,7 +71,8 @@ def _vjp(fn: Callable[..., torch.Tensor | tuple[torch.Tensor, ...]], inputs: Seq
             torch.utils._python_dispatch._disable_current_modes(), torch.enable_grad():
         outs = fn(*leaves)
         outs = outs if isinstance(outs, tuple) else (outs,)
-        return tuple(g.contiguous() for g in torch.autograd.grad(outs, leaves, list(grads)))
+        # materialize_grads: an input the outputs do not depend on gets zeros (a cache no query reads)
+        return tuple(g.contiguous() for g in torch.autograd.grad(outs, leaves, list(grads), materialize_grads=True))
 
 
 def _rms_norm_backward_by_reference(grad_y, x, weight, eps):
@@ -74,8 +85,16 @@ def _residual_scale_rmsnorm_backward_by_reference(grad_new_residual, grad_normed
                 (h, residual, h_bias, h_scale, r_bias, r_scale, norm_weight), (grad_new_residual, grad_normed))
 
 
+def _cca_attention_backward_by_reference(grad_out, grad_lse, q, k_cache, v_cache, lse, cu_seqlens_q, seqused_k,
+                                         block_table, scale, max_seqlen_q, max_seqlen_k):
+    if grad_lse is None:
+        grad_lse = torch.zeros_like(lse)
+    return _vjp(lambda a, k, v: reference.cca_attention(a, k, v, cu_seqlens_q, seqused_k, block_table, scale),
+                (q, k_cache, v_cache), (grad_out, grad_lse))
+
+
 def register_namespace(ns: str) -> None:
-    """Registers the norms' autograd on ``torch.ops.<ns>`` (``"zaya"``, done at import, or an emulator
+    """Registers the differentiable ops' autograd on ``torch.ops.<ns>`` (``"zaya"``, done at import, or an emulator
     namespace such as ``"zaya_emu32"``, which tests route the wrappers to) and the backward ops'
     reference-by-recompute kernels where that namespace has no backward kernel: CUDA for ``zaya``, the
     CPU key for the emulators (whose ops are the GPU kernels on CPU tensors)."""
@@ -89,9 +108,12 @@ def register_namespace(ns: str) -> None:
         torch.library.register_fake(f"{ns}::rms_norm_backward", _fake._rms_norm_backward_fake)
         torch.library.register_fake(f"{ns}::residual_scale_rmsnorm_backward",
                                     _fake._residual_scale_rmsnorm_backward_fake)
+        torch.library.register_fake(f"{ns}::cca_attention_backward", _fake._cca_attention_backward_fake)
     torch.library.register_kernel(f"{ns}::rms_norm_backward", fallback_device, _rms_norm_backward_by_reference)
     torch.library.register_kernel(f"{ns}::residual_scale_rmsnorm_backward", fallback_device,
                                   _residual_scale_rmsnorm_backward_by_reference)
+    torch.library.register_kernel(f"{ns}::cca_attention_backward", fallback_device,
+                                  _cca_attention_backward_by_reference)
 
     def rms_setup(ctx, inputs, output):
         x, weight, eps = inputs
@@ -118,7 +140,20 @@ def register_namespace(ns: str) -> None:
         grads = ops.residual_scale_rmsnorm_backward(grad_new_residual, grad_normed, *saved, ctx.eps)
         return (*grads, None)
 
+    def attn_setup(ctx, inputs, output):
+        q, k_cache, v_cache, cu_seqlens_q, seqused_k, block_table, scale, max_seqlen_q, max_seqlen_k = inputs
+        ctx.save_for_backward(q, k_cache, v_cache, output[1], cu_seqlens_q, seqused_k, block_table)
+        ctx.args = (scale, max_seqlen_q, max_seqlen_k)
+
+    def attn_backward(ctx, grad_out, grad_lse):
+        q, k_cache, v_cache, lse, *index = ctx.saved_tensors
+        if grad_out is None:
+            grad_out = q.new_zeros(q.shape[0], q.shape[1] * q.shape[2])
+        grads = ops.cca_attention_backward(grad_out, grad_lse, q, k_cache, v_cache, lse, *index, *ctx.args)
+        return (*grads, None, None, None, None, None, None)
+
     torch.library.register_autograd(f"{ns}::rms_norm", rms_backward, setup_context=rms_setup)
+    torch.library.register_autograd(f"{ns}::cca_attention", attn_backward, setup_context=attn_setup)
     torch.library.register_autograd(f"{ns}::residual_scale_rmsnorm", rsr_backward, setup_context=rsr_setup)
     _REGISTERED.add(ns)
 
