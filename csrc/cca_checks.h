@@ -36,13 +36,15 @@ struct CcaAttentionDims {
   int64_t T, nq, D, num_blocks, block_size, nkv, B, cols;
 };
 
-// Shapes, dtypes and devices (no index value is read). q: fp32, bf16 or fp16 (a backend may narrow it).
+// Shapes, dtypes and devices (no index value is read). q: fp32, bf16 or fp16 (a backend may narrow it),
+// or float64 where `allow_f64` (the CPU kernels' gradcheck mode; k_cache and v_cache then float64 too).
 inline CcaAttentionDims check_cca_attention_shapes(const at::Tensor& q, const at::Tensor& k_cache,
                                                    const at::Tensor& v_cache, const at::Tensor& cu_seqlens_q,
-                                                   const at::Tensor& seqused_k, const at::Tensor& block_table) {
+                                                   const at::Tensor& seqused_k, const at::Tensor& block_table,
+                                                   bool allow_f64 = false) {
   constexpr const char* op = "zaya::cca_attention";
   const auto dt = q.scalar_type();
-  check_float(op, "q", q);
+  if (!(allow_f64 && dt == at::kDouble)) check_float(op, "q", q);
   TORCH_CHECK_VALUE(q.dim() == 3, "q must be 3-D [T, nq, D], got shape ", q.sizes());
   CcaAttentionDims d{};
   d.T = q.size(0), d.nq = q.size(1), d.D = q.size(2);

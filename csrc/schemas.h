@@ -15,8 +15,8 @@ namespace zaya {
 // for custom ops: a warning and no gradient). The two norms and moe_top1 get theirs in
 // python/zaya_ops/_autograd.py; their backward ops are listed here too, so a double backward raises as well.
 inline void register_not_differentiable(torch::Library& m) {
-  for (const char* name : {"cca_qkv", "cca_attention", "rms_norm_backward", "residual_scale_rmsnorm_backward",
-                           "router_backward", "moe_top1_backward", "cca_qkv_functional_backward"})
+  for (const char* name : {"cca_qkv", "rms_norm_backward", "residual_scale_rmsnorm_backward", "router_backward",
+                           "moe_top1_backward", "cca_qkv_functional_backward", "cca_attention_backward"})
     m.impl(name, torch::autograd::autogradNotImplementedFallback());
 }
 
@@ -74,6 +74,14 @@ inline void define_schemas(torch::Library& m) {
       "cca_attention(Tensor q, Tensor k_cache, Tensor v_cache, Tensor cu_seqlens_q, "
       "Tensor seqused_k, Tensor block_table, float scale, int max_seqlen_q, int max_seqlen_k) "
       "-> (Tensor, Tensor)");
+  // Its backward (FlashAttention-2 from the saved lse; P is recomputed, never saved): takes the
+  // gradients of out and lse (grad_lse None: zero), the forward's inputs and lse; returns
+  // (grad_q [T, nq, D], grad_k_cache, grad_v_cache shaped like the caches, contiguous: positions no
+  // sequence reads get 0, a block read by several sequences sums their gradients).
+  m.def(
+      "cca_attention_backward(Tensor grad_out, Tensor? grad_lse, Tensor q, Tensor k_cache, Tensor v_cache, "
+      "Tensor lse, Tensor cu_seqlens_q, Tensor seqused_k, Tensor block_table, float scale, "
+      "int max_seqlen_q, int max_seqlen_k) -> (Tensor, Tensor, Tensor)");
 
   // MLP router, spec step 12. Returns (expert_index int32 [T] (E = skip), expert_weight [T],
   // router_state [T, R], logits [T, E+1] or [0, E+1], counts int32 [E+1]).

@@ -7,7 +7,8 @@
 // fp32 GEMMs; the softmax runs in base 2 on 8-wide vectors (Q is pre-scaled by scale * log2(e)).
 // Items are handed out longest-first from a shared counter, since causal items differ in cost.
 //
-// Limits: q, k_cache and v_cache in fp32, bf16 or fp16 with any strides; any head dim D >= 1 and
+// Limits: q, k_cache and v_cache in fp32, bf16 or fp16 with any strides (float64: the exact
+// gradcheck-mode kernel of cca_attention_backward.cpp); any head dim D >= 1 and
 // nq a multiple of nkv; the index tensors are read on the host (int32, any layout).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -19,6 +20,14 @@
 
 #include "cca_checks.h"
 #include "cca_common.h"
+
+namespace zaya::cpu {
+// float64 (gradcheck mode), in cca_attention_backward.cpp.
+std::tuple<at::Tensor, at::Tensor> cca_attention_f64(const at::Tensor& q, const at::Tensor& k_cache,
+                                                     const at::Tensor& v_cache, const at::Tensor& cu_seqlens_q,
+                                                     const at::Tensor& seqused_k, const at::Tensor& block_table,
+                                                     double scale, int64_t max_seqlen_q, int64_t max_seqlen_k);
+}  // namespace zaya::cpu
 
 namespace {
 
@@ -168,6 +177,9 @@ std::tuple<at::Tensor, at::Tensor> cca_attention_cpu(const at::Tensor& q, const 
                                                      const at::Tensor& seqused_k, const at::Tensor& block_table,
                                                      double scale, int64_t max_seqlen_q, int64_t max_seqlen_k) {
   check_cpu("q", q);
+  if (q.scalar_type() == at::kDouble)
+    return cca_attention_f64(q, k_cache, v_cache, cu_seqlens_q, seqused_k, block_table, scale, max_seqlen_q,
+                             max_seqlen_k);
   const auto d = zaya::checks::check_cca_attention_shapes(q, k_cache, v_cache, cu_seqlens_q, seqused_k, block_table);
   zaya::checks::check_cca_attention_scale(scale);
   const auto ix = zaya::checks::check_cca_attention_indices(d, cu_seqlens_q, seqused_k, block_table, max_seqlen_q,

@@ -68,7 +68,18 @@ alive, ``(nq + nkv) * D`` elements (2 bytes each in bf16/fp16) plus 8 bytes of p
 vc, vd and value_state, so those are not saved. (In the model qt and kt are column slices of the fused
 projection, which keeps the whole projection alive.)
 
-**Not differentiable yet**: ``cca_qkv`` (it mutates: train through ``cca_qkv_functional``), ``cca_attention``. Their forward runs
+**cca_attention** (w.r.t. ``q``, ``k_cache`` and ``v_cache``, through ``out`` and ``lse``): the backward op
+``zaya::cca_attention_backward`` is FlashAttention-2's, P recomputed from the saved lse (with
+``Delta = rowsum(P * dP) - dlse`` recomputed too instead of ``rowsum(dO * out)``: the forward kernel's fp32
+out is a few ulps off, which dQ inherited; csrc/cpu/cca_attention_backward.cpp), dK/dV summed over each KV head's query group; the cache gradients are dense and shaped
+like the caches (positions no sequence reads get 0, a block shared by several sequences sums their
+gradients). CPU: csrc/cpu/cca_attention_backward.cpp (threaded, fp32 accumulation, race-free passes, so
+independent of the thread count; float64 runs in double for gradcheck). CUDA/HIP and the emulators: the
+reference by recompute. **Saved**: lse only, never probabilities nor out: ``4 * nq`` bytes per token
+are a new tensor kept alive (32 bytes at nq = 8), plus references to q and the caches (inputs).
+
+**Not differentiable**: ``cca_qkv``, which mutates its states and the KV cache (``register_autograd`` takes
+functional ops only): train through ``cca_qkv_functional``. Its forward runs
 with inputs that require grad, but a backward through their outputs raises ``RuntimeError: derivative
 for zaya::<op> is not implemented`` (their Autograd kernel, csrc/schemas.h) instead of silently giving
 no gradient. The same holds for a double backward through the differentiable ops (their backward ops).
@@ -85,8 +96,8 @@ from . import reference
 
 __all__ = ["DIFFERENTIABLE", "NOT_DIFFERENTIABLE", "backward_backends", "register_namespace"]
 
-DIFFERENTIABLE = ("rms_norm", "residual_scale_rmsnorm", "router", "moe_top1", "cca_qkv_functional")
-NOT_DIFFERENTIABLE = ("cca_qkv", "cca_attention")
+DIFFERENTIABLE = ("rms_norm", "residual_scale_rmsnorm", "cca_qkv_functional", "cca_attention", "router", "moe_top1")
+NOT_DIFFERENTIABLE = ("cca_qkv",)
 
 _REGISTERED: set[str] = set()
 # Ops whose backward has a CUDA/HIP kernel (also what the emulator namespaces run).
@@ -166,6 +177,14 @@ def _cca_qkv_functional_backward_by_reference(grad_q, grad_k, grad_v, qt, kt, co
                      conv_state, value_state), (grad_q, grad_k, grad_v))
 
 
+def _cca_attention_backward_by_reference(grad_out, grad_lse, q, k_cache, v_cache, lse, cu_seqlens_q, seqused_k,
+                                         block_table, scale, max_seqlen_q, max_seqlen_k):
+    if grad_lse is None:
+        grad_lse = torch.zeros_like(lse)
+    return _vjp(lambda a, k, v: reference.cca_attention(a, k, v, cu_seqlens_q, seqused_k, block_table, scale),
+                (q, k_cache, v_cache), (grad_out, grad_lse))
+
+
 def register_namespace(ns: str) -> None:
     """Registers the differentiable ops' autograd on ``torch.ops.<ns>`` (``"zaya"``, done at import, or an emulator
     namespace such as ``"zaya_emu32"``, which tests route the wrappers to) and the backward ops'
@@ -184,8 +203,11 @@ def register_namespace(ns: str) -> None:
         torch.library.register_fake(f"{ns}::router_backward", _fake._router_backward_fake)
         torch.library.register_fake(f"{ns}::moe_top1_backward", _fake._moe_top1_backward_fake)
         torch.library.register_fake(f"{ns}::cca_qkv_functional_backward", _fake._cca_qkv_functional_backward_fake)
+        torch.library.register_fake(f"{ns}::cca_attention_backward", _fake._cca_attention_backward_fake)
     torch.library.register_kernel(f"{ns}::router_backward", fallback_device, _router_backward_by_reference)
     torch.library.register_kernel(f"{ns}::moe_top1_backward", fallback_device, _moe_top1_backward_by_reference)
+    torch.library.register_kernel(f"{ns}::cca_attention_backward", fallback_device,
+                                  _cca_attention_backward_by_reference)
 
     def rms_setup(ctx, inputs, output):
         x, weight, eps = inputs
@@ -267,7 +289,21 @@ def register_namespace(ns: str) -> None:
         return tuple(out)
 
     torch.library.register_autograd(f"{ns}::cca_qkv_functional", qkv_backward, setup_context=qkv_setup)
+
+    def attn_setup(ctx, inputs, output):
+        q, k_cache, v_cache, cu_seqlens_q, seqused_k, block_table, scale, max_seqlen_q, max_seqlen_k = inputs
+        ctx.save_for_backward(q, k_cache, v_cache, output[1], cu_seqlens_q, seqused_k, block_table)
+        ctx.args = (scale, max_seqlen_q, max_seqlen_k)
+
+    def attn_backward(ctx, grad_out, grad_lse):
+        q, k_cache, v_cache, lse, *index = ctx.saved_tensors
+        if grad_out is None:
+            grad_out = q.new_zeros(q.shape[0], q.shape[1] * q.shape[2])
+        grads = ops.cca_attention_backward(grad_out, grad_lse, q, k_cache, v_cache, lse, *index, *ctx.args)
+        return (*grads, None, None, None, None, None, None)
+
     torch.library.register_autograd(f"{ns}::rms_norm", rms_backward, setup_context=rms_setup)
+    torch.library.register_autograd(f"{ns}::cca_attention", attn_backward, setup_context=attn_setup)
     torch.library.register_autograd(f"{ns}::residual_scale_rmsnorm", rsr_backward, setup_context=rsr_setup)
     _REGISTERED.add(ns)
 

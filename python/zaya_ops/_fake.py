@@ -119,7 +119,18 @@ _cca_qkv_functional_backward_fake = _fake("cca_qkv_functional_backward")(_cca_qk
 def _cca_attention_fake(q, k_cache, v_cache, cu_seqlens_q, seqused_k, block_table, scale, max_seqlen_q,
                         max_seqlen_k):
     T, nq, D = q.shape
-    return q.new_empty((T, nq * D)), q.new_empty((nq, T), dtype=torch.float32)
+    lse_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+    return q.new_empty((T, nq * D)), q.new_empty((nq, T), dtype=lse_dtype)
+
+
+@_fake("cca_attention_backward")
+def _cca_attention_backward_fake(grad_out, grad_lse, q, k_cache, v_cache, lse, cu_seqlens_q, seqused_k,
+                                 block_table, scale, max_seqlen_q, max_seqlen_k):
+    T, nq, D = q.shape
+    torch._check(grad_out.shape == (T, nq * D), lambda: "cca_attention_backward: grad_out must be out's shape")
+    torch._check(grad_lse is None or grad_lse.shape == lse.shape,
+                 lambda: "cca_attention_backward: grad_lse must be lse's shape")
+    return (q.new_empty((T, nq, D)), k_cache.new_empty(k_cache.shape), v_cache.new_empty(v_cache.shape))
 
 
 @_fake("router")

@@ -328,8 +328,10 @@ def cca_attention(
         _prevalidated: internal, see the module docstring (skips the index-value check).
     Returns:
         (out [T, nq*D] param dtype, lse [nq, T] fp32 natural-log sum of exp of the scaled scores).
+        Differentiable w.r.t. q, k_cache and v_cache through both outputs (``zaya_ops._autograd``);
+        float64 q, k_cache and v_cache run on the CPU (exactly, for gradcheck) and give a float64 lse.
     """
-    check_tensor("q", q, dtypes=FLOAT_DTYPES, ndim=3)
+    check_tensor("q", q, dtypes=FLOAT_DTYPES + ((torch.float64,) if q.device.type == "cpu" else ()), ndim=3)
     dev, dt = q.device, q.dtype
     T, nq, D = q.shape
     check_tensor("k_cache", k_cache, dtypes=(dt,), ndim=4, device=dev)

@@ -308,9 +308,10 @@ def _attend(
     q_pos = torch.arange(n, device=q.device) + q_offset
     masked = torch.arange(L, device=q.device)[None, :] > q_pos[:, None]
     scores = scores.masked_fill(masked, float("-inf"))
-    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+    acc = torch.promote_types(q.dtype, torch.float32)  # fp32; float64 in the gradcheck mode
+    probs = torch.softmax(scores, dim=-1, dtype=acc).to(q.dtype)
     out = torch.matmul(probs, vh)  # [nq, n, D]
-    lse = torch.logsumexp(scores.to(torch.float32), dim=-1)  # [nq, n]
+    lse = torch.logsumexp(scores.to(acc), dim=-1)  # [nq, n]
     return out.transpose(0, 1).reshape(n, nq * D), lse
 
 
@@ -330,14 +331,15 @@ def cca_attention(
     Sequence b's n_b queries sit at positions ``seqused_k[b] - n_b + i``; its keys are gathered from the
     cache through ``block_table[b]``. Scores ``q @ k^T`` in q's dtype times ``scale``, softmax in fp32,
     rounded to q's dtype, times v. ``max_seqlen_q``/``max_seqlen_k`` are ignored. Returns
-    (out [T, nq*D] in q's dtype, lse [nq, T] fp32 of the scaled scores).
+    (out [T, nq*D] in q's dtype, lse [nq, T] fp32 of the scaled scores; float64 when q is float64).
     """
     T, nq, D = q.shape
     block_size = k_cache.shape[1]
     if scale is None:
         scale = D**-0.5
     out = q.new_zeros(T, nq * D)
-    lse = torch.zeros(nq, T, dtype=torch.float32, device=q.device)
+    lse_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32  # float64: gradcheck mode
+    lse = torch.zeros(nq, T, dtype=lse_dtype, device=q.device)
     cu = [int(c) for c in cu_seqlens_q.tolist()]
     used = [int(u) for u in seqused_k.tolist()]
     for b, L in enumerate(used):
