@@ -220,7 +220,7 @@ def test_backend_self_check_settles_ops_before_their_first_call(monkeypatch):
     rep, msgs = _recording(backend.self_check)
     assert len(msgs) == 1, msgs
     assert rep["cca_attention"].startswith("reference (self-check failed: ")
-    assert all(rep[op] == "not run yet" for op in OP_NAMES if op != "cca_attention"), rep
+    assert all(rep[op] == "not run yet" for op in MODEL_OPS if op != "cca_attention"), rep
     out, lse = backend("cca_attention", **samples.cca_attention_args(samples.SampleShape(head_dim=64, rot_dim=16)))
     assert backend.report()["cca_attention"] == rep["cca_attention"]
     # backend="ops" insists on the kernels and is not gated
