@@ -4,6 +4,7 @@
 #include "../../cuda/norms.cu"
 #include "../../cuda/norms_backward.cu"
 #include "../../cuda/moe_top1.cu"
+#include "../../cuda/moe_top1_backward.cu"
 #include "../../cuda/cca_qkv.cu"
 #include "../../cuda/router.cu"
 #include "../../cuda/cca_attention.cu"
