@@ -1,7 +1,8 @@
 """zaya::moe_top1_backward's GPU kernels (csrc/kernels/moe_top1_backward.cuh) under the SIMT emulator.
 
-emu32 runs the CUDA paths (mma.sync, ldmatrix fragments, two-stage cp.async pipeline), emu64 the CDNA
-paths (64-lane MFMA layouts, one stage); see tests/conftest.py. The gradients are held to the 2x rule
+emu32 runs the CUDA paths (mma.sync, ldmatrix fragments, two-stage cp.async pipeline), emu32-v1 the
+same with scalar fragment loads, emu64 the CDNA paths (64-lane MFMA layouts, one stage); see
+tests/conftest.py. The gradients are held to the 2x rule
 of tests/test_moe_top1_autograd.py (error against float64 autograd of the reference at most twice the
 reference's own same-dtype error), through autograd of the emulated forward (the backward op is the
 GPU kernel there) and through the backward op directly: odd token counts, the skip class, experts
@@ -17,10 +18,12 @@ import importlib
 import pytest
 import torch
 
-from conftest import EMULATORS, use_target
+from conftest import EMULATORS, V1_TARGETS, use_target
 from test_moe_top1_autograd import DIFF, _case, _check_2x, _op_args
 
 GPU_DTYPES = [torch.bfloat16, torch.float16]  # the forward's GPU kernels take these only
+# and the scalar fragment loads of the version-1 switch (ZAYA_KERNELS=v1) on the 32-lane emulator
+GRAD_TARGETS = EMULATORS + V1_TARGETS
 
 pytestmark = pytest.mark.skipif(not EMULATORS, reason="the SIMT emulator modules are not built")
 
@@ -41,7 +44,7 @@ def _zeros_outside(got, kw, E):
             assert (got[2][e] == 0).all() and (got[3][e] == 0).all(), e
 
 
-@pytest.mark.parametrize("target", EMULATORS)
+@pytest.mark.parametrize("target", GRAD_TARGETS)
 @pytest.mark.parametrize("pdt", GPU_DTYPES, ids=["bf16", "fp16"])
 @pytest.mark.parametrize("T", [1, 7, 257])
 def test_grads_2x(target, pdt, T, monkeypatch):
@@ -58,7 +61,7 @@ def test_grads_2x(target, pdt, T, monkeypatch):
     _zeros_outside(_check_2x(kw, gy, f"{target} T={T} [1, 3)"), kw, 4)
 
 
-@pytest.mark.parametrize("target", EMULATORS)
+@pytest.mark.parametrize("target", GRAD_TARGETS)
 def test_tiles_and_token_loop(target, monkeypatch):
     """I = 72 and H = 136: two and three column tiles (two partials per routing weight); 230 of 257
     tokens on one expert: 8 k-steps in the weight gradients and four M-tiles of that expert."""

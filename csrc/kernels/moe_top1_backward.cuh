@@ -41,10 +41,12 @@
 //
 // Resources. CUDA (ptxas -v, sm_90a, bf16 and fp16 alike): no spills; gate_up 174 registers and
 // 31,488 B shared (two stages of three operand tiles), dx 108, dW_down 108, dW_gate_up 104, each
-// 21,248 B. HIP (check_hip.sh, gfx940 / gfx90a): see hip/moe_top1_backward.hip's header.
+// 21,248 B; the version-1 (scalar fragment load) variants 182, 116, 128, 128. HIP (check_hip.sh,
+// gfx940 / gfx90a): see hip/moe_top1_backward.hip's header.
 #pragma once
 
 #include <cmath>
+#include <type_traits>
 
 #include "moe_top1.cuh"
 #include "moe_top1_backward_launch.h"
@@ -296,14 +298,20 @@ inline const char* launch_moe_top1_backward_impl(const MoeTop1BackwardArgs& b, v
   if (const char* err = vendor::launch(&group_tokens<kBM>, dim3(1), dim3(kGroupThreads), 0, stream, a)) return err;
   auto run = [&](auto tag) -> const char* {
     using D = decltype(tag);
-    constexpr bool kLdsm = ZAYA_WARP_SIZE == 32;  // ldmatrix fragments on 32-lane warps
-    if (const char* err = vendor::launch(&expert_bwd_gemm<D, BwdPhase::kGateUp, kLdsm>, grid_gu, block, 0, stream, b))
-      return err;
-    if (const char* err = vendor::launch(&expert_bwd_gemm<D, BwdPhase::kDx, kLdsm>, grid_dx, block, 0, stream, b))
-      return err;
-    if (const char* err = vendor::launch(&expert_bwd_gemm<D, BwdPhase::kDwDown, kLdsm>, grid_dd, block, 0, stream, b))
-      return err;
-    return vendor::launch(&expert_bwd_gemm<D, BwdPhase::kDwGateUp, kLdsm>, grid_dg, block, 0, stream, b);
+    auto gemms = [&](auto ldsm) -> const char* {
+      constexpr bool kLdsm = decltype(ldsm)::value;
+      if (const char* err = vendor::launch(&expert_bwd_gemm<D, BwdPhase::kGateUp, kLdsm>, grid_gu, block, 0, stream, b))
+        return err;
+      if (const char* err = vendor::launch(&expert_bwd_gemm<D, BwdPhase::kDx, kLdsm>, grid_dx, block, 0, stream, b))
+        return err;
+      if (const char* err = vendor::launch(&expert_bwd_gemm<D, BwdPhase::kDwDown, kLdsm>, grid_dd, block, 0, stream, b))
+        return err;
+      return vendor::launch(&expert_bwd_gemm<D, BwdPhase::kDwGateUp, kLdsm>, grid_dg, block, 0, stream, b);
+    };
+#if ZAYA_WARP_SIZE == 32
+    if (!runtime::kernels_v1()) return gemms(std::true_type{});  // ldmatrix fragments, as the forward's
+#endif
+    return gemms(std::false_type{});  // scalar fragment loads: CDNA, and ZAYA_KERNELS=v1 on 32-lane warps
   };
   return a.dtype == DType::BF16 ? run(dtype::BF16{}) : run(dtype::F16{});
 }
