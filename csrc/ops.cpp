@@ -17,12 +17,11 @@ TORCH_LIBRARY(zaya, m) {
   zaya::define_schemas(m);
   // F.linear for the model's projections and LM head: a fast CPU kernel for bf16/fp16 (csrc/cpu/linear.cpp);
   // on every other device (and for Meta tensors) at::linear itself. Only in torch.ops.zaya (no emulator
-  // version: it is no GPU kernel body), inference only (no autograd formula).
+  // version: it is no GPU kernel body). Its autograd (F.linear's formula) is in python/zaya_ops/_autograd.py.
   m.def("linear(Tensor x, Tensor weight, Tensor? bias=None) -> Tensor");
 }
 TORCH_LIBRARY_IMPL(zaya, Autograd, m) {
   zaya::register_not_differentiable(m);
-  m.impl("linear", torch::autograd::autogradNotImplementedFallback());
 }
 // cca_qkv_functional on every device where zaya::cca_qkv has a kernel (csrc/cca_qkv_functional.h).
 TORCH_LIBRARY_IMPL(zaya, CompositeExplicitAutograd, m) {

@@ -90,3 +90,64 @@ def test_errors_name_the_argument(x, w, b, exc, match):
     bs = {None: None, "n": torch.ones(7, dtype=BF16), "fp32": torch.ones(8)}[b]
     with pytest.raises(exc, match=match):
         torch.ops.zaya.linear(xs, ws, bs)
+
+
+# --- autograd (python/zaya_ops/_autograd.py: F.linear's formula, each product through zaya.linear) ---
+
+def _within_one_rounding(got, want, dtype, what):
+    """``got`` (dtype) is the fp32 ``want`` rounded once, up to the summation order: within finfo.eps of
+    the row scale (fp32: 1e-5)."""
+    assert got.dtype == dtype and got.shape == want.shape, what
+    scale = want.abs().amax(-1, keepdim=True).clamp_min(1e-6)
+    eps = torch.finfo(dtype).eps if dtype != FP32 else 1e-5
+    err = ((got.float() - want).abs() / scale).max().item()
+    assert err <= eps, f"{what}: max error {err:.3g} of the row scale > {eps:.3g}"
+
+
+@pytest.mark.parametrize("dtype", [BF16, FP16, FP32])
+@pytest.mark.parametrize("lead", [(1,), (7,), (257,), (2, 7)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_gradients_are_f_linears(dtype, lead, bias):
+    g = torch.Generator().manual_seed(len(lead) * 31 + lead[-1])
+    K, N = 72, 40
+    x = torch.randn(*lead, K, generator=g).to(dtype).requires_grad_()
+    w = (torch.randn(N, K, generator=g) / K ** 0.5).to(dtype).requires_grad_()
+    b = torch.randn(N, generator=g).to(dtype).requires_grad_() if bias else None
+    gy = torch.randn(*lead, N, generator=g).to(dtype)
+    torch.ops.zaya.linear(x, w, b).backward(gy)
+    g2, x2 = gy.reshape(-1, N).float(), x.detach().reshape(-1, K).float()
+    _within_one_rounding(x.grad.reshape(-1, K), g2 @ w.detach().float(), dtype, "grad x")
+    _within_one_rounding(w.grad, g2.T @ x2, dtype, "grad weight")
+    if bias:
+        _within_one_rounding(b.grad[None], g2.sum(0)[None], dtype, "grad bias")
+
+
+def test_gradient_only_where_required():
+    x = torch.randn(5, 16, dtype=BF16, requires_grad=True)
+    w = torch.randn(8, 16, dtype=BF16)
+    b = torch.randn(8, dtype=BF16)
+    torch.ops.zaya.linear(x, w, b).sum().backward()
+    assert x.grad is not None and x.grad.shape == x.shape and w.grad is None and b.grad is None
+
+
+def test_fp32_gradients_equal_f_linear():
+    g = torch.Generator().manual_seed(5)
+    args = [torch.randn(9, 24, generator=g), torch.randn(12, 24, generator=g), torch.randn(12, generator=g)]
+    ours = [a.clone().requires_grad_() for a in args]
+    theirs = [a.clone().requires_grad_() for a in args]
+    gy = torch.randn(9, 12, generator=g)
+    torch.ops.zaya.linear(*ours).backward(gy)
+    F.linear(*theirs).backward(gy)
+    for a, t in zip(ours, theirs):
+        torch.testing.assert_close(a.grad, t.grad, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [BF16, FP32])
+def test_opcheck_with_grad(dtype):
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(7, 24, generator=g).to(dtype).requires_grad_()
+    w = torch.randn(12, 24, generator=g).to(dtype).requires_grad_()
+    b = torch.randn(12, generator=g).to(dtype).requires_grad_()
+    torch.library.opcheck(torch.ops.zaya.linear.default, (x, w, b),
+                          test_utils=("test_schema", "test_autograd_registration", "test_faketensor",
+                                      "test_aot_dispatch_dynamic"))

@@ -573,30 +573,78 @@ struct RmsBwdArgs {
   float eps;
 };
 
-// Rows [t0, t1): writes gx, adds round_p(gy * n) into gw_acc [H].
-template <class X, class P>
-void rms_bwd_rows(const RmsBwdArgs& a, int64_t t0, int64_t t1, double* __restrict gw_acc) {
+// Row t: writes gx, adds round_p(gy * n) into gw_acc [H] (A: the accumulator type, see accumulate_rows).
+template <class X, class P, class A>
+ZAYA_ALWAYS_INLINE void rms_bwd_row(const RmsBwdArgs& a, int64_t t, A* __restrict gw_acc) {
   using XT = typename X::T;
   using PT = typename P::T;
   using C = typename P::C;
   const int64_t H = a.H;
   const C* __restrict w = static_cast<const C*>(a.w);
-  for (int64_t t = t0; t < t1; ++t) {
-    const XT* __restrict x = static_cast<const XT*>(a.x) + t * a.x_stride;
-    const PT* __restrict gy = static_cast<const PT*>(a.gy) + t * H;
-    XT* __restrict gx = static_cast<XT*>(a.gx) + t * H;
-    const auto [inv, coef] = norm_bwd_row_stats<C>(
-        H, a.eps, [&](int64_t j) -> C { return P::round(X::load(x[j])); },
-        [&](int64_t j) -> C { return P::round(P::load(gy[j]) * w[j]); });
+  const XT* __restrict x = static_cast<const XT*>(a.x) + t * a.x_stride;
+  const PT* __restrict gy = static_cast<const PT*>(a.gy) + t * H;
+  XT* __restrict gx = static_cast<XT*>(a.gx) + t * H;
+  const auto [inv, coef] = norm_bwd_row_stats<C>(
+      H, a.eps, [&](int64_t j) -> C { return P::round(X::load(x[j])); },
+      [&](int64_t j) -> C { return P::round(P::load(gy[j]) * w[j]); });
 #pragma omp simd
-    for (int64_t j = 0; j < H; ++j) {
-      const C v = P::round(X::load(x[j]));
-      const C g = P::load(gy[j]);
-      const C gn = P::round(g * w[j]);
-      gx[j] = X::store(P::round(gn * inv + v * coef));
-      gw_acc[j] += static_cast<double>(P::round(g * P::round(v * inv)));
-    }
+  for (int64_t j = 0; j < H; ++j) {
+    const C v = P::round(X::load(x[j]));
+    const C g = P::load(gy[j]);
+    const C gn = P::round(g * w[j]);
+    gx[j] = X::store(P::round(gn * inv + v * coef));
+    gw_acc[j] += static_cast<A>(P::round(g * P::round(v * inv)));
   }
+}
+
+// Rows [t0, t1) of the backward, adding the [H] parameter gradients into acc [n_acc * H] (double). A
+// bf16/fp16 gradient keeps 8/11 significant bits, so its rows are first summed in fp32 in groups of 8
+// (fp32's 24 bits lose nothing the result keeps) and each group is added into double once: the
+// double conversions, which halve the vector width, then run once per 8 rows instead of every row.
+// fp32 and fp64 add every row in double, as before.
+template <class P, class RowFn>
+ZAYA_ALWAYS_INLINE void accumulate_rows(int64_t t0, int64_t t1, int64_t n_acc, double* __restrict acc, RowFn row) {
+  constexpr bool kGrouped = std::is_same_v<P, BF16> || std::is_same_v<P, F16>;
+  if constexpr (kGrouped) {
+    constexpr int64_t kGroupRows = 8;
+    std::vector<float> group(static_cast<size_t>(n_acc));
+    float* __restrict g = group.data();
+    for (int64_t t = t0; t < t1; t += kGroupRows) {
+      std::fill(group.begin(), group.end(), 0.0f);
+      for (int64_t u = t; u < std::min(t1, t + kGroupRows); ++u) row(u, g);
+#pragma omp simd
+      for (int64_t k = 0; k < n_acc; ++k) acc[k] += static_cast<double>(g[k]);
+    }
+  } else {
+    for (int64_t t = t0; t < t1; ++t) row(t, acc);
+  }
+}
+
+// The row loops of the backward, built twice: for the baseline ISA and (x86 with GCC) for AVX2 + F16C,
+// picked at run time like the forward's kernels. The bodies above (and the AVX2 wrappers' lambdas) are
+// always inlined, so each wrapper compiles them, vectorised, for its own target.
+template <class X, class P>
+void rms_bwd_rows_base(const RmsBwdArgs& a, int64_t t0, int64_t t1, double* acc) {
+  accumulate_rows<P>(t0, t1, a.H, acc, [&](int64_t t, auto* g) { rms_bwd_row<X, P>(a, t, g); });
+}
+
+#if ZAYA_X86_MULTIVERSION
+template <class X, class P>
+__attribute__((target("avx2,f16c"))) void rms_bwd_rows_avx2(const RmsBwdArgs& a, int64_t t0, int64_t t1,
+                                                             double* acc) {
+  accumulate_rows<P>(t0, t1, a.H, acc,
+                     [&](int64_t t, auto* g) __attribute__((always_inline)) { rms_bwd_row<X, P>(a, t, g); });
+}
+#endif
+
+template <class X, class P>
+void (*pick_rms_bwd())(const RmsBwdArgs&, int64_t, int64_t, double*) {
+#if ZAYA_X86_MULTIVERSION
+  if constexpr (!std::is_same_v<X, F64> && !std::is_same_v<P, F64>) {
+    if (use_avx2()) return &rms_bwd_rows_avx2<X, P>;
+  }
+#endif
+  return &rms_bwd_rows_base<X, P>;
 }
 
 std::tuple<at::Tensor, at::Tensor> rms_norm_backward_cpu(const at::Tensor& grad_y_in, const at::Tensor& x_in,
@@ -623,9 +671,9 @@ std::tuple<at::Tensor, at::Tensor> rms_norm_backward_cpu(const at::Tensor& grad_
                  static_cast<float>(eps)};
     const RowBlocks rb = row_blocks(T, H);
     std::vector<double> partial(rb.blocks * H, 0.0);
+    auto fn = pick_rms_bwd<X, P>();
     at::parallel_for(0, rb.blocks, 1, [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b)
-        rms_bwd_rows<X, P>(a, b * rb.rows, std::min(T, (b + 1) * rb.rows), partial.data() + b * H);
+      for (int64_t b = b0; b < b1; ++b) fn(a, b * rb.rows, std::min(T, (b + 1) * rb.rows), partial.data() + b * H);
     });
     reduce_blocks<P>(partial.data(), rb.blocks, H, static_cast<typename P::T*>(gw.mutable_data_ptr()));
   });
@@ -651,9 +699,9 @@ struct RsrBwdArgs {
   float eps;
 };
 
-// Rows [t0, t1): writes gh, gr; adds into acc [5, H]: g norm_weight, h_bias, h_scale, r_bias, r_scale.
-template <class P>
-void rsr_bwd_rows(const RsrBwdArgs& a, int64_t t0, int64_t t1, double* __restrict acc) {
+// Row t: writes gh, gr; adds into acc [5, H]: g norm_weight, h_bias, h_scale, r_bias, r_scale.
+template <class P, class A>
+ZAYA_ALWAYS_INLINE void rsr_bwd_row(const RsrBwdArgs& a, int64_t t, A* __restrict acc) {
   using PT = typename P::T;
   using C = typename P::C;
   const int64_t H = a.H;
@@ -662,43 +710,65 @@ void rsr_bwd_rows(const RsrBwdArgs& a, int64_t t0, int64_t t1, double* __restric
   const C* __restrict rb = hb + 2 * H;
   const C* __restrict rs = hb + 3 * H;
   const C* __restrict w = hb + 4 * H;
-  double* __restrict acc_w = acc;
-  double* __restrict acc_hb = acc + H;
-  double* __restrict acc_hs = acc + 2 * H;
-  double* __restrict acc_rb = acc + 3 * H;
-  double* __restrict acc_rs = acc + 4 * H;
-  for (int64_t t = t0; t < t1; ++t) {
-    const PT* __restrict h = static_cast<const PT*>(a.h) + t * a.h_stride;
-    const C* __restrict r = static_cast<const C*>(a.r) + t * a.r_stride;
-    const C* __restrict gnr_in = static_cast<const C*>(a.g_new_r) + t * H;
-    const PT* __restrict gy = static_cast<const PT*>(a.gy) + t * H;
-    PT* __restrict gh = static_cast<PT*>(a.gh) + t * H;
-    C* __restrict gr = static_cast<C*>(a.gr) + t * H;
-    const auto [inv, coef] = norm_bwd_row_stats<C>(
-        H, a.eps, [&](int64_t j) -> C { return P::round(P::round(P::round(P::load(h[j]) + hb[j]) * hs[j]) +
-                                                        (r[j] + rb[j]) * rs[j]); },
-        [&](int64_t j) -> C { return P::round(P::load(gy[j]) * w[j]); });
+  A* __restrict acc_w = acc;
+  A* __restrict acc_hb = acc + H;
+  A* __restrict acc_hs = acc + 2 * H;
+  A* __restrict acc_rb = acc + 3 * H;
+  A* __restrict acc_rs = acc + 4 * H;
+  const PT* __restrict h = static_cast<const PT*>(a.h) + t * a.h_stride;
+  const C* __restrict r = static_cast<const C*>(a.r) + t * a.r_stride;
+  const C* __restrict gnr_in = static_cast<const C*>(a.g_new_r) + t * H;
+  const PT* __restrict gy = static_cast<const PT*>(a.gy) + t * H;
+  PT* __restrict gh = static_cast<PT*>(a.gh) + t * H;
+  C* __restrict gr = static_cast<C*>(a.gr) + t * H;
+  const auto [inv, coef] = norm_bwd_row_stats<C>(
+      H, a.eps, [&](int64_t j) -> C { return P::round(P::round(P::round(P::load(h[j]) + hb[j]) * hs[j]) +
+                                                      (r[j] + rb[j]) * rs[j]); },
+      [&](int64_t j) -> C { return P::round(P::load(gy[j]) * w[j]); });
 #pragma omp simd
-    for (int64_t j = 0; j < H; ++j) {
-      const C av = P::round(P::load(h[j]) + hb[j]);
-      const C hv = P::round(av * hs[j]);
-      const C bv = r[j] + rb[j];
-      const C v = P::round(hv + bv * rs[j]);
-      const C g = P::load(gy[j]);
-      const C gn = P::round(g * w[j]);
-      acc_w[j] += static_cast<double>(P::round(g * P::round(v * inv)));
-      const C gnr = gnr_in[j] + P::round(gn * inv + v * coef);
-      const C ghv = P::round(gnr);
-      const C ga = P::round(ghv * hs[j]);
-      gh[j] = P::store(ga);
-      acc_hb[j] += static_cast<double>(ga);
-      acc_hs[j] += static_cast<double>(P::round(ghv * av));
-      const C grv = gnr * rs[j];
-      gr[j] = grv;
-      acc_rb[j] += static_cast<double>(grv);
-      acc_rs[j] += static_cast<double>(gnr * bv);
-    }
+  for (int64_t j = 0; j < H; ++j) {
+    const C av = P::round(P::load(h[j]) + hb[j]);
+    const C hv = P::round(av * hs[j]);
+    const C bv = r[j] + rb[j];
+    const C v = P::round(hv + bv * rs[j]);
+    const C g = P::load(gy[j]);
+    const C gn = P::round(g * w[j]);
+    acc_w[j] += static_cast<A>(P::round(g * P::round(v * inv)));
+    const C gnr = gnr_in[j] + P::round(gn * inv + v * coef);
+    const C ghv = P::round(gnr);
+    const C ga = P::round(ghv * hs[j]);
+    gh[j] = P::store(ga);
+    acc_hb[j] += static_cast<A>(ga);
+    acc_hs[j] += static_cast<A>(P::round(ghv * av));
+    const C grv = gnr * rs[j];
+    gr[j] = grv;
+    acc_rb[j] += static_cast<A>(grv);
+    acc_rs[j] += static_cast<A>(gnr * bv);
   }
+}
+
+template <class P>
+void rsr_bwd_rows_base(const RsrBwdArgs& a, int64_t t0, int64_t t1, double* acc) {
+  accumulate_rows<P>(t0, t1, 5 * a.H, acc, [&](int64_t t, auto* g) { rsr_bwd_row<P>(a, t, g); });
+}
+
+#if ZAYA_X86_MULTIVERSION
+template <class P>
+__attribute__((target("avx2,f16c"))) void rsr_bwd_rows_avx2(const RsrBwdArgs& a, int64_t t0, int64_t t1,
+                                                             double* acc) {
+  accumulate_rows<P>(t0, t1, 5 * a.H, acc,
+                     [&](int64_t t, auto* g) __attribute__((always_inline)) { rsr_bwd_row<P>(a, t, g); });
+}
+#endif
+
+template <class P>
+void (*pick_rsr_bwd())(const RsrBwdArgs&, int64_t, int64_t, double*) {
+#if ZAYA_X86_MULTIVERSION
+  if constexpr (!std::is_same_v<P, F64>) {
+    if (use_avx2()) return &rsr_bwd_rows_avx2<P>;
+  }
+#endif
+  return &rsr_bwd_rows_base<P>;
 }
 
 using Grads7 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
@@ -733,9 +803,10 @@ Grads7 residual_scale_rmsnorm_backward_cpu(
                    gr.mutable_data_ptr(), H, static_cast<float>(eps)};
       const RowBlocks rb = row_blocks(T, H);
       std::vector<double> partial(rb.blocks * 5 * H, 0.0);
+      auto fn = pick_rsr_bwd<P>();
       at::parallel_for(0, rb.blocks, 1, [&](int64_t b0, int64_t b1) {
         for (int64_t b = b0; b < b1; ++b)
-          rsr_bwd_rows<P>(a, b * rb.rows, std::min(T, (b + 1) * rb.rows), partial.data() + b * 5 * H);
+          fn(a, b * rb.rows, std::min(T, (b + 1) * rb.rows), partial.data() + b * 5 * H);
       });
       reduce_blocks<P>(partial.data(), rb.blocks, 5 * H, static_cast<typename P::T*>(gvec.mutable_data_ptr()));
     });

@@ -11,6 +11,7 @@
 #include <tuple>
 
 #include "glue.h"
+#include "norms_glue.h"
 #include "norm_checks.h"
 #include "kernels/norms_launch.h"
 
@@ -84,16 +85,7 @@ std::tuple<at::Tensor, at::Tensor> residual_scale_rmsnorm_gpu(
   for (int i = 0; i < 5; ++i) vecs[i] = kernel_vector(*vecs_in[i]);
 
   zaya::kernels::ResidualScaleRmsNormArgs a;
-  a.h = h.const_data_ptr();
-  a.h_row_stride = h.stride(0);
-  a.residual = residual.const_data_ptr<float>();
-  a.residual_row_stride = residual.stride(0);
-  a.h_bias = vecs[0].const_data_ptr();
-  a.h_scale = vecs[1].const_data_ptr();
-  a.r_bias = vecs[2].const_data_ptr();
-  a.r_scale = vecs[3].const_data_ptr();
-  a.norm_weight = vecs[4].const_data_ptr();
-  a.dtype = to_dtype(h_in.scalar_type());
+  set_residual_scale_inputs(a, h, residual, vecs);
   a.new_residual = new_r.mutable_data_ptr<float>();
   a.normed = y.mutable_data_ptr();
   a.rows = T;

@@ -9,6 +9,7 @@
 #include <tuple>
 
 #include "glue.h"
+#include "norms_glue.h"
 #include "kernels/norms_backward_launch.h"
 #include "norm_checks.h"
 
@@ -93,16 +94,7 @@ Grads7 residual_scale_rmsnorm_backward_gpu(const at::Tensor& grad_new_residual_i
     zaya::kernels::ResidualScaleRmsNormBackwardArgs a;
     a.grad_new_residual = g_new_r.const_data_ptr<float>();
     a.grad_normed = g_normed.const_data_ptr();
-    a.h = h.const_data_ptr();
-    a.h_row_stride = h.stride(0);
-    a.residual = residual.const_data_ptr<float>();
-    a.residual_row_stride = residual.stride(0);
-    a.h_bias = vecs[0].const_data_ptr();
-    a.h_scale = vecs[1].const_data_ptr();
-    a.r_bias = vecs[2].const_data_ptr();
-    a.r_scale = vecs[3].const_data_ptr();
-    a.norm_weight = vecs[4].const_data_ptr();
-    a.dtype = to_dtype(h_in.scalar_type());
+    set_residual_scale_inputs(a, h, residual, vecs);
     a.grad_h = gh.mutable_data_ptr();
     a.grad_residual = gr.mutable_data_ptr<float>();
     a.grad_vectors = gvec.mutable_data_ptr();

@@ -319,3 +319,30 @@ def backward_backends(device: torch.device | str = "cpu") -> dict[str, str]:
 
 
 register_namespace("zaya")
+
+
+def _linear_setup(ctx, inputs, output):
+    x, weight, bias = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.has_bias = bias is not None
+
+
+def _linear_backward(ctx, grad_y):
+    """F.linear's gradient (``grad_x = grad_y @ weight``, ``grad_weight = grad_y^T @ x``, ``grad_bias`` the
+    row sum), each product through ``zaya.linear`` itself: fp32 accumulation and one rounding, as ATen's
+    bf16/fp16 matmuls give, but on the CPU's fast path rather than ATen's slow reduced-precision GEMM."""
+    x, weight = ctx.saved_tensors
+    grad_x = grad_weight = grad_bias = None
+    g2 = grad_y.reshape(-1, grad_y.shape[-1])
+    if ctx.needs_input_grad[0]:
+        grad_x = torch.ops.zaya.linear(grad_y, weight.t(), None)
+    if ctx.needs_input_grad[1]:
+        grad_weight = torch.ops.zaya.linear(g2.t(), x.reshape(-1, x.shape[-1]).t(), None)
+    if ctx.has_bias and ctx.needs_input_grad[2]:
+        grad_bias = g2.sum(0, dtype=torch.float32).to(grad_y.dtype)
+    return grad_x, grad_weight, grad_bias
+
+
+# zaya.linear (the model's projections and LM head, csrc/cpu/linear.cpp): differentiable like F.linear, so
+# training runs its fast CPU path too. Saved: references to x and weight (no new tensor).
+torch.library.register_autograd("zaya::linear", _linear_backward, setup_context=_linear_setup)

@@ -167,19 +167,14 @@ def embed_tokens(model, ids: torch.Tensor) -> torch.Tensor:
     return ((e + model.input_bias) * model.input_scale).to(torch.float32)
 
 
-def _needs_grad(*tensors: torch.Tensor | None) -> bool:
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-
-
 def dense(op, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """``F.linear(x, weight, bias)`` of the model's projections and LM head. On a CPU under a kernel backend
     (``op.backend`` "auto" or "ops"): ``torch.ops.zaya.linear`` (csrc/cpu/linear.cpp), F.linear's contract
     (fp32 accumulation, one rounding) but fast in bf16/fp16 where ATen is not (CPUs without AVX-512: a
-    streaming AVX2 kernel for decode's few rows, fp32 sgemm for prefill). Elsewhere, and under
-    "reference", and wherever autograd records the call (training: zaya.linear has no backward), F.linear
-    itself."""
-    if (x.device.type == "cpu" and getattr(op, "backend", "reference") != "reference"
-            and not _needs_grad(x, weight, bias)):
+    streaming AVX2 kernel for decode's few rows, fp32 sgemm for prefill), in inference and training alike
+    (its autograd is F.linear's, each product through zaya.linear). Elsewhere, and under "reference",
+    F.linear itself."""
+    if x.device.type == "cpu" and getattr(op, "backend", "reference") != "reference":
         return torch.ops.zaya.linear(x, weight, bias)
     return F.linear(x, weight, bias)
 
