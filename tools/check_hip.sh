@@ -2,7 +2,7 @@
 # Compile-check every hip/*.hip for AMD GPUs without a GPU or a ROCm PyTorch, with Debian's clang-16
 # and ROCm device libraries, and report each kernel's resources (VGPRs, AGPRs, SGPRs, scratch,
 # spills, LDS, occupancy) and its MFMA instruction count. Fails on a compile error, on any kernel
-# using scratch or spilling, and on a matrix kernel (router_kernel, expert_gemm, cca_qkv_kernel,
+# using scratch or spilling, and on a matrix kernel (router_kernel, expert_gemm, expert_bwd_gemm, cca_qkv_kernel,
 # cca_attention_fwd) missing or without v_mfma in its ISA.
 #
 # Every file is compiled in two variants, both of which must pass:
@@ -58,7 +58,7 @@ trap 'rm -rf "$tmp"' EXIT
 if [ -n "${ZAYA_HIP_ISA_DIR:-}" ]; then mkdir -p "$ZAYA_HIP_ISA_DIR"; fi
 
 # The matrix kernel of each file: it must exist and hold v_mfma instructions on every arch.
-declare -A matrix=([router]=router_kernel [moe_top1]=expert_gemm [cca_qkv]=cca_qkv_kernel
+declare -A matrix=([router]=router_kernel [moe_top1]=expert_gemm [moe_top1_backward]=expert_bwd_gemm [cca_qkv]=cca_qkv_kernel
                    [cca_attention]=cca_attention_fwd)
 
 # The headers of the no-wsize variant: a copy of the HIP headers whose warpSize does not read the macro.

@@ -1,7 +1,7 @@
 // Warp-level 16x16x16 matrix multiply-accumulate on tensor cores (CUDA mma.sync) and matrix cores
 // (CDNA MFMA), fp32 accumulate, bf16 or fp16 operands: the one building block of the matrix kernels
 // (moe_top1, router, cca_attention). A kernel stages tiles in shared memory as raw 16-bit values,
-// loads fragments with load_a / load_b_nk / load_b_kn, multiplies with mma(), and reads its
+// loads fragments with load_a / load_a_kn / load_b_nk / load_b_kn, multiplies with mma(), and reads its
 // accumulators through c_row / c_col. Only this file knows the fragment layouts:
 //
 //   CUDA, 32-lane warp: two mma.sync.m16n8k16 per call (n = 0..7 and 8..15). g = lane / 4,
@@ -146,6 +146,26 @@ ZAYA_DEV FragB load_b_kn(const uint16_t* s, int ld, int lane) {
   return b;
 }
 
+// A (16 x 16, m x k) from a k-major tile, as the token dimension of a weight gradient is stored (the
+// reduction runs over the rows of both operands): A[m][k] = s[k * ld + m].
+ZAYA_DEV FragA load_a_kn(const uint16_t* s, int ld, int lane) {
+  FragA a;
+#if ZAYA_WARP_SIZE == 32
+  const int g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int reg = 0; reg < 4; ++reg) {
+    const uint16_t* p = s + (2 * t + 8 * (reg >> 1)) * ld + g + 8 * (reg & 1);
+    a.x[reg] = pack(p[0], p[ld]);
+  }
+#else
+  const int k0 = 4 * (lane >> 4);
+  const uint16_t* p = s + (lane & 15);
+  a.x[0] = pack(p[k0 * ld], p[(k0 + 1) * ld]);
+  a.x[1] = pack(p[(k0 + 2) * ld], p[(k0 + 3) * ld]);
+#endif
+  return a;
+}
+
 // ------------------------------------------------------------------------------------------------
 // ldmatrix (CUDA sm_75+, and the 32-lane emulator): one warp-wide instruction loads N = 1, 2 or 4 8x8
 // matrices of 16-bit elements from shared memory. Lane 8 * i + r supplies the address of row r of
@@ -236,6 +256,15 @@ ZAYA_DEV FragB load_b_nk_v(const uint16_t* s, int ld, int lane) {
   if constexpr (kLdsm) return ldsm_x4<FragB, false>(s + (8 * (lane >> 4) + (lane & 7)) * ld + 8 * ((lane >> 3) & 1));
 #endif
   return load_b_nk(s, ld, lane);
+}
+// The k-major A (load_a_kn): lane l gives k-row 8 * (l / 16) + l % 8, m-column 8 * ((l / 8) % 2), transposed
+// (matrices: m 0-7 / 8-15 x k 0-7, then x k 8-15, the order of a.x[0..3]).
+template <bool kLdsm>
+ZAYA_DEV FragA load_a_kn_v(const uint16_t* s, int ld, int lane) {
+#if ZAYA_WARP_SIZE == 32
+  if constexpr (kLdsm) return ldsm_x4<FragA, true>(s + (8 * (lane >> 4) + (lane & 7)) * ld + 8 * ((lane >> 3) & 1));
+#endif
+  return load_a_kn(s, ld, lane);
 }
 template <bool kLdsm>
 ZAYA_DEV FragB load_b_kn_v(const uint16_t* s, int ld, int lane) {

@@ -127,6 +127,79 @@ __global__ void __launch_bounds__(kGroupThreads) group_tokens(MoeTop1Args a) {
 
 ZAYA_DEV float silu(float x) { return vendor::fdiv(x, vendor::fadd(1.0f, expf(-x))); }
 
+// ------------------------------------------------------------------------------------------------
+// Tile machinery shared by the matrix kernels here and the backward's (moe_top1_backward.cuh): a
+// 64 x 64 output tile per block, four warps in a 2 x 2 grid of 32 x 32 blocks, k-steps of kBK.
+// Operand tiles in shared memory are either m/n-major ([64 rows][kPitch], k contiguous: gathered token
+// rows, nn.Linear weight rows) or k-major ([kBK k-rows][kPitchKn], the 64 m/n columns contiguous:
+// a weight read along its rows' other dimension, or the token dimension of a weight gradient).
+// ------------------------------------------------------------------------------------------------
+inline constexpr int kPitchKn = kBN + 8;  // 144-byte k-major rows: 16-byte aligned, off the banks' period
+inline constexpr int kTileElems = kBM * kPitch > kBK * kPitchKn ? kBM * kPitch : kBK * kPitchKn;
+
+// The k-loop: issue(kt) stages k-step kt's operand tiles into buffer kt % kNStages (16-byte copies,
+// vendor::copy_async16), compute(st) multiplies buffer st. While the warps multiply step kt, the copies
+// of the next kNStages - 1 steps are in flight (cp.async on sm_80+; synchronous copies on CDNA and in
+// the emulator). Returns with every warp past its last compute only after the caller's next barrier.
+template <int kNStages, class Issue, class Compute>
+ZAYA_DEV void k_pipeline(int64_t ksteps, Issue&& issue, Compute&& compute) {
+#pragma unroll
+  for (int s = 0; s < kNStages - 1; ++s) {
+    if (s < ksteps) issue(s);
+    vendor::copy_async_commit();  // one group per stage, empty or not, so the wait count stays fixed
+  }
+  for (int64_t kt = 0; kt < ksteps; ++kt) {
+    if constexpr (kNStages == 1) {
+      __syncthreads();  // everyone is done with the previous k-step's tiles
+      issue(kt);
+      vendor::copy_async_commit();
+      vendor::copy_async_wait<0>();
+      __syncthreads();
+    } else {
+      vendor::copy_async_wait<kNStages - 2>();  // this thread's copies of stage kt have landed
+      __syncthreads();                           // ... and everyone's; stage kt - 1 is free again
+      if (kt + kNStages - 1 < ksteps) issue(kt + kNStages - 1);
+      vendor::copy_async_commit();
+    }
+    compute(static_cast<int>(kt % kNStages));
+  }
+}
+
+// One kBK-deep step of this warp's 32 x 32 block: acc[b][i][j] += A(rows wm + 16 i) * B_b(columns
+// wn + 16 j) for the kNB B tiles (sB0, then sB1), which share A's fragments. kAKn / kBKn: the A / B
+// tiles are k-major (else m/n-major). The mma order per accumulator is fixed by k alone.
+template <class D, bool kAKn, bool kBKn, bool kLdsm, int kNB>
+ZAYA_DEV void warp_step(mma::FragC (&acc)[kNB][2][2], const uint16_t* sA, const uint16_t* sB0, const uint16_t* sB1,
+                        int wm, int wn, int lane) {
+#pragma unroll
+  for (int ks = 0; ks < kBK; ks += 16) {
+    mma::FragA fa[2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      if constexpr (kAKn) {
+        fa[i] = mma::load_a_kn_v<kLdsm>(sA + ks * kPitchKn + wm + 16 * i, kPitchKn, lane);
+      } else {
+        fa[i] = mma::load_a_v<kLdsm>(sA + (wm + 16 * i) * kPitch + ks, kPitch, lane);
+      }
+    }
+#pragma unroll
+    for (int jj = 0; jj < 2; ++jj) {
+#pragma unroll
+      for (int b = 0; b < kNB; ++b) {
+        const uint16_t* sB = b == 0 ? sB0 : sB1;
+        mma::FragB fb;
+        if constexpr (kBKn) {
+          fb = mma::load_b_kn_v<kLdsm>(sB + ks * kPitchKn + wn + 16 * jj, kPitchKn, lane);
+        } else {
+          fb = mma::load_b_nk_v<kLdsm>(sB + (wn + 16 * jj) * kPitch + ks, kPitch, lane);
+        }
+#pragma unroll
+        for (int i = 0; i < 2; ++i) mma::mma<D>(acc[b][i][jj], fa[i], fb);
+      }
+    }
+  }
+}
+
 // kGateUp: phase 2 (A = gathered x rows, B = gate and up rows of gate_up[e], writes act);
 // otherwise phase 3 (A = act rows, B = down[e], writes out). blockIdx.x: M-tile in the schedule,
 // blockIdx.y: N-tile.
@@ -165,19 +238,16 @@ __global__ void __launch_bounds__(kThreads, 1) expert_gemm(MoeTop1Args a) {
 
   const int warp = tid / kWarpSize, lane = vendor::lane_id();
   const int wm = (warp >> 1) * 32, wn = (warp & 1) * 32;
-  mma::FragC acc0[2][2], acc1[2][2];
+  constexpr int kNB = kGateUp ? 2 : 1;  // gate_up: gate and up accumulators side by side
+  mma::FragC acc[kNB][2][2];
 #pragma unroll
-  for (int i = 0; i < 2; ++i)
+  for (int b = 0; b < kNB; ++b)
 #pragma unroll
-    for (int jj = 0; jj < 2; ++jj) {
-      mma::zero(acc0[i][jj]);
-      mma::zero(acc1[i][jj]);
-    }
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int jj = 0; jj < 2; ++jj) mma::zero(acc[b][i][jj]);
 
-  // Pipeline: while the warps multiply stage kt % kStages, the copies of the next kStages - 1 k-steps
-  // are in flight (cp.async on sm_80+; synchronous copies on CDNA and in the emulator).
   constexpr int kChunks = kBM * kBK / 8;  // 16-byte chunks per tile (kBM == kBN)
-  const int64_t ksteps = (K + kBK - 1) / kBK;
   auto issue = [&](int64_t kt) {
     const int st = static_cast<int>(kt % kStages);
     for (int c = tid; c < kChunks; c += kThreads) {
@@ -194,44 +264,9 @@ __global__ void __launch_bounds__(kThreads, 1) expert_gemm(MoeTop1Args a) {
       if constexpr (kGateUp) vendor::copy_async16(sm.b1[st] + r * kPitch + kc, w1 + boff, bok);
     }
   };
-#pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {
-    if (s < ksteps) issue(s);
-    vendor::copy_async_commit();  // one group per stage, empty or not, so the wait count stays fixed
-  }
-  for (int64_t kt = 0; kt < ksteps; ++kt) {
-    if constexpr (kStages == 1) {
-      __syncthreads();  // everyone is done with the previous k-step's tiles
-      issue(kt);
-      __syncthreads();
-    } else {
-      vendor::copy_async_wait<kStages - 2>();  // this thread's copies of stage kt have landed
-      __syncthreads();                          // ... and everyone's; stage kt - 1 is free again
-      if (kt + kStages - 1 < ksteps) issue(kt + kStages - 1);
-      vendor::copy_async_commit();
-    }
-    const int st = static_cast<int>(kt % kStages);
-    const uint16_t* sA = sm.a[st];
-    const uint16_t* sB0 = sm.b0[st];
-    const uint16_t* sB1 = sm.b1[st];
-#pragma unroll
-    for (int ks = 0; ks < kBK; ks += 16) {
-      mma::FragA fa[2];
-#pragma unroll
-      for (int i = 0; i < 2; ++i) fa[i] = mma::load_a_v<kLdsm>(sA + (wm + 16 * i) * kPitch + ks, kPitch, lane);
-#pragma unroll
-      for (int jj = 0; jj < 2; ++jj) {
-        const mma::FragB fb0 = mma::load_b_nk_v<kLdsm>(sB0 + (wn + 16 * jj) * kPitch + ks, kPitch, lane);
-#pragma unroll
-        for (int i = 0; i < 2; ++i) mma::mma<D>(acc0[i][jj], fa[i], fb0);
-        if constexpr (kGateUp) {
-          const mma::FragB fb1 = mma::load_b_nk_v<kLdsm>(sB1 + (wn + 16 * jj) * kPitch + ks, kPitch, lane);
-#pragma unroll
-          for (int i = 0; i < 2; ++i) mma::mma<D>(acc1[i][jj], fa[i], fb1);
-        }
-      }
-    }
-  }
+  k_pipeline<kStages>((K + kBK - 1) / kBK, issue, [&](int st) {
+    warp_step<D, false, false, kLdsm, kNB>(acc, sm.a[st], sm.b0[st], sm.b1[st], wm, wn, lane);
+  });
 
   // Epilogue: the reference's rounding points, in D.
   const auto* ew = static_cast<const typename D::storage*>(a.expert_weight);
@@ -246,13 +281,13 @@ __global__ void __launch_bounds__(kThreads, 1) expert_gemm(MoeTop1Args a) {
         const int64_t n = n0 + wn + 16 * jj + mma::c_col(lane, q);
         if (r >= rows || n >= N) continue;
         if constexpr (kGateUp) {
-          const float gate = D::round(acc0[i][jj].x[q]), up = D::round(acc1[i][jj].x[q]);
+          const float gate = D::round(acc[0][i][jj].x[q]), up = D::round(acc[kNB - 1][i][jj].x[q]);
           const float h = vendor::fmul(D::round(silu(gate)), up);
           act[static_cast<int64_t>(row0 + r) * I + n] = D::from_float(h);
         } else {
           const int64_t t = tok[r];
           const float w = D::to_float(ew[t]);
-          out[t * H + n] = D::from_float(vendor::fmul(D::round(acc0[i][jj].x[q]), w));
+          out[t * H + n] = D::from_float(vendor::fmul(D::round(acc[0][i][jj].x[q]), w));
         }
       }
 }

@@ -51,8 +51,11 @@ gate/up pre-activation is recomputed, not saved. Saving it (SiLU's backward need
 ZAYA1's I = 2048, twice x's 4 KiB at H = 2048) to spare one of the backward's five GEMMs (the gate/up
 recompute: 2TIH of the 8TIH multiply-adds per step); the routing-weight gradient is
 ``rowsum(act * (grad_out @ down_proj[e]))``, so the forward's down GEMM is not recomputed either. On
-CUDA/HIP and the emulators the backward op recomputes the reference under autograd (no GPU backward
-kernel yet).
+CUDA/HIP and the emulators the backward op is a portable GPU kernel (csrc/kernels/moe_top1_backward.cuh:
+the forward's token grouping and matrix tiles, gate/up recomputed on the matrix units, weight
+gradients one block per output tile looping over the expert's tokens in order: deterministic, no
+atomics), for what the forward's GPU kernels take (bf16/fp16, H and I multiples of 8; other inputs raise
+NotImplementedError, as the forward does).
 
 **cca_qkv_functional** (the differentiable twin of ``cca_qkv``, which mutates its states and the KV cache
 and so cannot have a registered autograd): w.r.t. qt, kt, vc, vd, conv_dw_weight, conv_dw_bias,
@@ -101,7 +104,7 @@ NOT_DIFFERENTIABLE = ("cca_qkv",)
 
 _REGISTERED: set[str] = set()
 # Ops whose backward has a CUDA/HIP kernel (also what the emulator namespaces run).
-_GPU_BACKWARD_KERNELS = ("rms_norm", "residual_scale_rmsnorm")
+_GPU_BACKWARD_KERNELS = ("rms_norm", "residual_scale_rmsnorm", "moe_top1")
 
 
 def _vjp(fn: Callable[..., torch.Tensor | tuple[torch.Tensor, ...]], inputs: Sequence[torch.Tensor],
@@ -144,18 +147,6 @@ def _router_backward_by_reference(grad_weight, grad_state, grad_logits, x, prev_
         fn, tensors + ((prev_state, states_scale) if has_prev else ()), grads)
     gp, gs = gprev if has_prev else (x.new_empty(0, R), x.new_empty(0))
     return gx, gp, gdw, gdb, gs, gnw, g1w, g1b, g2w, g2b, gwo
-
-
-def _moe_top1_backward_by_reference(grad_out, x, expert_index, expert_weight, gate_up_proj, down_proj,
-                                    expert_start=0, expert_end=-1):
-    E = gate_up_proj.shape[0]
-    end = E if expert_end < 0 else expert_end
-    index = expert_index.long()
-    if not bool(((index >= expert_start) & (index < end)).any()):  # no local token: nothing in the graph
-        return (torch.zeros_like(x, memory_format=torch.contiguous_format), torch.zeros_like(expert_weight),
-                torch.zeros_like(gate_up_proj), torch.zeros_like(down_proj))
-    return _vjp(lambda a, w, gu, dn: reference.moe_top1(a, expert_index, w, gu, dn, expert_start, end),
-                (x, expert_weight, gate_up_proj, down_proj), (grad_out,))
 
 
 # cca_qkv_functional's differentiable inputs (positions in its schema) and the backward op's outputs, in order.
@@ -205,7 +196,6 @@ def register_namespace(ns: str) -> None:
         torch.library.register_fake(f"{ns}::cca_qkv_functional_backward", _fake._cca_qkv_functional_backward_fake)
         torch.library.register_fake(f"{ns}::cca_attention_backward", _fake._cca_attention_backward_fake)
     torch.library.register_kernel(f"{ns}::router_backward", fallback_device, _router_backward_by_reference)
-    torch.library.register_kernel(f"{ns}::moe_top1_backward", fallback_device, _moe_top1_backward_by_reference)
     torch.library.register_kernel(f"{ns}::cca_attention_backward", fallback_device,
                                   _cca_attention_backward_by_reference)
 

@@ -1,0 +1,3 @@
+// moe_top1_backward under the SIMT emulator: one translation unit per CUDA entry file, so editing one kernel
+// recompiles only its own file (see module.cpp).
+#include "../../cuda/moe_top1_backward.cu"
