@@ -279,16 +279,7 @@ __global__ void __launch_bounds__(Cfg<D>::kThreads)
     }
   }
   __syncthreads();
-  if (active) {
-    uint16_t* out = static_cast<uint16_t*>(a.out);
-    for (int c = lane; c < 16 * C::kChunks; c += kWarpSize) {
-      const int r = c / C::kChunks, ch = c % C::kChunks;
-      const int64_t R = R0 + warp * 16 + r, t = cu0 + R / g;
-      if (R < rows && t >= 0 && t < a.T)
-        *reinterpret_cast<uint4*>(out + (t * a.nq + j * g + R % g) * D + ch * 8) =
-            *reinterpret_cast<const uint4*>(Qw + r * C::kLd + ch * 8);
-    }
-  }
+  if (active) store_rows<D>(static_cast<uint16_t*>(a.out), Qw, a.nq, a.T, R0 + warp * 16, rows, g, j, cu0, lane);
 }
 
 // Merges the splits of every (token, head): grid T, block 128 threads over the nq * D outputs. The

@@ -47,8 +47,14 @@
 //   query tile (kernel 1, twice) and of Q/dO per key tile (kernel 2), from L2: ~40 MB of DRAM traffic
 //   at T = 4096 (~0.012 ms at 3.3 TB/s): compute-bound. Decode-sized calls (T small, L keys) are
 //   bandwidth-bound on the cache reads (3 passes over K and V: 6 B L nkv D bytes).
-// These are floors from datasheet rates, not measurements (written without a GPU). Registers: see
-// the report in the commit (nvcc -Xptxas -v, tools/check_hip.sh).
+// These are floors from datasheet rates, not measurements (written without a GPU).
+//
+// Resources (nvcc 13 -Xptxas -v, sm_90a, bf16 / fp16; no spills, no stack):
+//   dQ D=64: 138 / 128 registers, D=128: 191 / 165; dK/dV D=64: 165 / 164, D=128: 249 / 249 (64-thread
+//   blocks: dK and dV of 16 keys x 128 are 128 fp32 registers per lane); cache sums: 46 / 48.
+// hip-clang 16 (tools/check_hip.sh), gfx940, bf16, no scratch or spills, VGPR + AGPR, occupancy in
+//   waves per SIMD: dQ D=64 132 + 20 (2), D=128 180 + 32 (1); dK/dV D=64 132 + 32 (1), D=128 206 + 64
+//   (1); cache sums 54 (8); gfx90a within 2 VGPRs. v_mfma in the dQ and dK/dV kernels of each arch.
 #pragma once
 
 #include <cmath>
@@ -81,6 +87,27 @@ struct BwdCfg {
 // Cache-gradient kernel: threads per block, and elements (8 per thread) per block.
 inline constexpr int kSumThreads = 128;
 inline constexpr int kSumElems = 8 * kSumThreads;
+
+// Two products of one warp sharing their B tiles' shape: c1 = A1 B1^T and c2 = A2 B2^T, where A1, A2 are
+// 16 x D row-major tiles (pitch kLd) and B1, B2 kN x D row-major tiles (n-major B operands, pitch kLd):
+// S = Q K^T with dP = dO V^T (dQ kernel), S^T = K Q^T with dP^T = V dO^T (dK/dV kernel).
+template <class T, int D, int kN, bool kLdsm>
+ZAYA_DEV void pair_products(mma::FragC (&c1)[kN / 16], mma::FragC (&c2)[kN / 16], const uint16_t* A1,
+                            const uint16_t* A2, const uint16_t* B1, const uint16_t* B2, int lane) {
+  constexpr int kLd = BwdCfg<D>::kLd;
+#pragma unroll
+  for (int nt = 0; nt < kN / 16; ++nt) mma::zero(c1[nt]), mma::zero(c2[nt]);
+#pragma unroll
+  for (int kd = 0; kd < D / 16; ++kd) {
+    const mma::FragA a1 = mma::load_a_v<kLdsm>(A1 + kd * 16, kLd, lane);
+    const mma::FragA a2 = mma::load_a_v<kLdsm>(A2 + kd * 16, kLd, lane);
+#pragma unroll
+    for (int nt = 0; nt < kN / 16; ++nt) {
+      mma::mma<T>(c1[nt], a1, mma::load_b_nk_v<kLdsm>(B1 + nt * 16 * kLd + kd * 16, kLd, lane));
+      mma::mma<T>(c2[nt], a2, mma::load_b_nk_v<kLdsm>(B2 + nt * 16 * kLd + kd * 16, kLd, lane));
+    }
+  }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Kernel 1: dQ, and each row's rnorm and Delta. grid (tiles, nkv, B), block BwdCfg<D>::kThreads.
@@ -133,18 +160,7 @@ __global__ void __launch_bounds__(BwdCfg<D>::kThreads)
 
   // S = Q K^T and dP = dO V^T of this warp's 16 rows and the key tile in shared memory.
   auto scores = [&](mma::FragC (&sc)[C::kBKq / 16], mma::FragC (&dp)[C::kBKq / 16]) {
-#pragma unroll
-    for (int nt = 0; nt < C::kBKq / 16; ++nt) mma::zero(sc[nt]), mma::zero(dp[nt]);
-#pragma unroll
-    for (int kd = 0; kd < D / 16; ++kd) {
-      const mma::FragA qa = mma::load_a_v<kLdsm>(Qw + kd * 16, C::kLd, lane);
-      const mma::FragA oa = mma::load_a_v<kLdsm>(Ow + kd * 16, C::kLd, lane);
-#pragma unroll
-      for (int nt = 0; nt < C::kBKq / 16; ++nt) {
-        mma::mma<T>(sc[nt], qa, mma::load_b_nk_v<kLdsm>(Ks + nt * 16 * C::kLd + kd * 16, C::kLd, lane));
-        mma::mma<T>(dp[nt], oa, mma::load_b_nk_v<kLdsm>(Vs + nt * 16 * C::kLd + kd * 16, C::kLd, lane));
-      }
-    }
+    pair_products<T, D, C::kBKq, kLdsm>(sc, dp, Qw, Ow, Ks, Vs, lane);
   };
 
   // Loop 1: rowsum(P) and rowsum(P * dP).
@@ -234,16 +250,8 @@ __global__ void __launch_bounds__(BwdCfg<D>::kThreads)
     }
   }
   __syncthreads();
-  if (active) {
-    uint16_t* gq = static_cast<uint16_t*>(ba.grad_q);
-    for (int c = lane; c < 16 * C::F::kChunks; c += kWarpSize) {
-      const int r = c / C::F::kChunks, ch = c % C::F::kChunks;
-      const int64_t R = R0 + warp * 16 + r, t = cu0 + R / g;
-      if (R < rows && t >= 0 && t < a.T)
-        *reinterpret_cast<uint4*>(gq + (t * a.nq + j * g + R % g) * D + ch * 8) =
-            *reinterpret_cast<const uint4*>(Qw + r * C::kLd + ch * 8);
-    }
-  }
+  if (active)
+    attn::store_rows<D>(static_cast<uint16_t*>(ba.grad_q), Qw, a.nq, a.T, R0 + warp * 16, rows, g, j, cu0, lane);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -308,18 +316,7 @@ __global__ void __launch_bounds__(BwdCfg<D>::kThreads) cca_attention_bwd_dkdv(Cc
     if (active) {
       // S^T = K Q^T and dP^T = V dO^T: rows are this warp's 16 keys, columns the step's kMq rows.
       mma::FragC st[C::kMq / 16], dpt[C::kMq / 16];
-#pragma unroll
-      for (int nt = 0; nt < C::kMq / 16; ++nt) mma::zero(st[nt]), mma::zero(dpt[nt]);
-#pragma unroll
-      for (int kd = 0; kd < D / 16; ++kd) {
-        const mma::FragA ka = mma::load_a_v<kLdsm>(Kw + kd * 16, C::kLd, lane);
-        const mma::FragA va = mma::load_a_v<kLdsm>(Vw + kd * 16, C::kLd, lane);
-#pragma unroll
-        for (int nt = 0; nt < C::kMq / 16; ++nt) {
-          mma::mma<T>(st[nt], ka, mma::load_b_nk_v<kLdsm>(Qs + nt * 16 * C::kLd + kd * 16, C::kLd, lane));
-          mma::mma<T>(dpt[nt], va, mma::load_b_nk_v<kLdsm>(Os + nt * 16 * C::kLd + kd * 16, C::kLd, lane));
-        }
-      }
+      pair_products<T, D, C::kMq, kLdsm>(st, dpt, Kw, Vw, Qs, Os, lane);
 #pragma unroll
       for (int nt = 0; nt < C::kMq / 16; ++nt) {
 #pragma unroll

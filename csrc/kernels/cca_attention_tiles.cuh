@@ -116,4 +116,20 @@ ZAYA_DEV void load_rows(uint16_t* dst, const uint16_t* x, int64_t stride_t, int6
   }
 }
 
+// The inverse of load_rows for one warp: copies its 16 staged rows src[r * Cfg<D>::kLd ..] (stacked rows
+// Rw .. Rw + 15) to a contiguous [T, nq, D] tensor dst as whole 16-byte chunks, skipping rows at or past
+// `rows` and tokens outside [0, T).
+template <int D>
+ZAYA_DEV void store_rows(uint16_t* dst, const uint16_t* src, int64_t nq, int64_t T, int64_t Rw, int64_t rows,
+                         int64_t g, int64_t j, int cu0, int lane) {
+  using C = Cfg<D>;
+  for (int c = lane; c < 16 * C::kChunks; c += ZAYA_WARP_SIZE) {
+    const int r = c / C::kChunks, ch = c % C::kChunks;
+    const int64_t R = Rw + r, t = cu0 + R / g;
+    if (R < rows && t >= 0 && t < T)
+      *reinterpret_cast<uint4*>(dst + (t * nq + j * g + R % g) * D + ch * 8) =
+          *reinterpret_cast<const uint4*>(src + r * C::kLd + ch * 8);
+  }
+}
+
 }  // namespace zaya::kernels::attn
