@@ -53,7 +53,7 @@
 //   dQ D=64: 138 / 128 registers, D=128: 191 / 165; dK/dV D=64: 165 / 164, D=128: 249 / 249 (64-thread
 //   blocks: dK and dV of 16 keys x 128 are 128 fp32 registers per lane); cache sums: 46 / 48.
 // hip-clang 16 (tools/check_hip.sh), gfx940, bf16, no scratch or spills, VGPR + AGPR, occupancy in
-//   waves per SIMD: dQ D=64 132 + 20 (2), D=128 180 + 32 (1); dK/dV D=64 132 + 32 (1), D=128 206 + 64
+//   waves per SIMD: dQ D=64 132 + 20 (2), D=128 180 + 32 (1); dK/dV D=64 120 + 32 (1), D=128 178 + 64
 //   (1); cache sums 54 (8); gfx90a within 2 VGPRs. v_mfma in the dQ and dK/dV kernels of each arch.
 #pragma once
 
