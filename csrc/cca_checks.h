@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <vector>
 
 #include "arg_checks.h"
@@ -75,6 +76,28 @@ inline CcaAttentionDims check_cca_attention_shapes(const at::Tensor& q, const at
                     " rows (one per sequence), got shape ", block_table.sizes());
   d.cols = block_table.size(1);
   return d;
+}
+
+// The backward op's own arguments (zaya::cca_attention_backward): grad_out [T, nq * D] like q, lse and
+// grad_lse (optional) [nq, T] fp32 (float64 when q is), on q's device. d: check_cca_attention_shapes.
+inline void check_cca_attention_backward_grads(const CcaAttentionDims& d, const at::Tensor& q,
+                                               const at::Tensor& grad_out, const std::optional<at::Tensor>& grad_lse,
+                                               const at::Tensor& lse) {
+  constexpr const char* op = "zaya::cca_attention_backward";
+  const auto dt = q.scalar_type();
+  const auto lse_dt = dt == at::kDouble ? at::kDouble : at::kFloat;
+  const char* like = dt == at::kDouble ? " (q is float64)" : "";
+  check_same_device(op, "grad_out", grad_out, q, "q");
+  check_dtype(op, "grad_out", grad_out, dt, " (like q)");
+  check_shape(op, "grad_out", grad_out, {d.T, d.nq * d.D});
+  check_same_device(op, "lse", lse, q, "q");
+  check_dtype(op, "lse", lse, lse_dt, like);
+  check_shape(op, "lse", lse, {d.nq, d.T});
+  if (grad_lse.has_value()) {
+    check_same_device(op, "grad_lse", *grad_lse, q, "q");
+    check_dtype(op, "grad_lse", *grad_lse, lse_dt, like);
+    check_shape(op, "grad_lse", *grad_lse, {d.nq, d.T});
+  }
 }
 
 // The softmax scale: finite, and within float32's range (the kernels take it as a float32).

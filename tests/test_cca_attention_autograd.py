@@ -8,7 +8,8 @@
   rows) and 16, several sequences of different lengths, non-contiguous q, grad_lse given or None;
 * the gradients do not depend on the thread count; opcheck of the forward (inputs requiring grad) and of
   the backward op; bad input to the backward op names the argument;
-* the GPU kernels under the SIMT emulator: forward kernel, backward by recompute of the reference.
+* the GPU kernels under the SIMT emulator: forward and backward kernels by the same 2x rule (bf16, fp16;
+  D = 64, 128), the backward op's contract and opcheck; D = 256 by recompute of the reference.
 """
 
 from __future__ import annotations
@@ -271,19 +272,83 @@ def test_torch_compile_forward_backward():
 
 
 # --------------------------------------------------------------------------------------------------
-# The GPU kernels under the emulator: forward kernel, backward by recompute of the reference
+# The GPU kernels under the emulator: forward and backward kernels (csrc/kernels/cca_attention_backward.cuh)
 # --------------------------------------------------------------------------------------------------
+
+_EMU_SHAPES = {  # name: (seqs, nq, nkv, D): small, so that each emulated case stays well under 20 s
+    "T1-decode": ([(1, 37)], 4, 2, 64),
+    "T7-varlen": ([(3, 10), (1, 1), (3, 21)], 8, 2, 128),
+    "T257-varlen": ([(200, 230), (0, 5), (57, 57)], 4, 1, 64),
+    "T257-D128": ([(57, 80), (200, 200)], 4, 2, 128),
+}
 
 
 @pytest.mark.parametrize("target", EMULATORS)
-def test_emulated_gpu_backward_by_reference(target, monkeypatch):
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=lambda d: str(d)[6:])
+@pytest.mark.parametrize("shape,block_size", [("T1-decode", 16), ("T7-varlen", 1), ("T7-varlen", 16),
+                                              ("T257-varlen", 16), ("T257-D128", 1)])
+def test_emulated_gpu_backward(target, dtype, shape, block_size, monkeypatch):
+    """The backward kernels by the 2x rule: varlen (a sequence without queries), GQA, strided q, a cache
+    block two sequences read, unread blocks; through out and lse, and through out alone."""
     use_target(target, monkeypatch)
-    inputs, index, gouts = _case([(3, 10), (4, 4)], 4, 2, 64, 16, torch.bfloat16, 9, share_prefix=False)
-    _check_2x(f"cca_attention on {target}", index, inputs, gouts)
+    seqs, nq, nkv, D = _EMU_SHAPES[shape]
+    inputs, index, gouts = _case(seqs, nq, nkv, D, block_size, dtype, 20 + len(shape), strided_q=True,
+                                 share_prefix=len(seqs) > 1 and min(L for _, L in seqs[:2]) >= block_size)
+    _check_2x(f"{shape} bs={block_size} on {target}", index, inputs, gouts)
+    if not shape.startswith("T257"):
+        _check_2x(f"{shape} bs={block_size} on {target}, out only", index, inputs, [gouts[0], None])
+
+
+@pytest.mark.parametrize("target", EMULATORS)
+def test_emulated_gpu_backward_kernel_contract(target, monkeypatch):
+    """The backward op itself: the CPU kernel's zero rows (unread cache positions) and shared-block sums,
+    the same bits run to run, opcheck, and NotImplementedError for what the kernels do not cover."""
+    use_target(target, monkeypatch)
     ns = getattr(torch.ops, "zaya_" + target)
-    torch.library.opcheck(ns.cca_attention_backward.default, tuple(_bwd_args(D=64)))
+    inputs, index, (gout, glse) = _case([(3, 9), (4, 20), (0, 6)], 4, 2, 64, 4, torch.bfloat16, 31,
+                                        spare_blocks=3, share_prefix=True)
+    q, kc, vc = inputs
+    _, lse = ns.cca_attention(q, kc, vc, *index, 0.125, 4, 20)
+    args = (gout, glse, q, kc, vc, lse, *index, 0.125, 4, 20)
+    got = ns.cca_attention_backward(*args)
+    again = ns.cca_attention_backward(*args)
+    assert all(torch.equal(a, b) for a, b in zip(got, again))
+    # looser bounds (more, empty, blocks; another partial-row layout): the same bits
+    loose = ns.cca_attention_backward(*args[:-2], 9, 47)
+    assert all(torch.equal(a, b) for a, b in zip(got, loose))
+    cpu = torch.ops.zaya.cca_attention_backward(*args)
+    cu, used, table = index
+    read = torch.zeros(kc.shape[:2], dtype=torch.bool)
+    for b in range(2):
+        for pos in range(int(used[b])):
+            read[table[b, pos // 4], pos % 4] = True
+    for g, c in zip(got, cpu):
+        assert g.dtype == c.dtype and g.shape == c.shape
+    for g in got[1:]:
+        assert (g[~read] == 0).all() and g[read].abs().amax(-1).gt(0).all()
+    # against the CPU kernel (fp32 throughout): bf16 operands of the matrix products, so bf16-sized errors
+    for g, c in zip(got, cpu):
+        torch.testing.assert_close(g.float(), c.float(), rtol=0.05, atol=0.05 * c.float().abs().max().item())
+    torch.library.opcheck(ns.cca_attention_backward.default, args)
+    torch.library.opcheck(ns.cca_attention_backward.default, (gout, None, *args[2:]))
+    small, sindex, (sgout, sglse) = _case([(3, 5)], 4, 2, 16, 4, torch.bfloat16, 33)
+    _, slse = torch.ops.zaya.cca_attention(*small, *sindex, 0.25, 3, 5)  # the CPU kernel's lse
+    with pytest.raises(NotImplementedError, match="head dim"):
+        ns.cca_attention_backward(sgout, sglse, *small, slse, *sindex, 0.25, 3, 5)
+    with pytest.raises(TypeError, match=r"\bgrad_out\b"):
+        ns.cca_attention_backward(gout.float(), *args[1:])
+
+
+@pytest.mark.parametrize("target", EMULATORS)
+def test_emulated_gpu_backward_d256_by_reference(target, monkeypatch):
+    """Head dim 256 (the forward kernel takes it, the backward kernels do not): autograd recomputes the
+    reference, by the same 2x rule."""
+    use_target(target, monkeypatch)
+    inputs, index, gouts = _case([(2, 5), (1, 3)], 2, 1, 256, 4, torch.bfloat16, 32)
+    _check_2x(f"D=256 on {target}", index, inputs, gouts)
 
 
 def test_backward_backends():
     assert zaya_ops.backward_backends("cpu")["cca_attention"] == "kernel (cpu)"
-    assert zaya_ops.backward_backends("cuda")["cca_attention"].startswith("reference (recompute")
+    assert zaya_ops.backward_backends("cuda")["cca_attention"] == (
+        "kernel (cuda: bfloat16/float16 with head dim 64 or 128; otherwise reference (recompute))")

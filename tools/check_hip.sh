@@ -3,7 +3,7 @@
 # and ROCm device libraries, and report each kernel's resources (VGPRs, AGPRs, SGPRs, scratch,
 # spills, LDS, occupancy) and its MFMA instruction count. Fails on a compile error, on any kernel
 # using scratch or spilling, and on a matrix kernel (router_kernel, expert_gemm, expert_bwd_gemm, cca_qkv_kernel,
-# cca_attention_fwd) missing or without v_mfma in its ISA.
+# cca_attention_fwd, cca_attention_bwd_dq/_dkdv) missing or without v_mfma in its ISA.
 #
 # Every file is compiled in two variants, both of which must pass:
 #   default   as the installed compiler defines the target macros;
@@ -58,8 +58,10 @@ trap 'rm -rf "$tmp"' EXIT
 if [ -n "${ZAYA_HIP_ISA_DIR:-}" ]; then mkdir -p "$ZAYA_HIP_ISA_DIR"; fi
 
 # The matrix kernel of each file: it must exist and hold v_mfma instructions on every arch.
+# (several kernels: names separated by '|', each must hold v_mfma.)
 declare -A matrix=([router]=router_kernel [moe_top1]=expert_gemm [moe_top1_backward]=expert_bwd_gemm [cca_qkv]=cca_qkv_kernel
-                   [cca_attention]=cca_attention_fwd)
+                   [cca_attention]=cca_attention_fwd
+                   [cca_attention_backward]="cca_attention_bwd_dq|cca_attention_bwd_dkdv")
 
 # The headers of the no-wsize variant: a copy of the HIP headers whose warpSize does not read the macro.
 make_no_wsize_headers() {
@@ -169,7 +171,8 @@ print(f"{src} [{arch}]: {len(kernels)} kernels")
 print(f"  {'VGPR':>4} {'AGPR':>4} {'SGPR':>4} {'scratch':>7} {'spill':>5} {'LDS':>6} {'occ':>3} {'mfma':>4}  kernel")
 for k in kernels:
     pretty = k.get("pretty", k["name"])
-    is_matrix = bool(matrix) and re.search(r"\b" + re.escape(matrix) + r"\b", pretty) is not None
+    is_matrix = bool(matrix) and re.search(r"\b(" + "|".join(map(re.escape, matrix.split("|"))) + r")\b",
+                                           pretty) is not None
     pretty = re.sub(r"zaya::(kernels::\w+|dtype)::", "", pretty)
     pretty = re.sub(r"\(zaya::kernels::\w+(, int)?\)", "", pretty).replace("void ", "")
     spill = k.get("SGPRs Spill", 0) + k.get("VGPRs Spill", 0)

@@ -412,25 +412,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cca_attention_backward_cpu(
     const at::Tensor& k_cache, const at::Tensor& v_cache, const at::Tensor& lse_in,
     const at::Tensor& cu_seqlens_q, const at::Tensor& seqused_k, const at::Tensor& block_table, double scale,
     int64_t max_seqlen_q, int64_t max_seqlen_k) {
-  constexpr const char* op = "zaya::cca_attention_backward";
   using namespace zaya::checks;
   check_cpu("q", q);
   const auto d = check_cca_attention_shapes(q, k_cache, v_cache, cu_seqlens_q, seqused_k, block_table, true);
   check_cca_attention_scale(scale);
   const auto dt = q.scalar_type();
-  const auto lse_dt = dt == at::kDouble ? at::kDouble : at::kFloat;
-  const char* like = dt == at::kDouble ? " (q is float64)" : "";
-  check_same_device(op, "grad_out", grad_out_in, q, "q");
-  check_dtype(op, "grad_out", grad_out_in, dt, " (like q)");
-  check_shape(op, "grad_out", grad_out_in, {d.T, d.nq * d.D});
-  check_same_device(op, "lse", lse_in, q, "q");
-  check_dtype(op, "lse", lse_in, lse_dt, like);
-  check_shape(op, "lse", lse_in, {d.nq, d.T});
-  if (grad_lse_in.has_value()) {
-    check_same_device(op, "grad_lse", *grad_lse_in, q, "q");
-    check_dtype(op, "grad_lse", *grad_lse_in, lse_dt, like);
-    check_shape(op, "grad_lse", *grad_lse_in, {d.nq, d.T});
-  }
+  check_cca_attention_backward_grads(d, q, grad_out_in, grad_lse_in, lse_in);
   const auto ix = check_cca_attention_indices(d, cu_seqlens_q, seqused_k, block_table, max_seqlen_q, max_seqlen_k);
 
   auto grad_q = at::empty({d.T, d.nq, d.D}, q.options());

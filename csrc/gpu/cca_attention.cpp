@@ -14,6 +14,7 @@
 #include <tuple>
 
 #include "cca_checks.h"
+#include "cca_attention_args.h"
 #include "glue.h"
 #include "kernels/cca_attention_launch.h"
 
@@ -21,16 +22,6 @@ namespace {
 
 using namespace zaya::checks;  // NOLINT: the shared argument checks
 using namespace zaya::gpu;     // NOLINT: the shared GPU glue
-
-// The kernels load 16 bytes at a time: unit stride along D, other strides multiples of 8 elements,
-// 16-byte aligned base. Anything else is copied (a whole-cache copy for an odd cache layout: slow but
-// correct; the model's caches qualify as they are).
-at::Tensor kernel_heads(const at::Tensor& t) {
-  const int64_t last = t.dim() - 1;
-  bool ok = (t.size(last) <= 1 || t.stride(last) == 1) && aligned16(t.data_ptr());
-  for (int64_t i = 0; i < last; ++i) ok = ok && (t.size(i) <= 1 || t.stride(i) % 8 == 0);
-  return ok ? t : t.clone(at::MemoryFormat::Contiguous);
-}
 
 std::tuple<at::Tensor, at::Tensor> cca_attention_gpu(const at::Tensor& q_in, const at::Tensor& k_cache_in,
                                                      const at::Tensor& v_cache_in, const at::Tensor& cu_seqlens_q,
@@ -54,32 +45,10 @@ std::tuple<at::Tensor, at::Tensor> cca_attention_gpu(const at::Tensor& q_in, con
   at::Tensor out = at::empty({d.T, d.nq * d.D}, q_in.options());
   at::Tensor lse = at::empty({d.nq, d.T}, q_in.options().dtype(at::kFloat));
   if (d.T == 0 || max_seqlen_q == 0) return {out, lse};
-  const at::Tensor q = kernel_heads(q_in);
-  const at::Tensor k_cache = kernel_heads(k_cache_in);
-  const at::Tensor v_cache = kernel_heads(v_cache_in);
-  const at::Tensor cu = cu_seqlens_q.contiguous();
-  const at::Tensor used = seqused_k.contiguous();
-  const at::Tensor table = block_table.contiguous();
-
-  zaya::kernels::CcaAttentionArgs a;
-  a.q = q.const_data_ptr();
-  a.q_stride_t = q.stride(0);
-  a.q_stride_h = q.stride(1);
-  a.k_cache = k_cache.const_data_ptr();
-  a.v_cache = v_cache.const_data_ptr();
-  for (int i = 0; i < 3; ++i) {
-    a.k_stride[i] = k_cache.stride(i);
-    a.v_stride[i] = v_cache.stride(i);
-  }
-  a.cu_seqlens_q = cu.const_data_ptr<int32_t>();
-  a.seqused_k = used.const_data_ptr<int32_t>();
-  a.block_table = table.const_data_ptr<int32_t>();
-  a.table_cols = d.cols;
-  a.dtype = to_dtype(q.scalar_type());
-  a.T = d.T, a.B = d.B, a.nq = d.nq, a.nkv = d.nkv, a.D = d.D;
-  a.block_size = d.block_size, a.num_blocks = d.num_blocks;
-  a.scale = static_cast<float>(scale);
-  a.max_seqlen_q = max_seqlen_q, a.max_seqlen_k = max_seqlen_k;
+  const CcaAttentionInputs in =
+      cca_attention_inputs(q_in, k_cache_in, v_cache_in, cu_seqlens_q, seqused_k, block_table, d, scale,
+                           max_seqlen_q, max_seqlen_k);
+  zaya::kernels::CcaAttentionArgs a = in.args;
   a.out = out.mutable_data_ptr();
   a.lse = lse.mutable_data_ptr<float>();
   a.splits = zaya::kernels::cca_attention_splits(a);

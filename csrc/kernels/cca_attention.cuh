@@ -61,66 +61,13 @@
 #include <cstdint>
 
 #include "cca_attention_launch.h"
+#include "cca_attention_tiles.cuh"  // Cfg, block_work, load_kv, load_rows
 #include "mma.cuh"
 #include "vendor.h"
 
 namespace zaya::kernels::attn {
 
 using vendor::kWarpSize;
-
-template <int D>
-struct Cfg {
-  static_assert(D == 64 || D == 128 || D == 256, "cca_attention: head dim 64, 128 or 256");
-  static constexpr int kD = D;
-  static constexpr int kWarps = D == 256 ? 2 : 4;
-  static constexpr int kThreads = kWarps * ZAYA_WARP_SIZE;
-  static constexpr int kM = 16 * kWarps;           // stacked (query, group head) rows per block
-  static constexpr int kBK = D == 64 ? 64 : D == 128 ? 32 : 16;  // keys per tile
-  static constexpr int kLd = D + 8;                 // Q/K/V row pitch (elements): even, 16-byte rows
-  static constexpr int kLdP = kBK + 8;              // P row pitch
-  static constexpr int kChunks = D / 8;             // 16-byte chunks per row
-  static constexpr int kMinSplitKeys = 128;         // fewest keys worth a split of their own
-};
-
-inline constexpr int kMaxSplits = 32;
-inline constexpr float kLog2e = 1.4426950408889634f;
-inline constexpr float kLn2 = 0.6931471805599453f;
-
-template <class T>
-ZAYA_DEV uint4 nan_chunk() {  // eight NaNs of dtype T
-  const uint32_t h = T::from_float(vendor::u2f(0x7fc00000u));
-  const uint32_t w = h | (h << 16);
-  return uint4{w, w, w, w};
-}
-
-// What block (blockIdx.x, .y, .z) of a forward kernel with kM stacked rows per query tile works on:
-// sequence b, KV head j, split, its rows R0 .. and the keys [kb, ke) it reads; R0 >= rows means the
-// block has nothing to do (it returns before any barrier).
-struct BlockWork {
-  int64_t g, j, split, b, R0, rows;
-  int cu0, n, L, kb, ke;
-  const int32_t* table_row;
-};
-
-ZAYA_DEV BlockWork block_work(const CcaAttentionArgs& a, int64_t tiles, int64_t keys_per_split, int kM) {
-  BlockWork w;
-  w.g = a.nq / a.nkv;
-  const int64_t tile = tiles - 1 - static_cast<int64_t>(blockIdx.x);  // costliest first
-  w.j = blockIdx.y % a.nkv, w.split = blockIdx.y / a.nkv, w.b = blockIdx.z;
-  w.cu0 = a.cu_seqlens_q[w.b], w.n = a.cu_seqlens_q[w.b + 1] - w.cu0, w.L = a.seqused_k[w.b];
-  w.R0 = tile * kM;
-  w.rows = int64_t{w.n} * w.g;
-  w.kb = w.ke = 0;
-  w.table_row = a.block_table + w.b * a.table_cols;
-  if (w.R0 >= w.rows) return w;
-  const int64_t i_hi = (w.R0 + kM - 1 < w.rows ? w.R0 + kM - 1 : w.rows - 1) / w.g;
-  const int key_end = static_cast<int>(w.L - w.n + i_hi + 1);  // keys the block's last query sees
-  const int64_t kb64 = w.split * keys_per_split;
-  w.kb = static_cast<int>(kb64);
-  const int64_t split_end = kb64 + keys_per_split;
-  w.ke = kb64 >= key_end ? w.kb : key_end < split_end ? key_end : static_cast<int>(split_end);
-  return w;
-}
 
 // NaN and infinite inputs give the reference's special values (torch.softmax and torch.logsumexp over
 // the row's visible scores): a NaN score makes the row's out and lse NaN; a +inf score (none NaN) makes
@@ -146,36 +93,6 @@ ZAYA_DEV float online_softmax_step(float& m, float& l, float tile_max, float& m_
   m = m_new;
   l *= alpha;
   return alpha;
-}
-
-// Copies K and V of keys k0 .. k0 + kBK - 1 of (sequence b, KV head j) into shared memory; keys at or
-// past `kend` are zeros (masked later: zeros keep 0 * V finite), a key whose block-table entry is
-// outside the table or the cache reads as NaN (see cca_attention_launch.h).
-template <class T, int D>
-ZAYA_DEV void load_kv(uint16_t* Ks, uint16_t* Vs, const CcaAttentionArgs& a, const int32_t* table_row, int64_t j,
-                      int k0, int kend) {
-  using C = Cfg<D>;
-  const uint16_t* kc = static_cast<const uint16_t*>(a.k_cache);
-  const uint16_t* vc = static_cast<const uint16_t*>(a.v_cache);
-  for (int c = static_cast<int>(threadIdx.x); c < C::kBK * C::kChunks; c += C::kThreads) {
-    const int r = c / C::kChunks, ch = c % C::kChunks;
-    const int pos = k0 + r;  // key positions are int32 (seqused_k)
-    uint4 kv = {0u, 0u, 0u, 0u}, vv = {0u, 0u, 0u, 0u};
-    if (pos < kend) {
-      const int bs = static_cast<int>(a.block_size), col = pos / bs, off = pos % bs;
-      const int64_t blk = col < a.table_cols ? table_row[col] : -1;
-      if (blk >= 0 && blk < a.num_blocks) {
-        kv = *reinterpret_cast<const uint4*>(kc + blk * a.k_stride[0] + off * a.k_stride[1] + j * a.k_stride[2] +
-                                             ch * 8);
-        vv = *reinterpret_cast<const uint4*>(vc + blk * a.v_stride[0] + off * a.v_stride[1] + j * a.v_stride[2] +
-                                             ch * 8);
-      } else {
-        kv = vv = nan_chunk<T>();
-      }
-    }
-    *reinterpret_cast<uint4*>(Ks + r * C::kLd + ch * 8) = kv;
-    *reinterpret_cast<uint4*>(Vs + r * C::kLd + ch * 8) = vv;
-  }
 }
 
 // grid (tiles, nkv * splits, B), block Cfg<D>::kThreads. keys_per_split: a multiple of kBK.
@@ -208,15 +125,8 @@ __global__ void __launch_bounds__(Cfg<D>::kThreads)
   const int32_t* table_row = w.table_row;
 
   // Q rows (zeros past the sequence's end).
-  const uint16_t* q = static_cast<const uint16_t*>(a.q);
-  for (int c = static_cast<int>(threadIdx.x); c < C::kM * C::kChunks; c += C::kThreads) {
-    const int r = c / C::kChunks, ch = c % C::kChunks;
-    const int64_t R = R0 + r, t = cu0 + R / g;
-    uint4 v = {0u, 0u, 0u, 0u};
-    if (R < rows && t >= 0 && t < a.T)
-      v = *reinterpret_cast<const uint4*>(q + t * a.q_stride_t + (j * g + R % g) * a.q_stride_h + ch * 8);
-    *reinterpret_cast<uint4*>(Qs + r * C::kLd + ch * 8) = v;
-  }
+  load_rows<D, C::kM, C::kThreads>(Qs, static_cast<const uint16_t*>(a.q), a.q_stride_t, a.q_stride_h, a.T, R0, rows,
+                                   g, j, cu0);
 
   // This lane's rows: their query positions (-1: past the sequence's end, sees no key).
   int qpos[kR];
@@ -369,16 +279,7 @@ __global__ void __launch_bounds__(Cfg<D>::kThreads)
     }
   }
   __syncthreads();
-  if (active) {
-    uint16_t* out = static_cast<uint16_t*>(a.out);
-    for (int c = lane; c < 16 * C::kChunks; c += kWarpSize) {
-      const int r = c / C::kChunks, ch = c % C::kChunks;
-      const int64_t R = R0 + warp * 16 + r, t = cu0 + R / g;
-      if (R < rows && t >= 0 && t < a.T)
-        *reinterpret_cast<uint4*>(out + (t * a.nq + j * g + R % g) * D + ch * 8) =
-            *reinterpret_cast<const uint4*>(Qw + r * C::kLd + ch * 8);
-    }
-  }
+  if (active) store_rows<D>(static_cast<uint16_t*>(a.out), Qw, a.nq, a.T, R0 + warp * 16, rows, g, j, cu0, lane);
 }
 
 // Merges the splits of every (token, head): grid T, block 128 threads over the nq * D outputs. The

@@ -77,8 +77,9 @@ projection, which keeps the whole projection alive.)
 out is a few ulps off, which dQ inherited; csrc/cpu/cca_attention_backward.cpp), dK/dV summed over each KV head's query group; the cache gradients are dense and shaped
 like the caches (positions no sequence reads get 0, a block shared by several sequences sums their
 gradients). CPU: csrc/cpu/cca_attention_backward.cpp (threaded, fp32 accumulation, race-free passes, so
-independent of the thread count; float64 runs in double for gradcheck). CUDA/HIP and the emulators: the
-reference by recompute. **Saved**: lse only, never probabilities nor out: ``4 * nq`` bytes per token
+independent of the thread count; float64 runs in double for gradcheck). CUDA/HIP and the emulators:
+csrc/kernels/cca_attention_backward.cuh (the same passes as three kernels, matrix products on mma.sync /
+MFMA, no atomics) for bf16/fp16 at head dim 64 or 128; other inputs (D = 256) recompute the reference. **Saved**: lse only, never probabilities nor out: ``4 * nq`` bytes per token
 are a new tensor kept alive (32 bytes at nq = 8), plus references to q and the caches (inputs).
 
 **Not differentiable**: ``cca_qkv``, which mutates its states and the KV cache (``register_autograd`` takes
@@ -104,7 +105,9 @@ NOT_DIFFERENTIABLE = ("cca_qkv",)
 
 _REGISTERED: set[str] = set()
 # Ops whose backward has a CUDA/HIP kernel (also what the emulator namespaces run).
-_GPU_BACKWARD_KERNELS = ("rms_norm", "residual_scale_rmsnorm", "moe_top1")
+_GPU_BACKWARD_KERNELS = ("rms_norm", "residual_scale_rmsnorm", "moe_top1", "cca_attention")
+# Where a GPU backward kernel covers only some inputs: what it covers (the rest recomputes the reference).
+_GPU_BACKWARD_COVERS = {"cca_attention": "bfloat16/float16 with head dim 64 or 128; otherwise reference (recompute)"}
 
 
 def _vjp(fn: Callable[..., torch.Tensor | tuple[torch.Tensor, ...]], inputs: Sequence[torch.Tensor],
@@ -196,8 +199,6 @@ def register_namespace(ns: str) -> None:
         torch.library.register_fake(f"{ns}::cca_qkv_functional_backward", _fake._cca_qkv_functional_backward_fake)
         torch.library.register_fake(f"{ns}::cca_attention_backward", _fake._cca_attention_backward_fake)
     torch.library.register_kernel(f"{ns}::router_backward", fallback_device, _router_backward_by_reference)
-    torch.library.register_kernel(f"{ns}::cca_attention_backward", fallback_device,
-                                  _cca_attention_backward_by_reference)
 
     def rms_setup(ctx, inputs, output):
         x, weight, eps = inputs
@@ -289,7 +290,12 @@ def register_namespace(ns: str) -> None:
         q, k_cache, v_cache, lse, *index = ctx.saved_tensors
         if grad_out is None:
             grad_out = q.new_zeros(q.shape[0], q.shape[1] * q.shape[2])
-        grads = ops.cca_attention_backward(grad_out, grad_lse, q, k_cache, v_cache, lse, *index, *ctx.args)
+        # The GPU kernels (csrc/kernels/cca_attention_backward.cuh; the emulators' too) take bf16/fp16 at
+        # D = 64 or 128; other inputs off the CPU recompute the reference.
+        covered = (ns == "zaya" and q.device.type == "cpu") or (
+            q.dtype in (torch.bfloat16, torch.float16) and q.shape[2] in (64, 128))
+        backward = ops.cca_attention_backward if covered else _cca_attention_backward_by_reference
+        grads = backward(grad_out, grad_lse, q, k_cache, v_cache, lse, *index, *ctx.args)
         return (*grads, None, None, None, None, None, None)
 
     torch.library.register_autograd(f"{ns}::rms_norm", rms_backward, setup_context=rms_setup)
@@ -308,7 +314,8 @@ def backward_backends(device: torch.device | str = "cpu") -> dict[str, str]:
         if dev.type == "cpu":
             out[name] = "kernel (cpu)"
         elif name in _GPU_BACKWARD_KERNELS:
-            out[name] = f"kernel ({dev.type})"
+            covers = _GPU_BACKWARD_COVERS.get(name)
+            out[name] = f"kernel ({dev.type}: {covers})" if covers else f"kernel ({dev.type})"
         else:
             out[name] = f"reference (recompute: no {dev.type} backward kernel yet)"
     for name in NOT_DIFFERENTIABLE:
