@@ -6,5 +6,6 @@
 #include "../../cuda/moe_top1.cu"
 #include "../../cuda/cca_qkv.cu"
 #include "../../cuda/router.cu"
+#include "../../cuda/router_backward.cu"
 #include "../../cuda/cca_attention.cu"
 #include "../../cuda/wgmma_tile.cu"

@@ -28,8 +28,11 @@ token in bf16/fp16; new_residual and normed are recomputed, not saved), plus the
 ``router_state`` (the next layer's ``prev_state``) and ``logits`` (``return_logits``, for aux losses). The
 choice ``expert_index`` is not differentiable (as in transformers) and ``balancing_biases`` gets no gradient
 (detached in the reference). Backward op ``zaya::router_backward``: CPU kernel csrc/cpu/router_backward.cpp
-(ATen GEMMs, threaded elementwise parts, deterministic); on CUDA/HIP and the emulators the reference by
-recompute. **Saved**: the forward's inputs and ``expert_index``; the MLP (rho, norm, two GELU layers,
+(ATen GEMMs, threaded elementwise parts, deterministic); on CUDA/HIP and the emulators the portable kernels
+of csrc/kernels/router_backward.cuh (the forward's tiles recomputed on chip, the chain backwards on the matrix
+units, weight gradients as fixed 1024-token chunk partials summed in order: deterministic, no atomics) for
+bfloat16/float16 with max(R, E+1) <= 512, the forward kernel's coverage; anything else (the kernel raises
+NotImplementedError) runs the reference by recompute. **Saved**: the forward's inputs and ``expert_index``; the MLP (rho, norm, two GELU layers,
 logits, softmax) is recomputed in the backward. New memory: 4 bytes per token (the int32 index, an
 output anyway); it keeps ``x`` (H * 2 bytes per token in bf16/fp16) and ``prev_state`` (2R) alive. Saving
 the activations instead would cost about 7R + (E+1) param-dtype values per token (14R + 2(E+1) bytes in
@@ -101,7 +104,9 @@ NOT_DIFFERENTIABLE = ("cca_qkv",)
 
 _REGISTERED: set[str] = set()
 # Ops whose backward has a CUDA/HIP kernel (also what the emulator namespaces run).
-_GPU_BACKWARD_KERNELS = ("rms_norm", "residual_scale_rmsnorm")
+_GPU_BACKWARD_KERNELS = ("rms_norm", "residual_scale_rmsnorm", "router")
+# What an op's GPU backward kernel leaves to the reference by recompute (NotImplementedError from the kernel).
+_GPU_BACKWARD_FALLBACKS = {"router": "float32 or max(R, E+1) > 512: reference by recompute"}
 
 
 def _vjp(fn: Callable[..., torch.Tensor | tuple[torch.Tensor, ...]], inputs: Sequence[torch.Tensor],
@@ -204,7 +209,6 @@ def register_namespace(ns: str) -> None:
         torch.library.register_fake(f"{ns}::moe_top1_backward", _fake._moe_top1_backward_fake)
         torch.library.register_fake(f"{ns}::cca_qkv_functional_backward", _fake._cca_qkv_functional_backward_fake)
         torch.library.register_fake(f"{ns}::cca_attention_backward", _fake._cca_attention_backward_fake)
-    torch.library.register_kernel(f"{ns}::router_backward", fallback_device, _router_backward_by_reference)
     torch.library.register_kernel(f"{ns}::moe_top1_backward", fallback_device, _moe_top1_backward_by_reference)
     torch.library.register_kernel(f"{ns}::cca_attention_backward", fallback_device,
                                   _cca_attention_backward_by_reference)
@@ -244,7 +248,10 @@ def register_namespace(ns: str) -> None:
         *tensors, index = ctx.saved_tensors
         if not ctx.return_logits:
             g_logits = None
-        g = ops.router_backward(g_weight, g_state, g_logits, *tensors, index, ctx.eps)
+        try:
+            g = ops.router_backward(g_weight, g_state, g_logits, *tensors, index, ctx.eps)
+        except NotImplementedError:  # outside the GPU kernel's coverage (float32, R or E+1 > 512), or no kernel
+            g = _router_backward_by_reference(g_weight, g_state, g_logits, *tensors, index, ctx.eps)
         has_prev = tensors[1] is not None
         return (g[0], g[1] if has_prev else None, g[2], g[3], g[4] if has_prev else None, *g[5:], None, None, None)
 
@@ -319,6 +326,8 @@ def backward_backends(device: torch.device | str = "cpu") -> dict[str, str]:
             out[name] = "kernel (cpu)"
         elif name in _GPU_BACKWARD_KERNELS:
             out[name] = f"kernel ({dev.type})"
+            if name in _GPU_BACKWARD_FALLBACKS:
+                out[name] += f"; {_GPU_BACKWARD_FALLBACKS[name]}"
         else:
             out[name] = f"reference (recompute: no {dev.type} backward kernel yet)"
     for name in NOT_DIFFERENTIABLE:
