@@ -6,7 +6,7 @@
 // contracted into FMAs). The argmax choice itself is not differentiable: the forward's index is read.
 //
 // Kernels (the forward's tile machinery, router_tiles.cuh, on mma.cuh fragments: mma.sync with
-// ldmatrix on CUDA, v_mfma_f32_16x16x16 on CDNA), one block per BT tokens in 1-3 (the forward's Big or
+// ldmatrix on CUDA, v_mfma_f32_16x16x16 on CDNA), one block per BT tokens in 1-4 (the forward's Big or
 // Small configuration, BT = 64 or 16, chosen by the shape only):
 //   1. router_bwd_recompute: the forward on chip exactly as the forward kernel computes it (down GEMM with
 //      x and down_weight staged, RMSNorm, fc1/fc2 + GELU, logits, softmax), then the softmax backward
@@ -14,18 +14,19 @@
 //        dl = round(p * (onehot_e * gw - p_e * gw)) (+ grad_logits, rounded)
 //      It writes rho, the pre-activations a1, a2, the activations nrm, g1, g2 and dl to the `act`
 //      workspace (rows of [T, R]; read back by 2 and by the weight-gradient products).
-//   2. router_bwd_mlp: dl as the resident A operand, the weights streamed 16 rows at a time (k-major B):
-//        da2 = round(round(dl Wo) * GELU'(a2));  da1 = round(round(da2 W2) * GELU'(a1))
-//        dn = round(da1 W1);  dh = round(dn * norm_w);  drho = round(RMSNorm'(dh)) (+ grad_state)
-//        grad_prev = round(drho * scale)
-//      and each block's fp32 column sums of the [R] gradients (down_bias: drho, fc1_bias: da1, fc2_bias:
-//      da2, norm_weight: round(dn * hn), states_scale: round(drho * prev)), rows in order.
-//   3. router_bwd_dx: grad_x = round(drho Wd), blocks of BT tokens x W columns of H.
-//   4. router_bwd_wgrad, dW = dY^T X for (dl, g2) -> out_weight, (da2, g1) -> fc2_weight, (da1, nrm) ->
+//   2. router_bwd_layer, three launches, the input as the resident A operand, the weight streamed 16
+//      rows at a time (k-major B):
+//        da2 = round(round(dl Wo) * GELU'(a2));  da1 = round(round(da2 W2) * GELU'(a1));  dn = round(da1 W1)
+//      and each block's fp32 column sums of da2 (fc2_bias) and da1 (fc1_bias), rows in order.
+//   3. router_bwd_norm, one warp per token: dh = round(dn * norm_w); drho = round(RMSNorm'(dh))
+//      (+ grad_state); grad_prev = round(drho * scale); column sums of norm_weight (round(dn * hn)),
+//      down_bias (drho) and states_scale (round(drho * prev)).
+//   4. router_bwd_dx: grad_x = round(drho Wd), blocks of BT tokens x W columns of H.
+//   5. router_bwd_wgrad, dW = dY^T X for (dl, g2) -> out_weight, (da2, g1) -> fc2_weight, (da1, nrm) ->
 //      fc1_weight, (drho, x) -> down_weight: one block per 64 x 128 tile of dW and per chunk of
 //      kRouterBwdChunk tokens; dY^T through the k-major A loader (ldmatrix.trans on CUDA), fp32
 //      accumulators, written as the chunk's partial.
-//   5. router_bwd_reduce: every gradient element sums its partials in chunk (block) order in fp32 and
+//   6. router_bwd_reduce: every gradient element sums its partials in chunk (block) order in fp32 and
 //      rounds once to the param dtype.
 // No atomics: the result is the same on every run; the sums' grouping depends on the shape only (the
 // block size BT and the chunk size), never on the device.
@@ -44,8 +45,17 @@
 //   memory per block.) NOT MEASURED: written without a GPU; tiles are staged synchronously (no
 //   cp.async), and each block of 1 and 3 streams its weights from L2.
 //
-// Resources (nvcc 13 -Xptxas -v, sm_90a; tools/check_hip.sh): see the branch's commit message and report;
-// re-measure after changing the tiles.
+// Resources (written without a GPU; re-measure after changing the tiles). nvcc 13.0 -Xptxas -v, sm_90a,
+// 256-thread blocks, 0 spills and 0 stack in every kernel; registers bf16 / fp16, ldmatrix (v1):
+//   recompute Big 128 / 116 (127 / 117), Small 96 / 92 (100 / 90); layer Big 104 / 104 (109 / 109),
+//   Small 71 / 71 (71 / 71); norm 48 / 40; dx Big 95 / 95 (99 / 99), Small 64 / 63 (63 / 63); wgrad 60;
+//   reduce 28. smem: recompute and dx 46,080 (Big) / 42,240 (Small) B, layer 46,080 / 41,216, wgrad 13,312.
+// tools/check_hip.sh (512-thread blocks): no scratch, no spills; gfx940 VGPRs recompute 78 (Big) / 64
+//   (Small), layer 56 / 40, dx 56 / 40, wgrad 45, norm 48-52, occupancy 2 waves/SIMD (wgrad, norm 8);
+//   v_mfma in recompute (24 Big / 12 Small), layer (8 / 4), dx (8 / 4) and wgrad (8).
+// (Epilogues that touch the workspace run element by element once the tile is in shared memory:
+// per-accumulator global addresses, hoisted across layers, spilled; one kernel for all the MLP steps
+// spilled SGPRs on CDNA, hence the separate launches.)
 #pragma once
 
 #include <cmath>
@@ -184,18 +194,21 @@ __global__ void __launch_bounds__(kWarps * kWarpSize, 1) router_bwd_recompute(Ro
     S* out_g = act.buf(layer == 0 ? Act::kG1 : Act::kG2);
     zero<C>(acc);
     block_gemm<D, C, kMlpK, false, kLdsm>(acc, Mat{w, R, R}, r_tiles, R, Mat{}, hs, HLD, ws);
-    for_each_acc<C>(acc, r_tiles, [&](int row, int col, float v) {
-      S g = D::from_float(0.f);
-      if (col < R) {
-        const float pre = D::round(fadd(v, f(bias[col])));
-        g = D::from_float(router::gelu(pre));
-        if (row < rows) {
-          pre_g[(t0 + row) * ldr + col] = D::from_float(pre);
-          out_g[(t0 + row) * ldr + col] = g;
-        }
-      }
-      hs[row * HLD + col] = g;
+    for_each_acc<C>(acc, r_tiles, [&](int row, int col, float v) {  // pre = round(fc(h) + b)
+      hs[row * HLD + col] = D::from_float(col < R ? fadd(v, f(bias[col])) : 0.f);
     });
+    __syncthreads();
+    // round(gelu(pre)) element by element, and both to the workspace (coalesced, few registers)
+    for (int i = tid; i < BT * R; i += static_cast<int>(blockDim.x)) {
+      const int row = i / R, col = i % R;
+      const S pre = hs[row * HLD + col];
+      const S g = D::from_float(router::gelu(f(pre)));
+      hs[row * HLD + col] = g;
+      if (row < rows) {
+        pre_g[(t0 + row) * ldr + col] = pre;
+        out_g[(t0 + row) * ldr + col] = g;
+      }
+    }
     __syncthreads();
   }
   zero<C>(acc);
@@ -241,111 +254,118 @@ __global__ void __launch_bounds__(kWarps * kWarpSize, 1) router_bwd_recompute(Ro
   }
 }
 
-// 2. The chain backwards through the MLP for BT tokens per block: dl (from the workspace) is the
-// resident A operand, the weights are streamed k-major; writes da2, da1, drho (and grad_prev) and the
-// block's [R] column sums. A kernel of its own (not the recompute's tail): each keeps its registers.
+// 2. One step of the chain backwards through the MLP per launch, BT tokens per block; step 0: dl Wo ->
+// da2 = round(round(.) * GELU'(a2)); 1: da2 W2 -> da1 (GELU'(a1)); 2: da1 W1 -> round(dn), into a1's
+// rows (not read again). The input (from the workspace) is the resident A operand, the weight streamed
+// k-major; steps 0 and 1 add the block's column sums of da2 (fc2_bias) and da1 (fc1_bias). Separate
+// launches (not the recompute's tail, nor one kernel for all three): each keeps its VGPRs and SGPRs in
+// bounds.
 template <class D, class C, bool kLdsm>
-__global__ void __launch_bounds__(kWarps * kWarpSize, 1) router_bwd_mlp(RouterBackwardArgs a) {
+__global__ void __launch_bounds__(kWarps * kWarpSize, 1) router_bwd_layer(RouterBackwardArgs a, int step) {
   constexpr int BT = C::kTokens, HLD = C::kHld;
   static_assert(16 * (C::kWidth + kPad) <= C::kWidth * (kMlpK + kPad), "the k-major weight chunk must fit");
   __shared__ uint4 smem_raw[(C::kMlpElems * 2 + 15) / 16];
-  __shared__ float rinv[BT];
   uint16_t* const hs = reinterpret_cast<uint16_t*>(smem_raw);  // activations [BT, W]
   uint16_t* const ws = hs + BT * HLD;                           // weight chunk [16, W]
 
   using S = uint16_t;
   const auto f = [](S v) { return D::to_float(v); };
-  const int tid = static_cast<int>(threadIdx.x), warp = tid / kWarpSize, lane = vendor::lane_id();
+  const int warp = static_cast<int>(threadIdx.x) / kWarpSize, lane = vendor::lane_id();
   const int64_t t0 = static_cast<int64_t>(blockIdx.x) * BT;
   const int rows = a.tokens - t0 < BT ? static_cast<int>(a.tokens - t0) : BT;
-  const int R = a.router_dim, E1 = a.classes;
-  const int r_tiles = (R + 15) / 16;
+  const int R = a.router_dim;
+  const Act act = act_of(a);
+  const int64_t ldr = act.ldr;
+  const S* in_g = step == 0 ? act.dl() : act.buf(step == 1 ? Act::kDa2 : Act::kDa1);
+  const int64_t in_ld = step == 0 ? act.lde : ldr;
+  const int K = step == 0 ? a.classes : R;
+  const S* w = static_cast<const S*>(step == 0 ? a.out_weight : step == 1 ? a.fc2_weight : a.fc1_weight);
+  const S* pre_g = step == 2 ? nullptr : act.buf(step == 0 ? Act::kA2 : Act::kA1);
+  S* out_g = act.buf(step == 0 ? Act::kDa2 : step == 1 ? Act::kDa1 : Act::kA1);
+
+  Acc<C> acc;
+  // zeros past K and rows; the GEMM's first barrier publishes it
+  stage<C::kWidth>(hs, Mat{in_g + t0 * in_ld, in_ld, rows}, BT, 0, K);
+  zero<C>(acc);
+  block_gemm_kn<D, C, kLdsm>(acc, Mat{w, R, K}, 0, R, (R + 15) / 16, K, hs, HLD, ws);
+  for_each_acc<C>(acc, (R + 15) / 16, [&](int row, int col, float v) {  // round(.)
+    hs[row * HLD + col] = D::from_float(col < R && row < rows ? v : 0.f);
+  });
+  __syncthreads();
+  // times GELU'(pre), rounded, element by element (coalesced reads of pre, few registers)
+  for (int row = warp; row < rows; row += kWarps) {
+    for (int col = lane; col < R; col += kWarpSize) {
+      S d = hs[row * HLD + col];
+      if (pre_g != nullptr) d = D::from_float(fmul(f(d), gelu_grad(f(pre_g[(t0 + row) * ldr + col]))));
+      hs[row * HLD + col] = d;
+      out_g[(t0 + row) * ldr + col] = d;
+    }
+  }
+  if (pre_g != nullptr) {
+    __syncthreads();
+    float* const part = a.wsum + static_cast<int64_t>(blockIdx.x) * 5 * R + (step == 0 ? 2 : 1) * R;
+    column_sums(rows, R, part, [&](int i, int j) { return f(hs[i * HLD + j]); });
+  }
+}
+
+// 3. RMSNorm backward, grad_state and EDA for BT tokens per block, one warp per row: drho (to the
+// workspace) and grad_prev; then the block's column sums of norm_weight (round(dn * hn), hn =
+// round(rho * inv)), down_bias (drho) and states_scale (round(drho * prev)).
+template <class D, class C>
+__global__ void __launch_bounds__(kWarps * kWarpSize) router_bwd_norm(RouterBackwardArgs a) {
+  constexpr int BT = C::kTokens;
+  __shared__ float rinv[BT];
+  using S = uint16_t;
+  const auto f = [](S v) { return D::to_float(v); };
+  const int warp = static_cast<int>(threadIdx.x) / kWarpSize, lane = vendor::lane_id();
+  const int64_t t0 = static_cast<int64_t>(blockIdx.x) * BT;
+  const int rows = a.tokens - t0 < BT ? static_cast<int>(a.tokens - t0) : BT;
+  const int R = a.router_dim;
   const Act act = act_of(a);
   const int64_t ldr = act.ldr;
   const S* const rho_g = act.buf(Act::kRho);
+  const S* const dn_g = act.buf(Act::kA1);
+  S* const drho_g = act.buf(Act::kDrho);
   const S* nw = static_cast<const S*>(a.norm_weight);
   const S* prev = static_cast<const S*>(a.prev_state);
-  float* const part = a.wsum + static_cast<int64_t>(blockIdx.x) * 5 * R;  // this block's [5, R] sums
+  const S* gs = static_cast<const S*>(a.grad_state);
+  const S* scale = static_cast<const S*>(a.states_scale);
+  S* gprev = static_cast<S*>(a.grad_prev);
+  float* const part = a.wsum + static_cast<int64_t>(blockIdx.x) * 5 * R;
 
-  Acc<C> acc;
-  stage<C::kWidth>(hs, Mat{act.dl() + t0 * act.lde, act.lde, rows}, BT, 0, E1);  // zeros past E1 and rows
-  for (int row = warp; row < rows; row += kWarps) {  // 1 / rms(rho), as the recompute's norm computed it
-    const S* rr = rho_g + (t0 + row) * ldr;
-    float ss = 0.f;
-    for (int j = lane; j < R; j += kWarpSize) ss = fadd(ss, fmul(f(rr[j]), f(rr[j])));
-    for (int off = kWarpSize / 2; off > 0; off >>= 1) ss = fadd(ss, vendor::shfl_xor(ss, off));
-    if (lane == 0)
-      rinv[row] = vendor::fdiv(1.0f, vendor::sqrt_rn(fadd(vendor::fdiv(ss, static_cast<float>(R)), a.eps)));
-  }
-  __syncthreads();
-
-  // ---- da2, da1 (GELU'), dn; the [R] column sums of each ----
-  for (int layer = 1; layer >= 0; --layer) {  // layer 1: dl Wo -> da2; layer 0: da2 W2 -> da1
-    const S* w = static_cast<const S*>(layer == 1 ? a.out_weight : a.fc2_weight);
-    const int K = layer == 1 ? E1 : R;
-    const S* pre_g = act.buf(layer == 1 ? Act::kA2 : Act::kA1);
-    S* d_g = act.buf(layer == 1 ? Act::kDa2 : Act::kDa1);
-    zero<C>(acc);
-    block_gemm_kn<D, C, kLdsm>(acc, Mat{w, R, K}, 0, R, r_tiles, K, hs, HLD, ws);
-    for_each_acc<C>(acc, r_tiles, [&](int row, int col, float v) {  // round(dg)
-      hs[row * HLD + col] = D::from_float(col < R && row < rows ? v : 0.f);
-    });
-    __syncthreads();
-    // d = round(dg * GELU'(pre)), element by element (coalesced reads of pre, few registers)
-    for (int i = tid; i < rows * R; i += static_cast<int>(blockDim.x)) {
-      const int row = i / R, col = i % R;
-      const S d = D::from_float(fmul(f(hs[row * HLD + col]), gelu_grad(f(pre_g[(t0 + row) * ldr + col]))));
-      hs[row * HLD + col] = d;
-      d_g[(t0 + row) * ldr + col] = d;
+  for (int row = warp; row < rows; row += kWarps) {
+    const int64_t t = t0 + row;
+    const S* rr = rho_g + t * ldr;
+    const S* dr = dn_g + t * ldr;
+    float ss = 0.f, dot = 0.f;  // 1 / rms(rho) as the recompute's norm computed it; sum(dh * rho)
+    for (int j = lane; j < R; j += kWarpSize) {
+      ss = fadd(ss, fmul(f(rr[j]), f(rr[j])));
+      dot = fadd(dot, fmul(D::round(fmul(f(dr[j]), f(nw[j]))), f(rr[j])));
     }
-    __syncthreads();
-    column_sums(rows, R, part + (layer == 1 ? 2 : 1) * R, [&](int i, int j) { return f(hs[i * HLD + j]); });
+    for (int off = kWarpSize / 2; off > 0; off >>= 1) {
+      ss = fadd(ss, vendor::shfl_xor(ss, off));
+      dot = fadd(dot, vendor::shfl_xor(dot, off));
+    }
+    const float inv = vendor::fdiv(1.0f, vendor::sqrt_rn(fadd(vendor::fdiv(ss, static_cast<float>(R)), a.eps)));
+    if (lane == 0) rinv[row] = inv;
+    const float coef = fmul(-vendor::fdiv(dot, static_cast<float>(R)), fmul(fmul(inv, inv), inv));
+    for (int j = lane; j < R; j += kWarpSize) {
+      const float dh = D::round(fmul(f(dr[j]), f(nw[j])));
+      float g = D::round(fadd(fmul(dh, inv), fmul(f(rr[j]), coef)));
+      if (gs != nullptr) g = D::round(fadd(g, f(gs[t * R + j])));
+      drho_g[t * ldr + j] = D::from_float(g);
+      if (prev != nullptr) gprev[t * R + j] = D::from_float(fmul(g, f(scale[j])));
+    }
   }
-  zero<C>(acc);
-  block_gemm_kn<D, C, kLdsm>(acc, Mat{static_cast<const S*>(a.fc1_weight), R, R}, 0, R, r_tiles, R, hs, HLD, ws);
-  for_each_acc<C>(acc, r_tiles, [&](int row, int col, float v) {
-    hs[row * HLD + col] = D::from_float(col < R && row < rows ? v : 0.f);  // round(dn)
-  });
   __syncthreads();
-  column_sums(rows, R, part + 3 * R, [&](int i, int j) {  // norm_weight: round(dn * hn), hn = round(rho * inv)
+  column_sums(rows, R, part + 3 * R, [&](int i, int j) {  // norm_weight
     const float hn = D::round(fmul(f(rho_g[(t0 + i) * ldr + j]), rinv[i]));
-    return D::round(fmul(f(hs[i * HLD + j]), hn));
+    return D::round(fmul(f(dn_g[(t0 + i) * ldr + j]), hn));
   });
-  __syncthreads();
-
-  // ---- RMSNorm backward, grad_state, EDA: drho (and grad_prev), one warp per row ----
-  {
-    const S* gs = static_cast<const S*>(a.grad_state);
-    const S* scale = static_cast<const S*>(a.states_scale);
-    S* gprev = static_cast<S*>(a.grad_prev);
-    S* drho_g = act.buf(Act::kDrho);
-    for (int row = warp; row < BT; row += kWarps) {
-      S* hr = hs + row * HLD;
-      if (row >= rows) {  // stays zero (the dx GEMM reads it)
-        continue;
-      }
-      const int64_t t = t0 + row;
-      const S* rr = rho_g + t * ldr;
-      const float inv = rinv[row];
-      float dot = 0.f;
-      for (int j = lane; j < R; j += kWarpSize) dot = fadd(dot, fmul(D::round(fmul(f(hr[j]), f(nw[j]))), f(rr[j])));
-      for (int off = kWarpSize / 2; off > 0; off >>= 1) dot = fadd(dot, vendor::shfl_xor(dot, off));
-      const float coef = fmul(-vendor::fdiv(dot, static_cast<float>(R)), fmul(fmul(inv, inv), inv));
-      for (int j = lane; j < R; j += kWarpSize) {
-        const float dh = D::round(fmul(f(hr[j]), f(nw[j])));
-        float g = D::round(fadd(fmul(dh, inv), fmul(f(rr[j]), coef)));
-        if (gs != nullptr) g = D::round(fadd(g, f(gs[t * R + j])));
-        const S gv = D::from_float(g);
-        hr[j] = gv;
-        drho_g[t * ldr + j] = gv;
-        if (prev != nullptr) gprev[t * R + j] = D::from_float(fmul(g, f(scale[j])));
-      }
-    }
-  }
-  __syncthreads();
-  column_sums(rows, R, part, [&](int i, int j) { return f(hs[i * HLD + j]); });  // down_bias
-  column_sums(rows, R, part + 4 * R, [&](int i, int j) {                       // states_scale
-    return prev != nullptr ? D::round(fmul(f(hs[i * HLD + j]), f(prev[(t0 + i) * a.prev_row_stride + j]))) : 0.f;
+  column_sums(rows, R, part, [&](int i, int j) { return f(drho_g[(t0 + i) * ldr + j]); });  // down_bias
+  column_sums(rows, R, part + 4 * R, [&](int i, int j) {                                    // states_scale
+    return prev != nullptr ? D::round(fmul(f(drho_g[(t0 + i) * ldr + j]), f(prev[(t0 + i) * a.prev_row_stride + j])))
+                           : 0.f;
   });
 }
 
@@ -484,11 +504,11 @@ const char* run(const RouterBackwardArgs& a, int warp, vendor::stream_t stream) 
   const int64_t blocks = (T + C::kTokens - 1) / C::kTokens;
   const int64_t chunks = (T + kRouterBwdChunk - 1) / kRouterBwdChunk;
   if (blocks > int64_t{0x7fffffff} || chunks > 65535) return "zaya router_backward: too many tokens for one launch";
-  for (auto* kernel : {&router_bwd_recompute<D, C, kLdsm>, &router_bwd_mlp<D, C, kLdsm>}) {
-    if (const char* err = vendor::launch(kernel, dim3(static_cast<unsigned>(blocks)),
-                                         dim3(static_cast<unsigned>(kWarps * warp)), 0, stream, a))
-      return err;
-  }
+  const dim3 grid(static_cast<unsigned>(blocks)), block(static_cast<unsigned>(kWarps * warp));
+  if (const char* err = vendor::launch(&router_bwd_recompute<D, C, kLdsm>, grid, block, 0, stream, a)) return err;
+  for (int step = 0; step < 3; ++step)
+    if (const char* err = vendor::launch(&router_bwd_layer<D, C, kLdsm>, grid, block, 0, stream, a, step)) return err;
+  if (const char* err = vendor::launch(&router_bwd_norm<D, C>, grid, block, 0, stream, a)) return err;
   if (const char* err = reduce<D>(a.wsum, blocks, 5 * R, 5 * R, a.grad_vectors, stream)) return err;
   const int64_t h_chunks = (a.hidden + C::kWidth - 1) / C::kWidth;
   if (h_chunks > 65535) return "zaya router_backward: hidden too large for one launch";

@@ -317,7 +317,8 @@ def register_namespace(ns: str) -> None:
 
 def backward_backends(device: torch.device | str = "cpu") -> dict[str, str]:
     """What runs each op's backward on ``device``: ``"kernel (cpu)"``, ``"kernel (cuda)"`` (the portable
-    CUDA/HIP kernel), ``"reference (recompute: ...)"`` for a device without a backward kernel yet, or
+    CUDA/HIP kernel; followed by ``"; <inputs>: reference by recompute"`` where the kernel leaves some valid
+    inputs to the reference), ``"reference (recompute: ...)"`` for a device without a backward kernel yet, or
     ``"not differentiable yet"``."""
     dev = torch.device(device)
     out = {}
