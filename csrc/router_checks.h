@@ -69,4 +69,34 @@ inline void check_router_args(const at::Tensor& x, const std::optional<at::Tenso
   check_same_device(op, "balancing_biases", balancing_biases, x, "x");
 }
 
+// The backward op's arguments (zaya::router_backward, CPU kernel and GPU glue): the parameters as above,
+// the upstream gradients (None or x's dtype and the output's shape) and expert_index (int32 [T]). Index
+// values are not read here (the CPU kernel checks them; the GPU kernels never follow a bad one).
+inline void check_router_backward_args(const char* op, const std::optional<at::Tensor>& grad_weight,
+                                       const std::optional<at::Tensor>& grad_state,
+                                       const std::optional<at::Tensor>& grad_logits, const at::Tensor& x,
+                                       const std::optional<at::Tensor>& prev_state, const at::Tensor& down_weight,
+                                       const at::Tensor& down_bias, const std::optional<at::Tensor>& states_scale,
+                                       const at::Tensor& norm_weight, const at::Tensor& fc1_weight,
+                                       const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
+                                       const at::Tensor& fc2_bias, const at::Tensor& out_weight,
+                                       const at::Tensor& expert_index, double eps, bool allow_f64) {
+  check_router_params(op, x, prev_state, down_weight, down_bias, states_scale, norm_weight, fc1_weight, fc1_bias,
+                      fc2_weight, fc2_bias, out_weight, eps, allow_f64);
+  const at::ScalarType dt = x.scalar_type();
+  const int64_t T = x.size(0), R = down_weight.size(0), E1 = out_weight.size(0);
+  const auto grad_arg = [&](const std::optional<at::Tensor>& g, const char* name, at::IntArrayRef shape) {
+    if (!g) return;
+    check_dtype(op, name, *g, {dt});
+    check_shape(op, name, *g, shape);
+    check_same_device(op, name, *g, x, "x");
+  };
+  grad_arg(grad_weight, "grad_weight", {T});
+  grad_arg(grad_state, "grad_state", {T, R});
+  grad_arg(grad_logits, "grad_logits", {T, E1});
+  check_dtype(op, "expert_index", expert_index, {at::kInt});
+  check_shape(op, "expert_index", expert_index, {T});
+  check_same_device(op, "expert_index", expert_index, x, "x");
+}
+
 }  // namespace zaya::checks

@@ -11,10 +11,15 @@
   class chosen, ties broken by balancing_biases, non-contiguous inputs, outputs left out of the loss;
 * determinism (no dependence on the thread count), opcheck of the forward (inputs that require grad)
   and of the backward op, torch.compile(fullgraph) of forward plus backward, argument errors;
-* the GPU forward kernels under the SIMT emulator with the backward by recompute of the reference.
+* the GPU kernels under the SIMT emulator (emu32, emu64), forward and backward (router_backward.cuh), by the
+  same 2x rule: bf16/fp16, T = 1, 7, 257, first layer and later, the skip class picked and not, ties broken
+  by balancing_biases, None upstream gradients, strided inputs, both tile configurations; run-to-run bits,
+  opcheck of the backward op, errors, float32 (NotImplementedError: autograd runs the reference), T = 0.
 """
 
 from __future__ import annotations
+
+import importlib
 
 import pytest
 import torch
@@ -350,20 +355,100 @@ def test_double_backward_raises():
 
 def test_backward_backends():
     assert zaya_ops.backward_backends("cpu")["router"] == "kernel (cpu)"
-    assert zaya_ops.backward_backends("cuda")["router"].startswith("reference (recompute")
+    assert zaya_ops.backward_backends("cuda")["router"].startswith("kernel (cuda)")
+    assert "float32" in zaya_ops.backward_backends("cuda")["router"]  # what still runs the reference
 
 
 # --------------------------------------------------------------------------------------------------
-# The GPU kernels under the emulator: forward kernel, backward by recompute of the reference
+# The GPU kernels under the emulator: forward kernel and backward kernels (csrc/kernels/router_backward.cuh)
 # --------------------------------------------------------------------------------------------------
+
+GPU_DTYPES = [torch.bfloat16, torch.float16]  # the forward kernel's (float32 runs on the CPU)
 
 
 @pytest.mark.parametrize("target", EMULATORS)
-@pytest.mark.parametrize("first_layer", [False, True], ids=["prev", "first"])
-def test_emulated_gpu_backward_by_reference(target, first_layer, monkeypatch):
+@pytest.mark.parametrize("dtype", GPU_DTYPES, ids=lambda d: str(d)[6:])
+@pytest.mark.parametrize("T,first_layer", [(1, True), (7, False), (257, False), (257, True)],
+                         ids=["T1-first", "T7-prev", "T257-prev", "T257-first"])
+def test_emulated_gpu_backward(target, dtype, T, first_layer, monkeypatch):
     use_target(target, monkeypatch)
-    kw = _case(7, torch.bfloat16, 120, first_layer)
-    _check_2x(kw, _grad_outputs(kw, 121), f"router on {target}")
+    emu = importlib.import_module(f"zaya_ops._emu_w{target[3:5]}")
+    kw = _case(T, dtype, 120 + T, first_layer)
+    before = emu.launches()
+    idx = _check_2x(kw, _grad_outputs(kw, 121 + T), f"router on {target} {dtype} T={T}")
+    # the forward, then the backward kernels (recompute, 3 MLP steps, norm, [R] sums, grad_x, 4 x (weight
+    # gradient, its sum)), not the reference by recompute
+    assert emu.launches() - before == 1 + 15
+    if T == 257:
+        E = kw["out_weight"].shape[0] - 1
+        assert 0.2 * T < (idx == E).sum() < 0.6 * T  # the skip class picked by part of the tokens, not by all
+
+
+@pytest.mark.parametrize("target", EMULATORS)
+def test_emulated_gpu_backward_cases(target, monkeypatch):
+    """Ties broken by balancing_biases, every token on the skip class, outputs left out of the loss."""
+    use_target(target, monkeypatch)
+    dtype = torch.bfloat16
+    kw = _case(7, dtype, 130)
+    wo = kw["out_weight"].clone()
+    wo[2] = wo[0]  # classes 0 and 2 tie for every token ...
+    kw["out_weight"] = wo
+    for favoured in (0, 2):
+        bal = torch.zeros(wo.shape[0])
+        bal[[0, 2]] = 1.0
+        bal[favoured] += 1e-3  # ... and the bias decides
+        kw["balancing_biases"] = bal
+        assert (_check_2x(kw, _grad_outputs(kw, 131), f"tie -> {favoured} on {target}") == favoured).all()
+    kw = _case(9, dtype, 132)
+    kw["balancing_biases"][-1] = 10.0  # every token on the skip class: expert_weight is the constant 0
+    idx, grads = _grads(zaya_ops.router, kw, _grad_outputs(kw, 133), keep=[0])
+    assert (idx == kw["out_weight"].shape[0] - 1).all() and all(torch.count_nonzero(g) == 0 for g in grads)
+    kw = _case(33, torch.float16, 134)
+    gouts = _grad_outputs(kw, 135)
+    for keep in ([0], [1], [2]):  # the other upstream gradients None
+        _check_2x(kw, gouts, f"outputs {keep} on {target}", keep=keep)
+
+
+@pytest.mark.parametrize("target", EMULATORS)
+def test_emulated_gpu_backward_strided_and_op(target, monkeypatch):
+    """Non-contiguous inputs and gradients, run-to-run bits, opcheck, errors, float32 and T = 0."""
+    use_target(target, monkeypatch)
+    dtype = torch.bfloat16
+    kw = _case(70, dtype, 136)  # two token blocks
+    H = kw["x"].shape[1]
+    views = {"x": lambda t: torch.cat([t, t], 1)[:, H:], "prev_state": lambda t: t.t().contiguous().t(),
+             "fc1_weight": lambda t: t.t().contiguous().t(), "down_bias": lambda t: torch.stack([t, t], 1)[:, 1]}
+    gouts = [g.t().contiguous().t() if g.dim() == 2 else g for g in _grad_outputs(kw, 137)]
+    _check_2x(kw, gouts, f"strided on {target}", views=views)
+
     ns = getattr(torch.ops, "zaya_" + target)
     idx = ref.router(**kw)[0]
-    torch.library.opcheck(ns.router_backward.default, tuple(_bwd_args(kw, _grad_outputs(kw, 122), idx)))
+    args = _bwd_args(kw, _grad_outputs(kw, 138), idx)
+    first = ns.router_backward(*args)
+    assert all(torch.equal(a, b) for a, b in zip(first, ns.router_backward(*args)))  # deterministic
+    torch.library.opcheck(ns.router_backward.default, tuple(args))
+    no_grads = list(args)
+    no_grads[0] = no_grads[2] = None
+    torch.library.opcheck(ns.router_backward.default, tuple(no_grads))
+    bad = list(args)
+    bad[1] = args[1][:, :-1]
+    with pytest.raises(ValueError, match="grad_state"):
+        ns.router_backward(*bad)
+    bad = list(args)
+    bad[14] = idx.long()
+    with pytest.raises(TypeError, match="expert_index"):
+        ns.router_backward(*bad)
+    f32 = [a.float() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args]
+    with pytest.raises(NotImplementedError, match="float32"):
+        ns.router_backward(*f32)
+    empty = [a[:0] if isinstance(a, torch.Tensor) and a.shape[:1] == (70,) else a for a in args]
+    out = ns.router_backward(*empty)
+    assert out[0].shape == (0, H) and all(torch.count_nonzero(g) == 0 for g in out[2:])
+
+
+@pytest.mark.parametrize("target", EMULATORS)
+def test_emulated_gpu_backward_wide(target, monkeypatch):
+    """max(R, E+1) > 256: the 16-token blocks (Small tiles) of the backward kernel."""
+    use_target(target, monkeypatch)
+    kw = _case(20, torch.bfloat16, 140, H=24, R=16, E=271)
+    _check_2x(kw, _grad_outputs(kw, 141), f"router E+1 = 272 on {target}")

@@ -2,8 +2,8 @@
 # Compile-check every hip/*.hip for AMD GPUs without a GPU or a ROCm PyTorch, with Debian's clang-16
 # and ROCm device libraries, and report each kernel's resources (VGPRs, AGPRs, SGPRs, scratch,
 # spills, LDS, occupancy) and its MFMA instruction count. Fails on a compile error, on any kernel
-# using scratch or spilling, and on a matrix kernel (router_kernel, expert_gemm, expert_bwd_gemm, cca_qkv_kernel,
-# cca_attention_fwd, cca_attention_bwd_dq/_dkdv) missing or without v_mfma in its ISA.
+# using scratch or spilling, and on a matrix kernel (router_kernel, router_bwd_layer, expert_gemm, expert_bwd_gemm,
+# cca_qkv_kernel, cca_attention_fwd, cca_attention_bwd_dq/_dkdv) missing or without v_mfma in its ISA.
 #
 # Every file is compiled in two variants, both of which must pass:
 #   default   as the installed compiler defines the target macros;
@@ -59,7 +59,8 @@ if [ -n "${ZAYA_HIP_ISA_DIR:-}" ]; then mkdir -p "$ZAYA_HIP_ISA_DIR"; fi
 
 # The matrix kernel of each file: it must exist and hold v_mfma instructions on every arch.
 # (several kernels: names separated by '|', each must hold v_mfma.)
-declare -A matrix=([router]=router_kernel [moe_top1]=expert_gemm [moe_top1_backward]=expert_bwd_gemm [cca_qkv]=cca_qkv_kernel
+declare -A matrix=([router]=router_kernel [router_backward]=router_bwd_layer [moe_top1]=expert_gemm
+                   [moe_top1_backward]=expert_bwd_gemm [cca_qkv]=cca_qkv_kernel
                    [cca_attention]=cca_attention_fwd
                    [cca_attention_backward]="cca_attention_bwd_dq|cca_attention_bwd_dkdv")
 

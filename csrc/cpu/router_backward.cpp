@@ -33,10 +33,6 @@
 
 namespace {
 
-using zaya::checks::check_dtype;
-using zaya::checks::check_same_device;
-using zaya::checks::check_shape;
-
 // Tokens per block: bounds the fp32 copies and intermediates ([block, H] and a dozen [block, R]).
 constexpr int64_t kBlockRows = 512;
 
@@ -276,24 +272,15 @@ Grads router_backward_cpu(const std::optional<at::Tensor>& grad_weight, const st
                           const at::Tensor& expert_index, double eps) {
   constexpr const char* op = "zaya::router_backward";
   zaya::checks::check_cpu(op, "x", x);
-  zaya::checks::check_router_params(op, x, prev_state, down_weight, down_bias, states_scale, norm_weight, fc1_weight,
-                                    fc1_bias, fc2_weight, fc2_bias, out_weight, eps, /*allow_f64=*/true);
+  zaya::checks::check_router_backward_args(op, grad_weight, grad_state, grad_logits, x, prev_state, down_weight,
+                                           down_bias, states_scale, norm_weight, fc1_weight, fc1_bias, fc2_weight,
+                                           fc2_bias, out_weight, expert_index, eps, /*allow_f64=*/true);
   const at::ScalarType dt = x.scalar_type();
-  const int64_t T = x.size(0), R = down_weight.size(0), E1 = out_weight.size(0);
-  const auto grad_arg = [&](const std::optional<at::Tensor>& g, const char* name, at::IntArrayRef shape) {
-    if (!g) return at::Tensor();
-    check_dtype(op, name, *g, {dt});
-    check_shape(op, name, *g, shape);
-    check_same_device(op, name, *g, x, "x");
-    return *g;
-  };
+  const int64_t T = x.size(0), E1 = out_weight.size(0);
   BwdArgs a;
-  a.gw = grad_arg(grad_weight, "grad_weight", {T});
-  a.gs = grad_arg(grad_state, "grad_state", {T, R});
-  a.gl = grad_arg(grad_logits, "grad_logits", {T, E1});
-  check_dtype(op, "expert_index", expert_index, {at::kInt});
-  check_shape(op, "expert_index", expert_index, {T});
-  check_same_device(op, "expert_index", expert_index, x, "x");
+  a.gw = grad_weight.value_or(at::Tensor());
+  a.gs = grad_state.value_or(at::Tensor());
+  a.gl = grad_logits.value_or(at::Tensor());
   a.index = expert_index.contiguous();
   const int32_t* idx = a.index.data_ptr<int32_t>();
   for (int64_t t = 0; t < T; ++t)

@@ -274,6 +274,26 @@ ZAYA_DEV FragB load_b_kn_v(const uint16_t* s, int ld, int lane) {
   return load_b_kn(s, ld, lane);
 }
 
+// A (16 x 16, m x k) from a k-major tile, the transpose of a row-major one (weight gradients dY^T X with
+// dY stored token-major): A[m][k] = s[k * ld + m]. It holds the values load_b_kn_v reads with n = m; on
+// CUDA A's registers are B's n-halves and k-halves swapped ((m 0-7, k 0-7), (m 8-15, k 0-7), (m 0-7,
+// k 8-15), ... against B's (n 0-7, k 0-7), (n 0-7, k 8-15), ...), on CDNA the two layouts coincide.
+template <bool kLdsm>
+ZAYA_DEV FragA load_a_km_v(const uint16_t* s, int ld, int lane) {
+  const FragB b = load_b_kn_v<kLdsm>(s, ld, lane);
+  FragA a;
+#if ZAYA_WARP_SIZE == 32
+  a.x[0] = b.x[0];
+  a.x[1] = b.x[2];
+  a.x[2] = b.x[1];
+  a.x[3] = b.x[3];
+#else
+  a.x[0] = b.x[0];
+  a.x[1] = b.x[1];
+#endif
+  return a;
+}
+
 #if defined(ZAYA_EMU)
 namespace emu_detail {
 // The hardware's view: which (row, col) of the 16x16 operand or accumulator register element e of

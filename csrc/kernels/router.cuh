@@ -63,128 +63,9 @@
 #include <cmath>
 #include <cstdint>
 
-#include "mma.cuh"
-#include "router_launch.h"
-#include "vendor.h"
+#include "router_tiles.cuh"
 
 namespace zaya::kernels::router {
-
-using vendor::fadd;
-using vendor::fmul;
-using vendor::kWarpSize;
-
-inline constexpr int kWarps = 8;  // warps per block (256 threads on CUDA, 512 on CDNA)
-inline constexpr int kPad = 8;    // shared-tile row padding (elements), against bank conflicts
-inline constexpr int kMlpK = 16;  // K chunk of the streamed fc1 / fc2 / out weights
-inline constexpr int kTieScratch = 64;  // classes below which ties need the introselect port
-
-template <int BT, int W, int KD>
-struct Cfg {
-  static constexpr int kTokens = BT;
-  static constexpr int kWidth = W;
-  static constexpr int kDownK = KD;
-  static constexpr int kMT = BT / 16;           // m tiles, all owned by every warp
-  static constexpr int kNT = W / 16 / kWarps;   // n tiles per warp: w, w + kWarps, ...
-  static constexpr int kHld = W + kPad;         // ld of hs [BT, W]
-  static constexpr int kDownElems = (BT + W) * (KD + kPad);
-  static constexpr int kMlpElems = BT * kHld + W * (kMlpK + kPad);
-  static constexpr int kElems = kDownElems > kMlpElems ? kDownElems : kMlpElems;
-  static_assert(BT % 16 == 0 && W % (16 * kWarps) == 0 && KD % 16 == 0);
-  static_assert(kElems * 2 + BT * 4 <= 48 * 1024, "static shared memory is limited to 48 KiB");
-  static_assert(kWarps * kTieScratch * 8 <= W * (kMlpK + kPad) * 2, "tie scratch must fit the weight tile");
-};
-using Big = Cfg<64, 256, 64>;
-using Small = Cfg<16, 512, 32>;
-static_assert(Small::kWidth == kRouterMaxWidth);
-
-// A row-major 16-bit matrix in global memory: rows x (its K) elements, row stride ld.
-struct Mat {
-  const uint16_t* p;
-  int64_t ld;
-  int64_t rows;
-};
-
-// Stages columns [k0, k0 + KC) of rows [0, rows) of g into the shared tile s (ld KC + kPad), with
-// zeros past g.rows and past column K. 16-byte loads where the chunk is whole and aligned.
-template <int KC>
-ZAYA_DEV void stage(uint16_t* s, const Mat& g, int rows, int k0, int K) {
-  constexpr int kChunks = KC / 8;
-  const bool vec = reinterpret_cast<uintptr_t>(g.p) % 16 == 0 && g.ld % 8 == 0;
-  const int total = rows * kChunks;
-  for (int c = static_cast<int>(threadIdx.x); c < total; c += static_cast<int>(blockDim.x)) {
-    const int r = c / kChunks, k = k0 + (c % kChunks) * 8;
-    uint16_t* d = s + r * (KC + kPad) + (c % kChunks) * 8;
-    const bool in = r < g.rows;
-    const uint16_t* src = g.p + (in ? r * g.ld + k : 0);
-    if (in && vec && k + 8 <= K) {
-      *reinterpret_cast<uint4*>(d) = *reinterpret_cast<const uint4*>(src);
-    } else {
-#pragma unroll
-      for (int e = 0; e < 8; ++e) d[e] = in && k + e < K ? src[e] : uint16_t{0};
-    }
-  }
-}
-
-template <class C>
-using Acc = mma::FragC[C::kMT][C::kNT];
-
-template <class C>
-ZAYA_DEV void zero(Acc<C>& acc) {
-#pragma unroll
-  for (int mi = 0; mi < C::kMT; ++mi)
-#pragma unroll
-    for (int j = 0; j < C::kNT; ++j) mma::zero(acc[mi][j]);
-}
-
-// acc += A [BT, K] x B^T, B = w [n_tiles * 16 rows, K] streamed through ws in chunks of KC columns.
-// A is either staged per chunk from global x (kStageA: into a, ld KC + kPad) or resident in shared
-// memory (a, ld a_ld, all K columns). Every thread of the block calls it (it holds barriers); it
-// starts and ends with the tiles free for reuse.
-template <class D, class C, int KC, bool kStageA, bool kLdsm>
-ZAYA_DEV void block_gemm(Acc<C>& acc, const Mat& w, int n_tiles, int K, const Mat& x, uint16_t* a, int a_ld,
-                         uint16_t* ws) {
-  const int warp = static_cast<int>(threadIdx.x) / kWarpSize, lane = vendor::lane_id();
-  const int kp = (K + 15) / 16 * 16;
-  for (int k0 = 0; k0 < kp; k0 += KC) {
-    stage<KC>(ws, w, n_tiles * 16, k0, K);
-    if constexpr (kStageA) stage<KC>(a, x, C::kTokens, k0, K);
-    __syncthreads();
-    const int kend = kp - k0 < KC ? kp - k0 : KC;
-    for (int kk = 0; kk < kend; kk += 16) {
-      mma::FragA af[C::kMT];
-#pragma unroll
-      for (int mi = 0; mi < C::kMT; ++mi) af[mi] = mma::load_a_v<kLdsm>(a + mi * 16 * a_ld + (kStageA ? kk : k0 + kk), a_ld, lane);
-#pragma unroll
-      for (int j = 0; j < C::kNT; ++j) {
-        const int nt = warp + kWarps * j;
-        if (nt >= n_tiles) continue;  // warp-uniform: the whole warp skips its MMAs
-        const mma::FragB b = mma::load_b_nk_v<kLdsm>(ws + nt * 16 * (KC + kPad) + kk, KC + kPad, lane);
-#pragma unroll
-        for (int mi = 0; mi < C::kMT; ++mi) mma::mma<D>(acc[mi][j], af[mi], b);
-      }
-    }
-    __syncthreads();
-  }
-}
-
-// f(row, col, value) for each accumulator of this warp's n tiles below n_tiles.
-template <class C, class F>
-ZAYA_DEV void for_each_acc(const Acc<C>& acc, int n_tiles, F&& f) {
-  const int warp = static_cast<int>(threadIdx.x) / kWarpSize, lane = vendor::lane_id();
-#pragma unroll
-  for (int j = 0; j < C::kNT; ++j) {
-    const int nt = warp + kWarps * j;
-    if (nt >= n_tiles) continue;
-#pragma unroll
-    for (int mi = 0; mi < C::kMT; ++mi)
-#pragma unroll
-      for (int i = 0; i < mma::kAccum; ++i)
-        f(mi * 16 + mma::c_row(lane, i), nt * 16 + mma::c_col(lane, i), acc[mi][j].x[i]);
-  }
-}
-
-// GELU with the exact erf, in ATen's operation order: x * 0.5 * (1 + erf(x / sqrt(2))).
-ZAYA_DEV float gelu(float v) { return fmul(fmul(v, 0.5f), fadd(1.0f, erff(fmul(v, 0.70710678118654752f)))); }
 
 // torch.topk's order on the CPU: NaN above everything, then larger first.
 ZAYA_DEV bool topk_greater(float x, float y) { return (x != x && !(y != y)) || x > y; }
@@ -266,11 +147,6 @@ ZAYA_DEV void merge(Best& b, float v, int i, int c, float p) {
   b.c = take ? c : tie ? b.c + c : b.c;
 }
 
-template <class D>
-ZAYA_DEV float prob(uint16_t logit, float mx, float inv) {
-  return D::round(fmul(expf(fadd(D::to_float(logit), -mx)), inv));
-}
-
 // kLdsm: fragments through ldmatrix (mma.cuh load_*_v; CUDA), else scalar loads (ZAYA_KERNELS=v1, CDNA).
 template <class D, class C, bool kLdsm>
 __global__ void __launch_bounds__(kWarps * kWarpSize, 1) router_kernel(RouterArgs a) {
@@ -295,26 +171,10 @@ __global__ void __launch_bounds__(kWarps * kWarpSize, 1) router_kernel(RouterArg
   Acc<C> acc;
 
   // 1-2. rho = down(x) + b (+ round(prev * scale)): router_state; then RMSNorm in place.
-  zero<C>(acc);
   const Mat x{static_cast<const S*>(a.x) + t0 * a.x_row_stride, a.x_row_stride, rows};
-  block_gemm<D, C, C::kDownK, true, kLdsm>(acc, Mat{static_cast<const S*>(a.down_weight), a.hidden, R}, r_tiles, H, x,
-                                    xs, C::kDownK + kPad, wds);
-  {
-    const S* bias = static_cast<const S*>(a.down_bias);
-    const S* prev = static_cast<const S*>(a.prev_state);
-    const S* scale = static_cast<const S*>(a.states_scale);
-    for_each_acc<C>(acc, r_tiles, [&](int row, int col, float v) {
-      float r = 0.f;
-      if (col < R) {
-        r = D::round(fadd(v, f(bias[col])));
-        if (prev != nullptr && row < rows) {
-          const float eda = D::round(fmul(f(prev[(t0 + row) * a.prev_row_stride + col]), f(scale[col])));
-          r = D::round(fadd(r, eda));
-        }
-      }
-      hs[row * HLD + col] = D::from_float(r);
-    });
-  }
+  rho_tile<D, C, kLdsm>(acc, x, static_cast<const S*>(a.down_weight), H, R, static_cast<const S*>(a.down_bias),
+                        static_cast<const S*>(a.prev_state), a.prev_row_stride, static_cast<const S*>(a.states_scale),
+                        t0, rows, xs, wds, hs);
   __syncthreads();
   {
     const S* nw = static_cast<const S*>(a.norm_weight);

@@ -28,8 +28,11 @@ token in bf16/fp16; new_residual and normed are recomputed, not saved), plus the
 ``router_state`` (the next layer's ``prev_state``) and ``logits`` (``return_logits``, for aux losses). The
 choice ``expert_index`` is not differentiable (as in transformers) and ``balancing_biases`` gets no gradient
 (detached in the reference). Backward op ``zaya::router_backward``: CPU kernel csrc/cpu/router_backward.cpp
-(ATen GEMMs, threaded elementwise parts, deterministic); on CUDA/HIP and the emulators the reference by
-recompute. **Saved**: the forward's inputs and ``expert_index``; the MLP (rho, norm, two GELU layers,
+(ATen GEMMs, threaded elementwise parts, deterministic); on CUDA/HIP and the emulators the portable kernels
+of csrc/kernels/router_backward.cuh (the forward's tiles recomputed on chip, the chain backwards on the matrix
+units, weight gradients as fixed 1024-token chunk partials summed in order: deterministic, no atomics) for
+bfloat16/float16 with max(R, E+1) <= 512, the forward kernel's coverage; anything else (the kernel raises
+NotImplementedError) runs the reference by recompute. **Saved**: the forward's inputs and ``expert_index``; the MLP (rho, norm, two GELU layers,
 logits, softmax) is recomputed in the backward. New memory: 4 bytes per token (the int32 index, an
 output anyway); it keeps ``x`` (H * 2 bytes per token in bf16/fp16) and ``prev_state`` (2R) alive. Saving
 the activations instead would cost about 7R + (E+1) param-dtype values per token (14R + 2(E+1) bytes in
@@ -105,9 +108,12 @@ NOT_DIFFERENTIABLE = ("cca_qkv",)
 
 _REGISTERED: set[str] = set()
 # Ops whose backward has a CUDA/HIP kernel (also what the emulator namespaces run).
-_GPU_BACKWARD_KERNELS = ("rms_norm", "residual_scale_rmsnorm", "moe_top1", "cca_attention")
+_GPU_BACKWARD_KERNELS = ("rms_norm", "residual_scale_rmsnorm", "moe_top1", "cca_attention", "router")
 # Where a GPU backward kernel covers only some inputs: what it covers (the rest recomputes the reference).
-_GPU_BACKWARD_COVERS = {"cca_attention": "bfloat16/float16 with head dim 64 or 128; otherwise reference (recompute)"}
+_GPU_BACKWARD_COVERS = {
+    "cca_attention": "bfloat16/float16 with head dim 64 or 128; otherwise reference (recompute)",
+    "router": "bfloat16/float16 with R and E+1 up to 512; float32 or larger: reference (recompute)",
+}
 
 
 def _vjp(fn: Callable[..., torch.Tensor | tuple[torch.Tensor, ...]], inputs: Sequence[torch.Tensor],
@@ -235,7 +241,10 @@ def register_namespace(ns: str) -> None:
         *tensors, index = ctx.saved_tensors
         if not ctx.return_logits:
             g_logits = None
-        g = ops.router_backward(g_weight, g_state, g_logits, *tensors, index, ctx.eps)
+        try:
+            g = ops.router_backward(g_weight, g_state, g_logits, *tensors, index, ctx.eps)
+        except NotImplementedError:  # outside the GPU kernel's coverage (float32, R or E+1 > 512), or no kernel
+            g = _router_backward_by_reference(g_weight, g_state, g_logits, *tensors, index, ctx.eps)
         has_prev = tensors[1] is not None
         return (g[0], g[1] if has_prev else None, g[2], g[3], g[4] if has_prev else None, *g[5:], None, None, None)
 
@@ -306,7 +315,8 @@ def register_namespace(ns: str) -> None:
 
 def backward_backends(device: torch.device | str = "cpu") -> dict[str, str]:
     """What runs each op's backward on ``device``: ``"kernel (cpu)"``, ``"kernel (cuda)"`` (the portable
-    CUDA/HIP kernel), ``"reference (recompute: ...)"`` for a device without a backward kernel yet, or
+    CUDA/HIP kernel; followed by ``"; <inputs>: reference by recompute"`` where the kernel leaves some valid
+    inputs to the reference), ``"reference (recompute: ...)"`` for a device without a backward kernel yet, or
     ``"not differentiable yet"``."""
     dev = torch.device(device)
     out = {}
