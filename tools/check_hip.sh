@@ -58,7 +58,7 @@ trap 'rm -rf "$tmp"' EXIT
 if [ -n "${ZAYA_HIP_ISA_DIR:-}" ]; then mkdir -p "$ZAYA_HIP_ISA_DIR"; fi
 
 # The matrix kernel of each file: it must exist and hold v_mfma instructions on every arch.
-declare -A matrix=([router]=router_kernel [moe_top1]=expert_gemm [cca_qkv]=cca_qkv_kernel
+declare -A matrix=([router]=router_kernel [moe_top1]=expert_gemm [cca_qkv]=cca_qkv_kernel [cca_qkv_backward]=conv_kernel
                    [cca_attention]=cca_attention_fwd)
 
 # The headers of the no-wsize variant: a copy of the HIP headers whose warpSize does not read the macro.

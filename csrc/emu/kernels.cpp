@@ -5,6 +5,7 @@
 #include "../../cuda/norms_backward.cu"
 #include "../../cuda/moe_top1.cu"
 #include "../../cuda/cca_qkv.cu"
+#include "../../cuda/cca_qkv_backward.cu"
 #include "../../cuda/router.cu"
 #include "../../cuda/cca_attention.cu"
 #include "../../cuda/wgmma_tile.cu"
