@@ -24,9 +24,9 @@
 //   sequence's first token the conv_state gradient. Values: a reshuffle of grad_v.
 //
 // Kernels, in stream order:
-//   1. gy (grid ceil(T / bm) x heads, per kind of group, bm = the forward's block_tokens(D)): conv_gemm
-//      (identical to the forward's), x = Y + bias + residual, then a warp per row: norm/RoPE/temperature
-//      backward -> GY (fp32, workspace) and the row's d qk_temp term.
+//   1. x (grid ceil(T / bm) x heads, per kind of group, bm = the forward's block_tokens(D)): conv_gemm
+//      (the forward's), x = Y + bias + residual -> the workspace's GY rows; then norm (a warp per row):
+//      norm/RoPE/temperature backward -> GY in place (fp32) and the row's d qk_temp term.
 //   2. conv (grid S x heads x D / 16 per kind of group, S = ceil(T / 256) token ranges, 16 channels (32 K columns)
 //      per CTA): for each 32-token block of its range: GY rows staged in two parts (A of GA, B of
 //      dWg^T), the A chunk rebuilt (cca_qkv's build_a_chunk) and transposed (A of dWg^T), GA = GY
@@ -81,7 +81,7 @@ using vendor::fmul;
 using vendor::kWarpSize;
 
 inline constexpr int kMaxD = 128;                  // static shared memory of the conv kernel
-inline constexpr int kPerLane = kMaxD / kWarpSize;  // row elements per lane in the gy kernel
+inline constexpr int kPerLane = kMaxD / kWarpSize;  // row elements per lane in norm_kernel
 inline constexpr int kBT = 32;                      // tokens per block of the conv kernel
 inline constexpr int kKW = 32;                      // K columns (16 channels, two taps) per conv CTA
 inline constexpr int kCh = kKW / 2;
@@ -100,15 +100,14 @@ static_assert(kMaxD / 16 <= kWarps, "one dWg n-tile per warp");
 inline constexpr int kGySmemBytes = cca_qkv::conv_gemm_split_smem_bytes(kMaxD);
 struct GySmem {
   uint4 raw[kGySmemBytes / 16];
-  int64_t r_cs[cca_qkv::kMaxBM];
   int r_i[cca_qkv::kMaxBM];  // index in its sequence; -1: no token (or in no sequence); -2: bad position
   int r_slot[cca_qkv::kMaxBM];
 };
 
 template <class P, bool IsK>
-__global__ void __launch_bounds__(kThreads) gy_kernel(CcaQkvBackwardArgs a) {
+__global__ void __launch_bounds__(kThreads) x_kernel(CcaQkvBackwardArgs a) {
   __shared__ GySmem sm;
-  const int tid = static_cast<int>(threadIdx.x), lane = vendor::lane_id(), warp = tid / kWarpSize;
+  const int tid = static_cast<int>(threadIdx.x);
   const int D = static_cast<int>(a.D), bm = cca_qkv::block_tokens(D);
   const int64_t t0 = static_cast<int64_t>(blockIdx.x) * bm;
   const int nq = static_cast<int>(a.nq), g = static_cast<int>(a.nq / a.nkv);
@@ -130,7 +129,7 @@ __global__ void __launch_bounds__(kThreads) gy_kernel(CcaQkvBackwardArgs a) {
         i = pos >= 0 && pos < a.P ? static_cast<int>(t - a.cu_seqlens[b]) : -2;
       }
     }
-    sm.r_i[r] = i, sm.r_slot[r] = slot, sm.r_cs[r] = pos * a.cs_rs;
+    sm.r_i[r] = i, sm.r_slot[r] = slot;
   }
   __syncthreads();
 
@@ -156,72 +155,85 @@ __global__ void __launch_bounds__(kThreads) gy_kernel(CcaQkvBackwardArgs a) {
   }
   __syncthreads();
 
-  // A warp per row: gx = RoPE^T go (then * temp for keys), GY = r (gx - x (x . gx) / n^2) with
-  // r = sqrt(D) / max(n, eps) (the clamp passes no gradient to n below eps).
-  const int half = static_cast<int>(a.half);
-  const uint16_t* cos_sin = static_cast<const uint16_t*>(a.cos_sin);
-  const int heads = IsK ? static_cast<int>(a.nkv) : nq;
-  const uint16_t* gsrc = static_cast<const uint16_t*>(IsK ? a.grad_k : a.grad_q);
-  const float tk = IsK ? P::to_float(static_cast<const uint16_t*>(a.temp)[j]) : 1.f;
-  for (int r = warp; r < bm; r += kWarps) {
+  // x into the workspace's GY rows (norm_kernel turns them into GY in place): rows in no sequence 0,
+  // rows with a bad position NaN.
+  for (int u = tid; u < bm * D; u += kThreads) {
+    const int r = u / D, d = u % D;
     const int64_t t = t0 + r;
-    const int i = sm.r_i[r];  // uniform over the warp
     if (t >= a.T) break;
-    float* gyo = GY + t * C + c0;
-    if (i < 0) {
-      const float fill = i == -1 ? 0.f : NAN;
-      for (int d = lane; d < D; d += kWarpSize) gyo[d] = fill;
-      if (IsK && lane == 0) a.workspace[a.T * C + t * a.nkv + j] = fill;
-      continue;
-    }
-    const uint16_t* go = gsrc + (t * heads + head) * D;
-    const uint16_t* cs = cos_sin + sm.r_cs[r];
-    const float* x = Y + r * ldy;
-    float gx[kPerLane], xv[kPerLane];
-    float ss = 0.f, gdot = 0.f;
+    const int i = sm.r_i[r];
+    GY[t * C + c0 + d] = i >= 0 ? Y[r * ldy + d] : (i == -1 ? 0.f : NAN);
+  }
+}
+
+// A warp per row (token blockIdx.x * kWarps + warp, head blockIdx.y of the kind): from x, gx = RoPE^T go
+// (then * temp for keys), GY = r (gx - x (x . gx) / n^2) with r = sqrt(D) / max(n, eps) (the clamp passes
+// no gradient to n below eps), in place; keys: the row's d qk_temp term. A separate kernel from x_kernel:
+// together they kept too many scalar registers live on CDNA.
+template <class P, bool IsK>
+__global__ void __launch_bounds__(kThreads) norm_kernel(CcaQkvBackwardArgs a) {
+  const int lane = vendor::lane_id(), warp = static_cast<int>(threadIdx.x) / kWarpSize;
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
+  if (t >= a.T) return;  // uniform over the warp
+  const int D = static_cast<int>(a.D), nq = static_cast<int>(a.nq);
+  const int head = static_cast<int>(blockIdx.y), gi = head + (IsK ? nq : 0), j = head;
+  const int c0 = gi * D, C = static_cast<int>((a.nq + a.nkv) * a.D);
+  float* gyo = a.workspace + t * C + c0;
+  const int64_t b = sequence_of(a.cu_seqlens, a.B, t);
+  const int64_t pos = b >= 0 ? a.positions[t] : 0;
+  if (b < 0 || a.cu_seqlens[b] < 0 || pos < 0 || pos >= a.P) {  // x is 0 or NaN already
+    if (IsK && lane == 0) a.workspace[a.T * C + t * a.nkv + j] = b < 0 || a.cu_seqlens[b] < 0 ? 0.f : NAN;
+    return;
+  }
+  const int half = static_cast<int>(a.half);
+  const uint16_t* go = static_cast<const uint16_t*>(IsK ? a.grad_k : a.grad_q) +
+                       (t * (IsK ? a.nkv : a.nq) + head) * D;
+  const uint16_t* cs = static_cast<const uint16_t*>(a.cos_sin) + pos * a.cs_rs;
+  float gx[kPerLane], xv[kPerLane];
+  float ss = 0.f, gdot = 0.f;
 #pragma unroll
-    for (int m = 0; m < kPerLane; ++m) {
-      const int d = lane + m * kWarpSize;
-      gx[m] = xv[m] = 0.f;
-      if (d >= D) continue;
-      const float gd = P::to_float(go[d]);
-      float v = gd;
-      if (d < half) {
-        v = fadd(fmul(gd, P::to_float(cs[d])), fmul(P::to_float(go[d + half]), P::to_float(cs[half + d])));
-      } else if (d < 2 * half) {
-        const int e = d - half;
-        v = fadd(fmul(gd, P::to_float(cs[e])), -fmul(P::to_float(go[e]), P::to_float(cs[d])));
-      }
-      gx[m] = v;
-      xv[m] = x[d];
-      ss = fadd(ss, fmul(xv[m], xv[m]));
-      gdot = fadd(gdot, fmul(v, xv[m]));
+  for (int m = 0; m < kPerLane; ++m) {
+    const int d = lane + m * kWarpSize;
+    gx[m] = xv[m] = 0.f;
+    if (d >= D) continue;
+    const float gd = P::to_float(go[d]);
+    float v = gd;
+    if (d < half) {
+      v = fadd(fmul(gd, P::to_float(cs[d])), fmul(P::to_float(go[d + half]), P::to_float(cs[half + d])));
+    } else if (d < 2 * half) {
+      const int e = d - half;
+      v = fadd(fmul(gd, P::to_float(cs[e])), -fmul(P::to_float(go[e]), P::to_float(cs[d])));
     }
-    for (int off = kWarpSize / 2; off > 0; off >>= 1) {
-      ss = fadd(ss, vendor::shfl_xor(ss, off));
-      gdot = fadd(gdot, vendor::shfl_xor(gdot, off));
-    }
-    const float n = vendor::sqrt_rn(ss);
-    const float rs = vendor::fdiv(a.sqrt_d, n < a.eps ? a.eps : n);  // NaN stays NaN
-    if (IsK) {
-      if (lane == 0) a.workspace[a.T * C + t * a.nkv + j] = fmul(gdot, rs);
+    gx[m] = v;
+    xv[m] = gyo[d];
+    ss = fadd(ss, fmul(xv[m], xv[m]));
+    gdot = fadd(gdot, fmul(v, xv[m]));
+  }
+  for (int off = kWarpSize / 2; off > 0; off >>= 1) {
+    ss = fadd(ss, vendor::shfl_xor(ss, off));
+    gdot = fadd(gdot, vendor::shfl_xor(gdot, off));
+  }
+  const float n = vendor::sqrt_rn(ss);
+  const float rs = vendor::fdiv(a.sqrt_d, n < a.eps ? a.eps : n);  // NaN stays NaN
+  if (IsK) {
+    if (lane == 0) a.workspace[a.T * C + t * a.nkv + j] = fmul(gdot, rs);
+    const float tk = P::to_float(static_cast<const uint16_t*>(a.temp)[j]);
 #pragma unroll
-      for (int m = 0; m < kPerLane; ++m) gx[m] = fmul(gx[m], tk);
-      gdot = fmul(gdot, tk);  // x . (gx * temp)
-    }
-    if (n >= a.eps && n > 0.f) {
-      const float kk = vendor::fdiv(gdot, fmul(n, n));
+    for (int m = 0; m < kPerLane; ++m) gx[m] = fmul(gx[m], tk);
+    gdot = fmul(gdot, tk);  // x . (gx * temp)
+  }
+  if (n >= a.eps && n > 0.f) {
+    const float kk = vendor::fdiv(gdot, fmul(n, n));
 #pragma unroll
-      for (int m = 0; m < kPerLane; ++m) gx[m] = fmul(rs, fadd(gx[m], -fmul(xv[m], kk)));
-    } else {
+    for (int m = 0; m < kPerLane; ++m) gx[m] = fmul(rs, fadd(gx[m], -fmul(xv[m], kk)));
+  } else {
 #pragma unroll
-      for (int m = 0; m < kPerLane; ++m) gx[m] = fmul(gx[m], rs);
-    }
+    for (int m = 0; m < kPerLane; ++m) gx[m] = fmul(gx[m], rs);
+  }
 #pragma unroll
-    for (int m = 0; m < kPerLane; ++m) {
-      const int d = lane + m * kWarpSize;
-      if (d < D) gyo[d] = gx[m];
-    }
+  for (int m = 0; m < kPerLane; ++m) {
+    const int d = lane + m * kWarpSize;
+    if (d < D) gyo[d] = gx[m];
   }
 }
 
@@ -240,6 +252,7 @@ struct alignas(16) ConvSmem {
   uint16_t As[2][kBT * kLdW];                    // the A chunk (cca_qkv::build_a_chunk), two parts
   uint16_t At[2][kKW * kLdT];                    // and transposed: A of dWg^T
   int r_i[kBT], r_slot[kBT], r_n[kBT];
+  int64_t r_soff[kBT];                           // the row's conv_state row offset (b * st0)
 };
 static_assert(sizeof(ConvSmem) <= 48 * 1024, "static shared memory must stay under 48 KB");
 
@@ -285,7 +298,7 @@ __global__ void __launch_bounds__(kThreads) conv_kernel(CcaQkvBackwardArgs a) {
   const uint16_t* zc = zsrc + d;
   const uint16_t* cst = static_cast<const uint16_t*>(a.conv_state) + c * a.st1;
   uint16_t* gst = static_cast<uint16_t*>(a.g_state) + c * 2;
-  const int64_t ors = IsK ? a.nkv * a.D : qw;  // output row stride
+  const int ors = IsK ? static_cast<int>(a.nkv * a.D) : qw;  // output row stride
   uint16_t* gout = static_cast<uint16_t*>(IsK ? a.g_kt : a.g_qt) + (IsK ? c - qw : c);
   const float* gyc = GY + c;                                                       // this channel's GY
   const float* gyo = GY + (IsK ? static_cast<int64_t>(j * g) * D : qw + static_cast<int64_t>(j) * D) + d;  // the other path's
@@ -315,7 +328,7 @@ __global__ void __launch_bounds__(kThreads) conv_kernel(CcaQkvBackwardArgs a) {
           n = static_cast<int>(a.cu_seqlens[bb + 1] - a.cu_seqlens[bb]);
         }
       }
-      sm.r_i[r] = i, sm.r_slot[r] = b, sm.r_n[r] = n;
+      sm.r_i[r] = i, sm.r_slot[r] = b, sm.r_n[r] = n, sm.r_soff[r] = b * a.st0;
     }
     // GY rows of the block (tokens of the range; others 0), in two parts.
     for (int u = tid; u < kBT * D; u += kThreads) {
@@ -381,8 +394,9 @@ __global__ void __launch_bounds__(kThreads) conv_kernel(CcaQkvBackwardArgs a) {
       if (i < 0) continue;
       const int64_t t = t0 + r;
       const int b = sm.r_slot[r], n = sm.r_n[r];
+      const uint16_t* cs_b = cst + sm.r_soff[r];
       auto z = [&](int k) {  // z[t + k] of channel c
-        return i + k >= 0 ? P::to_float(zc[(t + k) * zrs]) : P::to_float(cst[b * a.st0 + (2 + i + k) * a.st2]);
+        return i + k >= 0 ? P::to_float(zc[(t + k) * zrs]) : P::to_float(cs_b[(2 + i + k) * a.st2]);
       };
       const float* ga0 = sm.GAs + r * kLdGA + 2 * cl;
       const float* ga1 = ga0 + kLdGA;
@@ -503,12 +517,12 @@ inline const char* launch_cca_qkv_backward_impl(const CcaQkvBackwardArgs& a, ven
   const float* pdb = pdw + S * 2 * C;
   auto run = [&](auto pt) -> const char* {
     using P = decltype(pt);
-    if (const char* err = vendor::launch(&gy_kernel<P, false>, dim3(blocks, static_cast<unsigned>(a.nq)), block, 0,
-                                         stream, a))
-      return err;
-    if (const char* err = vendor::launch(&gy_kernel<P, true>, dim3(blocks, static_cast<unsigned>(a.nkv)), block, 0,
-                                         stream, a))
-      return err;
+    const unsigned nq = static_cast<unsigned>(a.nq), nkv = static_cast<unsigned>(a.nkv);
+    if (const char* err = vendor::launch(&x_kernel<P, false>, dim3(blocks, nq), block, 0, stream, a)) return err;
+    if (const char* err = vendor::launch(&x_kernel<P, true>, dim3(blocks, nkv), block, 0, stream, a)) return err;
+    const unsigned rows = static_cast<unsigned>((a.T + kWarps - 1) / kWarps);
+    if (const char* err = vendor::launch(&norm_kernel<P, false>, dim3(rows, nq), block, 0, stream, a)) return err;
+    if (const char* err = vendor::launch(&norm_kernel<P, true>, dim3(rows, nkv), block, 0, stream, a)) return err;
     const unsigned chunks = static_cast<unsigned>(a.D / kCh);
     if (const char* err = vendor::launch(&conv_kernel<P, false>, dim3(static_cast<unsigned>(S),
                                          static_cast<unsigned>(a.nq), chunks), block, 0, stream, a))
