@@ -18,6 +18,7 @@ import torch
 
 import zaya_ops
 from conftest import EMULATORS, use_target
+from zaya_ops import _autograd
 from zaya_ops import reference as ref
 from zaya_ops import samples, tolerances
 
@@ -124,18 +125,6 @@ def test_forward_on_emulator(target, monkeypatch):
     out = zaya_ops.cca_qkv_functional(**kw)
     want = ref.cca_qkv_functional(**kw)
     tolerances.require(tolerances.cca_qkv_functional(out, want, torch.bfloat16))
-
-
-@pytest.mark.parametrize("target", EMULATORS)
-def test_backward_on_emulator_by_recompute(target, monkeypatch):
-    """No GPU backward kernel yet: the emulator namespace's backward op runs the reference's autograd."""
-    use_target(target, monkeypatch)
-    kw, gouts = _case([6, 0, 3], torch.bfloat16, 7, D=64, rot=32)
-    got = _grads(zaya_ops.cca_qkv_functional, kw, gouts)
-    monkeypatch.undo()
-    want = _grads(ref.cca_qkv_functional, kw, gouts)
-    for name, a, b in zip(GRAD_NAMES, got, want):
-        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -310,4 +299,75 @@ def test_forward_bad_input_names_argument(change, exc, match):
 
 def test_backward_backends():
     assert zaya_ops.backward_backends("cpu")["cca_qkv_functional"] == "kernel (cpu)"
-    assert zaya_ops.backward_backends("cuda")["cca_qkv_functional"].startswith("reference (recompute")
+    assert zaya_ops.backward_backends("cuda")["cca_qkv_functional"].startswith("kernel (cuda: bfloat16/float16 with head dim")
+
+
+# --------------------------------------------------------------------------------------------------
+# The GPU backward kernels under the emulator (csrc/kernels/cca_qkv_backward.cuh): bf16/fp16, as the
+# forward kernel; the 2x rule against float64 autograd of the reference, as the CPU kernel.
+# --------------------------------------------------------------------------------------------------
+
+GPU_DTYPES = [torch.bfloat16, torch.float16]
+# (lens, _case options): T = 1, 7, 257 (two 256-token partial ranges, a 2-token halo across conv blocks),
+# varlen with an empty sequence, histories (default) or none, separate tensors, the largest head dim.
+EMU_CASES = [([1], {}), ([7], {}), ([257], {}), ([5, 0, 3, 40], {}),
+             ([2, 9], dict(D=64, rot=32, fused=False, history=False)), ([17, 4], dict(D=128, rot=64, nq=2, nkv=1))]
+
+
+@pytest.mark.parametrize("target", EMULATORS)
+@pytest.mark.parametrize("dtype", GPU_DTYPES, ids=lambda d: str(d)[6:])
+@pytest.mark.parametrize("lens,extra", EMU_CASES, ids=lambda c: str(c).replace(" ", ""))
+def test_emulated_gpu_backward(target, dtype, lens, extra, monkeypatch):
+    use_target(target, monkeypatch)
+    kw, gouts = _case(lens, dtype, 60 + sum(lens), **extra)
+    _check_2x(kw, gouts, f"{target} {lens} {extra}")
+
+
+@pytest.mark.parametrize("target", EMULATORS)
+def test_emulated_gpu_backward_strided_deterministic_opcheck(target):
+    ns = getattr(torch.ops, "zaya_" + target)
+    kw, gouts = _case([6, 0, 9], torch.bfloat16, 61)
+    args = list(_backward_args(kw, gouts))
+    first = ns.cca_qkv_functional_backward(*args)
+    assert all(torch.equal(a, b) for a, b in zip(first, ns.cca_qkv_functional_backward(*args)))  # run to run
+    # non-contiguous upstream gradients, conv_state, cos_sin and weights: the same bits
+    strided = list(args)
+    for i in (0, 1, 2, 5, 6, 7, 8, 13):
+        t = args[i]
+        strided[i] = torch.stack([t, torch.zeros_like(t)], dim=-1)[..., 0]
+    strided[10] = torch.cat([args[10], args[10]], dim=1)[:, : args[10].shape[1]]
+    assert not strided[0].is_contiguous() and not strided[13].is_contiguous()
+    for name, a, b in zip(GRAD_NAMES, first, ns.cca_qkv_functional_backward(*strided)):
+        assert torch.equal(a, b), name
+    torch.library.opcheck(ns.cca_qkv_functional_backward.default, args, test_utils=("test_schema", "test_faketensor"))
+
+
+@pytest.mark.parametrize("target", EMULATORS)
+@pytest.mark.parametrize("i,change,exc,match", [b for b in BAD_BACKWARD if b[0] not in (11, 12)],
+                         ids=[b[3] for b in BAD_BACKWARD if b[0] not in (11, 12)])
+def test_emulated_gpu_backward_bad_input_names_argument(target, i, change, exc, match):
+    """The GPU glue's checks are the CPU kernel's (csrc/cca_qkv_checks.h); index values are not read there."""
+    kw, gouts = _case([4, 2], torch.bfloat16, 53)
+    args = list(_backward_args(kw, gouts))
+    args[i] = change(args[i])
+    with pytest.raises(exc, match=match):
+        getattr(torch.ops, "zaya_" + target).cca_qkv_functional_backward(*args)
+
+
+@pytest.mark.parametrize("target", EMULATORS)
+def test_emulated_gpu_backward_outside_coverage(target, monkeypatch):
+    """float32 and head dims over 128 (which the forward kernel takes): NotImplementedError from the
+    backward op; under autograd the reference by recompute runs instead."""
+    ns = getattr(torch.ops, "zaya_" + target)
+    kw, gouts = _case([3], torch.float32, 62)
+    with pytest.raises(NotImplementedError, match="bfloat16 or float16"):
+        ns.cca_qkv_functional_backward(*_backward_args(kw, gouts))
+    kw, gouts = _case([2], torch.bfloat16, 63, nq=1, nkv=1, D=144, rot=16)
+    with pytest.raises(NotImplementedError, match="at most 128"):
+        ns.cca_qkv_functional_backward(*_backward_args(kw, gouts))
+    use_target(target, monkeypatch)
+    got = _grads(zaya_ops.cca_qkv_functional, kw, gouts)
+    args = (*_backward_args(kw, gouts)[:-1], torch.finfo(torch.bfloat16).eps)  # _grads' eps
+    want = _autograd._cca_qkv_functional_backward_by_reference(*args)
+    for name, a, i in zip(GRAD_NAMES, got, range(11)):
+        assert torch.equal(a, want[i]), name

@@ -60,7 +60,7 @@ if [ -n "${ZAYA_HIP_ISA_DIR:-}" ]; then mkdir -p "$ZAYA_HIP_ISA_DIR"; fi
 # The matrix kernel of each file: it must exist and hold v_mfma instructions on every arch.
 # (several kernels: names separated by '|', each must hold v_mfma.)
 declare -A matrix=([router]=router_kernel [router_backward]=router_bwd_layer [moe_top1]=expert_gemm
-                   [moe_top1_backward]=expert_bwd_gemm [cca_qkv]=cca_qkv_kernel
+                   [moe_top1_backward]=expert_bwd_gemm [cca_qkv]=cca_qkv_kernel [cca_qkv_backward]=conv_kernel
                    [cca_attention]=cca_attention_fwd
                    [cca_attention_backward]="cca_attention_bwd_dq|cca_attention_bwd_dkdv")
 

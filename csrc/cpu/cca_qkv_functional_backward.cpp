@@ -30,6 +30,7 @@
 
 #include "arg_checks.h"
 #include "cca_common.h"
+#include "cca_qkv_checks.h"
 
 namespace {
 
@@ -323,62 +324,12 @@ Grads cca_qkv_functional_backward_cpu(const at::Tensor& grad_q, const at::Tensor
                                       const at::Tensor& cu_seqlens, const at::Tensor& conv_state, double qk_norm_eps) {
   constexpr const char* op = "zaya::cca_qkv_functional_backward";
   check_cpu(op, "qt", qt);
-  TORCH_CHECK_TYPE(is_float_dtype(qt.scalar_type()) || qt.scalar_type() == at::kDouble, op,
-                   ": qt must have dtype in (float32, bfloat16, float16, float64), got ", dtype_name(qt.scalar_type()));
-  check_matrix(op, "qt", qt);
+  const auto dims = check_cca_qkv_functional_backward_args(grad_q, grad_k, grad_v, qt, kt, conv_dw_weight,
+                                                           conv_dw_bias, conv_g_weight, conv_g_bias, qk_temp,
+                                                           cos_sin, positions, cu_seqlens, conv_state, qk_norm_eps);
+  const int64_t T = dims.T, D = dims.D, nq = dims.nq, nkv = dims.nkv, C = dims.C, hv = dims.hv, B = dims.B;
+  const int64_t P = dims.P, rot = dims.rot;
   const auto dt = qt.scalar_type();
-  auto like_qt = [&](const char* name, const at::Tensor& t) {
-    check_dtype(op, name, t, dt, " (like qt)");
-    check_same_device(op, name, t, qt, "qt");
-  };
-  like_qt("conv_g_weight", conv_g_weight);
-  TORCH_CHECK_VALUE(conv_g_weight.dim() == 3 && conv_g_weight.size(1) > 0 && conv_g_weight.size(1) % 2 == 0, op,
-                    ": conv_g_weight must be [C, D, 2] with an even head dim D > 0, got shape ",
-                    shape_str(conv_g_weight.sizes()));
-  const int64_t T = qt.size(0), D = conv_g_weight.size(1);
-  TORCH_CHECK_VALUE(qt.size(1) > 0 && qt.size(1) % D == 0, op, ": qt width ", qt.size(1),
-                    " must be a positive multiple of the head dim ", D);
-  like_qt("kt", kt);
-  check_matrix(op, "kt", kt);
-  TORCH_CHECK_VALUE(kt.size(1) > 0 && kt.size(1) % D == 0, op, ": kt width ", kt.size(1),
-                    " must be a positive multiple of the head dim ", D);
-  const int64_t nq = qt.size(1) / D, nkv = kt.size(1) / D, C = (nq + nkv) * D, hv = nkv * D / 2;
-  TORCH_CHECK_VALUE(nq % nkv == 0, op, ": query heads (", nq, ") must be a multiple of KV heads (", nkv, ")");
-  const struct {
-    const char* name;
-    const at::Tensor& t;
-    std::vector<int64_t> shape;
-  } fixed[] = {{"grad_q", grad_q, {T, nq, D}},
-               {"grad_k", grad_k, {T, nkv, D}},
-               {"grad_v", grad_v, {T, nkv, D}},
-               {"kt", kt, {T, nkv * D}},
-               {"conv_dw_weight", conv_dw_weight, {C, 1, 2}},
-               {"conv_dw_bias", conv_dw_bias, {C}},
-               {"conv_g_weight", conv_g_weight, {C, D, 2}},
-               {"conv_g_bias", conv_g_bias, {C}},
-               {"qk_temp", qk_temp, {nkv}}};
-  for (const auto& f : fixed) {
-    like_qt(f.name, f.t);
-    check_shape(op, f.name, f.t, f.shape);
-  }
-  like_qt("cos_sin", cos_sin);
-  TORCH_CHECK_VALUE(cos_sin.dim() == 2, op, ": cos_sin must be 2-D [P, rot], got shape ", shape_str(cos_sin.sizes()));
-  const int64_t P = cos_sin.size(0), rot = cos_sin.size(1);
-  TORCH_CHECK_VALUE(rot % 2 == 0 && rot <= D, op, ": cos_sin width (rotary dims) must be even and <= head dim ", D,
-                    ", got ", rot);
-  check_dtype(op, "positions", positions, at::kLong, "");
-  check_same_device(op, "positions", positions, qt, "qt");
-  check_shape(op, "positions", positions, {T});
-  check_dtype(op, "cu_seqlens", cu_seqlens, at::kInt, "");
-  check_same_device(op, "cu_seqlens", cu_seqlens, qt, "qt");
-  TORCH_CHECK_VALUE(cu_seqlens.dim() == 1 && cu_seqlens.size(0) >= 2, op,
-                    ": cu_seqlens must be 1-D and hold at least two entries (one sequence), got shape ",
-                    shape_str(cu_seqlens.sizes()));
-  const int64_t B = cu_seqlens.size(0) - 1;
-  like_qt("conv_state", conv_state);
-  check_shape(op, "conv_state", conv_state, {B, C, 2});
-  TORCH_CHECK_VALUE(std::isfinite(qk_norm_eps) && qk_norm_eps > 0, op,
-                    ": qk_norm_eps must be a positive finite number, got ", qk_norm_eps);
   const std::vector<int64_t> cu = host_ints(cu_seqlens);
   check_cu_seqlens_values("cu_seqlens", cu, T);
   const std::vector<int64_t> pos = host_ints(positions);

@@ -88,6 +88,16 @@ constexpr int max_smem_bytes() {
   return m;
 }
 inline constexpr int kSmemBytes = (max_smem_bytes() + 15) / 16 * 16;
+// conv_gemm<P, true>'s shared memory for head dims up to max_d (the A chunk's low part after Ws).
+constexpr int conv_gemm_split_smem_bytes(int max_d) {
+  int m = 0;
+  for (int D = 16; D <= max_d; D += 16) {
+    const int ng = (D / 16 + kNT - 1) / kNT, bm = 16 * (kWarps / ng);
+    const int stage = (2 * bm + D) * kLdK * 2, y = bm * (D + 4) * 4, b = stage > y ? stage : y;
+    m = b > m ? b : m;
+  }
+  return (m + 15) / 16 * 16;
+}
 static_assert(kSmemBytes + kMaxBM * 28 <= 48 * 1024, "static shared memory must stay under 48 KB");
 
 // 8 consecutive 16-bit values.
@@ -109,8 +119,8 @@ ZAYA_DEV int64_t sequence_of(const int32_t* cu, int64_t B, int64_t t) {
 
 // z of 8 channels (c, relative to the group's first channel in qt/kt, and gc absolute) for the
 // token at offset k (-2..0) of row t, sequence index i: from the projections, or conv_state.
-template <class P>
-ZAYA_DEV void load_z(const CcaQkvArgs& a, const uint16_t* zsrc, int64_t zrs, int64_t t, int64_t i, int k,
+template <class P, class Args>
+ZAYA_DEV void load_z(const Args& a, const uint16_t* zsrc, int64_t zrs, int64_t t, int64_t i, int k,
                      int slot, int64_t gc, float (&z)[8]) {
   if (i + k >= 0) {
     const Raw8 r = load8(zsrc + (t + k) * zrs);
@@ -121,6 +131,134 @@ ZAYA_DEV void load_z(const CcaQkvArgs& a, const uint16_t* zsrc, int64_t zrs, int
 #pragma unroll
     for (int e = 0; e < 8; ++e) z[e] = P::to_float(h[e * a.st1]);
   }
+}
+
+// Row r's A chunk for K columns [kc0, kc0 + kw) (kw 32 or 64) of the grouped conv of the channel group
+// starting at absolute channel c0, token t0 + r: A[r][2cl] = u[t-1], A[r][2cl+1] = u[t] of channel
+// kc0 / 2 + cl, rounded to the dtype (rows with r_i[r] < 0: zeros), into As (row pitch lda), by
+// threads tid, tid + kThreads, ... Shared by the forward and the backward (csrc/kernels/cca_qkv_backward.cuh):
+// Args is CcaQkvArgs or the backward's, with the same fields conv_state, st0..st2, dw_w, dw_b.
+// kSplit (the backward): u is kept to about 22 bits as As + As_lo, As_lo = round(u - round(u)).
+template <class P, bool kSplit = false, class Args>
+ZAYA_DEV void build_a_chunk(const Args& a, uint16_t* As, uint16_t* As_lo, int lda, int bm, int64_t t0, int kc0,
+                            int kw, int64_t c0, const uint16_t* zsrc, int64_t zrs, const int* r_i, const int* r_slot,
+                            int tid) {
+  const uint16_t* dw_w = static_cast<const uint16_t*>(a.dw_w);
+  const uint16_t* dw_b = static_cast<const uint16_t*>(a.dw_b);
+  const int ch0 = kc0 / 2, upr = kw / 16;  // first channel; 8-channel units per row
+  for (int u = tid; u < bm * upr; u += kThreads) {
+    const int r = u / upr, cl = (u % upr) * 8, ch = ch0 + cl;
+    const int i = r_i[r];
+    Raw8 lo, hi, lo2, hi2;  // A[r][2cl .. 2cl + 15] of the chunk (and the low parts)
+    if (i < 0) {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) lo.h[e] = hi.h[e] = lo2.h[e] = hi2.h[e] = 0;
+    } else {
+      const int64_t t = t0 + r;
+      float z2[8], z1[8], z0[8];
+      load_z<P>(a, zsrc + ch, zrs, t, i, -2, r_slot[r], c0 + ch, z2);
+      load_z<P>(a, zsrc + ch, zrs, t, i, -1, r_slot[r], c0 + ch, z1);
+      load_z<P>(a, zsrc + ch, zrs, t, i, 0, r_slot[r], c0 + ch, z0);
+      const Raw8 wa = load8(dw_w + 2 * (c0 + ch)), wb = load8(dw_w + 2 * (c0 + ch) + 8);
+      const Raw8 bb = load8(dw_b + c0 + ch);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        const uint16_t w0r = e < 4 ? wa.h[2 * e] : wb.h[2 * e - 8];
+        const uint16_t w1r = e < 4 ? wa.h[2 * e + 1] : wb.h[2 * e - 7];
+        const float w0 = P::to_float(w0r), w1 = P::to_float(w1r), b = P::to_float(bb.h[e]);
+        const float prev_f = fadd(fadd(fmul(w0, z2[e]), fmul(w1, z1[e])), b);  // u[t-1]
+        const float cur_f = fadd(fadd(fmul(w0, z1[e]), fmul(w1, z0[e])), b);   // u[t]
+        const uint16_t prev = P::from_float(prev_f), cur = P::from_float(cur_f);
+        uint16_t* dst = e < 4 ? &lo.h[2 * e] : &hi.h[2 * e - 8];
+        dst[0] = prev;
+        dst[1] = cur;
+        if constexpr (kSplit) {
+          uint16_t* dst2 = e < 4 ? &lo2.h[2 * e] : &hi2.h[2 * e - 8];
+          dst2[0] = P::from_float(fadd(prev_f, -P::to_float(prev)));
+          dst2[1] = P::from_float(fadd(cur_f, -P::to_float(cur)));
+        }
+      }
+    }
+    store8(As + r * lda + 2 * cl, lo);
+    store8(As + r * lda + 2 * cl + 8, hi);
+    if constexpr (kSplit) {
+      store8(As_lo + r * lda + 2 * cl, lo2);
+      store8(As_lo + r * lda + 2 * cl + 8, hi2);
+    }
+  }
+}
+
+// The grouped conv of one token block and channel group (first channel c0; z of channel c0 + ch at
+// zsrc[ch], row stride zrs): Y[r][n] = sum_k A[r][k] Wg[c0 + n][k] for r < bm = block_tokens(D), on the
+// mma (each warp one 16-row m-tile by up to kNT 16-column n-tiles, K in chunks of kKC), returned as
+// fp32 [bm][D + 4] in shared memory over smem_raw (kSmemBytes; kSplit: A as two parts, two mma each,
+// in conv_gemm_smem_bytes). Every thread of the block calls it (it holds barriers); the result is visible
+// to all on return.
+template <class P, bool kSplit = false, class Args>
+ZAYA_DEV float* conv_gemm(const Args& a, uint4* smem_raw, int bm, int64_t t0, int64_t c0, const uint16_t* zsrc,
+                          int64_t zrs, const int* r_i, const int* r_slot) {
+  const int tid = static_cast<int>(threadIdx.x), lane = vendor::lane_id(), warp = tid / kWarpSize;
+  const int D = static_cast<int>(a.D), D2 = 2 * D;
+  uint16_t* As = reinterpret_cast<uint16_t*>(smem_raw);
+  uint16_t* Ws = As + bm * kLdK;
+  uint16_t* As_lo = Ws + D * kLdK;  // kSplit only
+  const int ng = (D / 16 + kNT - 1) / kNT;
+  const int mt = warp / ng, n0 = (warp % ng) * kNT * 16;
+  const bool has_job = mt < bm / 16;  // uniform over the warp
+  const int ntl = (D - n0) / 16 < kNT ? (D - n0) / 16 : kNT;
+  mma::FragC acc[kNT];
+#pragma unroll
+  for (int nt = 0; nt < kNT; ++nt) mma::zero(acc[nt]);
+  const uint16_t* gw = static_cast<const uint16_t*>(a.gw) + c0 * D2;
+
+  for (int kc0 = 0; kc0 < D2; kc0 += kKC) {
+    const int kw = D2 - kc0 < kKC ? D2 - kc0 : kKC;  // 32 or 64
+    build_a_chunk<P, kSplit>(a, As, As_lo, kLdK, bm, t0, kc0, kw, c0, zsrc, zrs, r_i, r_slot, tid);
+    const int vpr = kw / 8;  // 16-byte vectors per weight row
+    for (int u = tid; u < D * vpr; u += kThreads) {
+      const int n = u / vpr, v = (u % vpr) * 8;
+      store8(Ws + n * kLdK + v, load8(gw + static_cast<int64_t>(n) * D2 + kc0 + v));
+    }
+    __syncthreads();
+    if (has_job) {
+      for (int ks = 0; ks < kw; ks += 16) {
+        const mma::FragA fa = mma::load_a(As + mt * 16 * kLdK + ks, kLdK, lane);
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt) {
+          if (nt < ntl) {
+            const mma::FragB fb = mma::load_b_nk(Ws + (n0 + nt * 16) * kLdK + ks, kLdK, lane);
+            mma::mma<P>(acc[nt], fa, fb);
+          }
+        }
+        if constexpr (kSplit) {
+          const mma::FragA fl = mma::load_a(As_lo + mt * 16 * kLdK + ks, kLdK, lane);
+#pragma unroll
+          for (int nt = 0; nt < kNT; ++nt) {
+            if (nt < ntl) {
+              const mma::FragB fb = mma::load_b_nk(Ws + (n0 + nt * 16) * kLdK + ks, kLdK, lane);
+              mma::mma<P>(acc[nt], fl, fb);
+            }
+          }
+        }
+      }
+    }
+    __syncthreads();
+  }
+
+  float* Y = reinterpret_cast<float*>(smem_raw);  // [bm][D + 4], over the staging buffers
+  const int ldy = D + 4;
+  if (has_job) {
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) {
+      if (nt < ntl) {
+#pragma unroll
+        for (int e = 0; e < mma::kAccum; ++e)
+          Y[(mt * 16 + mma::c_row(lane, e)) * ldy + n0 + nt * 16 + mma::c_col(lane, e)] = acc[nt].x[e];
+      }
+    }
+  }
+  __syncthreads();
+  return Y;
 }
 
 // Shared memory of one (token block, channel group) pass.
@@ -146,7 +284,7 @@ ZAYA_DEV void group_pass(const CcaQkvArgs& a, GroupSmem& sm, int head) {
   float* const r_scale = sm.r_scale;
 
   const int tid = static_cast<int>(threadIdx.x), lane = vendor::lane_id(), warp = tid / kWarpSize;
-  const int D = static_cast<int>(a.D), D2 = 2 * D;
+  const int D = static_cast<int>(a.D);
   const int bm = block_tokens(D);
   const int64_t t0 = static_cast<int64_t>(blockIdx.x) * bm;
   const int nq = static_cast<int>(a.nq), g = static_cast<int>(a.nq / a.nkv);
@@ -180,89 +318,10 @@ ZAYA_DEV void group_pass(const CcaQkvArgs& a, GroupSmem& sm, int head) {
   __syncthreads();
 
   // --- grouped conv: Y = A Wg^T over K chunks ------------------------------------------------------
-  uint16_t* As = reinterpret_cast<uint16_t*>(smem_raw);
-  uint16_t* Ws = As + bm * kLdK;
-  const int ng = (D / 16 + kNT - 1) / kNT;
-  const int mt = warp / ng, n0 = (warp % ng) * kNT * 16;
-  const bool has_job = mt < bm / 16;  // uniform over the warp
-  const int ntl = (D - n0) / 16 < kNT ? (D - n0) / 16 : kNT;
-  mma::FragC acc[kNT];
-#pragma unroll
-  for (int nt = 0; nt < kNT; ++nt) mma::zero(acc[nt]);
-
   const uint16_t* zsrc = is_k ? kt + (c0 - static_cast<int64_t>(nq) * D) : qt + c0;
   const int64_t zrs = is_k ? a.kt_rs : a.qt_rs;
-  const uint16_t* dw_w = static_cast<const uint16_t*>(a.dw_w);
-  const uint16_t* dw_b = static_cast<const uint16_t*>(a.dw_b);
-  const uint16_t* gw = static_cast<const uint16_t*>(a.gw) + c0 * D2;
-
-  for (int kc0 = 0; kc0 < D2; kc0 += kKC) {
-    const int kw = D2 - kc0 < kKC ? D2 - kc0 : kKC;  // 32 or 64
-    const int ch0 = kc0 / 2, upr = kw / 16;          // first channel; 8-channel units per row
-    for (int u = tid; u < bm * upr; u += kThreads) {
-      const int r = u / upr, cl = (u % upr) * 8, ch = ch0 + cl;
-      const int i = r_i[r];
-      Raw8 lo, hi;  // A[r][2cl .. 2cl + 15] of the chunk
-      if (i < 0) {
-#pragma unroll
-        for (int e = 0; e < 8; ++e) lo.h[e] = hi.h[e] = 0;
-      } else {
-        const int64_t t = t0 + r;
-        float z2[8], z1[8], z0[8];
-        load_z<P>(a, zsrc + ch, zrs, t, i, -2, r_slot[r], c0 + ch, z2);
-        load_z<P>(a, zsrc + ch, zrs, t, i, -1, r_slot[r], c0 + ch, z1);
-        load_z<P>(a, zsrc + ch, zrs, t, i, 0, r_slot[r], c0 + ch, z0);
-        const Raw8 wa = load8(dw_w + 2 * (c0 + ch)), wb = load8(dw_w + 2 * (c0 + ch) + 8);
-        const Raw8 bb = load8(dw_b + c0 + ch);
-#pragma unroll
-        for (int e = 0; e < 8; ++e) {
-          const uint16_t w0r = e < 4 ? wa.h[2 * e] : wb.h[2 * e - 8];
-          const uint16_t w1r = e < 4 ? wa.h[2 * e + 1] : wb.h[2 * e - 7];
-          const float w0 = P::to_float(w0r), w1 = P::to_float(w1r), b = P::to_float(bb.h[e]);
-          const uint16_t prev = P::from_float(fadd(fadd(fmul(w0, z2[e]), fmul(w1, z1[e])), b));  // u[t-1]
-          const uint16_t cur = P::from_float(fadd(fadd(fmul(w0, z1[e]), fmul(w1, z0[e])), b));   // u[t]
-          uint16_t* dst = e < 4 ? &lo.h[2 * e] : &hi.h[2 * e - 8];
-          dst[0] = prev;
-          dst[1] = cur;
-        }
-      }
-      store8(As + r * kLdK + 2 * cl, lo);
-      store8(As + r * kLdK + 2 * cl + 8, hi);
-    }
-    const int vpr = kw / 8;  // 16-byte vectors per weight row
-    for (int u = tid; u < D * vpr; u += kThreads) {
-      const int n = u / vpr, v = (u % vpr) * 8;
-      store8(Ws + n * kLdK + v, load8(gw + static_cast<int64_t>(n) * D2 + kc0 + v));
-    }
-    __syncthreads();
-    if (has_job) {
-      for (int ks = 0; ks < kw; ks += 16) {
-        const mma::FragA fa = mma::load_a(As + mt * 16 * kLdK + ks, kLdK, lane);
-#pragma unroll
-        for (int nt = 0; nt < kNT; ++nt) {
-          if (nt < ntl) {
-            const mma::FragB fb = mma::load_b_nk(Ws + (n0 + nt * 16) * kLdK + ks, kLdK, lane);
-            mma::mma<P>(acc[nt], fa, fb);
-          }
-        }
-      }
-    }
-    __syncthreads();
-  }
-
-  float* Y = reinterpret_cast<float*>(smem_raw);  // [bm][D + 4], over the staging buffers
+  float* Y = conv_gemm<P>(a, smem_raw, bm, t0, c0, zsrc, zrs, r_i, r_slot);
   const int ldy = D + 4;
-  if (has_job) {
-#pragma unroll
-    for (int nt = 0; nt < kNT; ++nt) {
-      if (nt < ntl) {
-#pragma unroll
-        for (int e = 0; e < mma::kAccum; ++e)
-          Y[(mt * 16 + mma::c_row(lane, e)) * ldy + n0 + nt * 16 + mma::c_col(lane, e)] = acc[nt].x[e];
-      }
-    }
-  }
-  __syncthreads();
 
   // --- bias and residual: x = round(round(Y + bias) + residual), in place --------------------------
   const uint16_t* gb = static_cast<const uint16_t*>(a.gb) + c0;

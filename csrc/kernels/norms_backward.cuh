@@ -13,7 +13,7 @@
 //     more, from L2) and sums the parameter gradients of its columns in registers (fp32), written
 //     once per block as that block's partial to the workspace.
 //   Reduce: one thread per parameter element sums the blocks' partials in block order (fp32) and
-//     rounds once to the parameter dtype.
+//     rounds once to the parameter dtype (ordered_sum.cuh).
 // No atomics: the result is the same on every run and does not depend on the grid's schedule. The
 // memory traffic is the inputs twice (phase A, phase B from L2) plus dX and 4 bytes per parameter
 // element per block of rows. Not tuned on hardware (written without a GPU).
@@ -23,6 +23,7 @@
 
 #include "norms.cuh"
 #include "norms_backward_launch.h"
+#include "ordered_sum.cuh"
 #include "vendor.h"
 
 namespace zaya::kernels::norms_bwd {
@@ -197,16 +198,6 @@ __global__ void __launch_bounds__(kBlock) norm_backward_rows(typename Op::Args a
   }
 }
 
-// out[e] = round_p(sum over blocks b, in order, of ws[b * n + e]), e < n.
-template <class P>
-__global__ void __launch_bounds__(kBlock) norm_backward_reduce(const float* ws, int64_t blocks, int64_t n, void* out) {
-  const int64_t e = static_cast<int64_t>(blockIdx.x) * kBlock + threadIdx.x;
-  if (e >= n) return;
-  float s = 0.f;
-  for (int64_t b = 0; b < blocks; ++b) s = fadd(s, ws[b * n + e]);
-  static_cast<typename P::storage*>(out)[e] = P::from_float(s);
-}
-
 // ---------------------------------------------------------------------------------------------
 // Host side
 // ---------------------------------------------------------------------------------------------
@@ -229,10 +220,7 @@ const char* run(const typename Op::Args& a, int64_t blocks, void* grads, vendor:
                                          0, stream, a))
       return err;
   }
-  const int64_t rgrid = (n + kBlock - 1) / kBlock;
-  if (rgrid > int64_t{0x7fffffff}) return "zaya norms backward: too many parameters for one launch";
-  return vendor::launch(&norm_backward_reduce<P>, dim3(static_cast<unsigned>(rgrid)), dim3(kBlock), 0, stream,
-                        static_cast<const float*>(a.workspace), blocks, n, grads);
+  return ordered_sum::launch_sum_partials<P>(static_cast<const float*>(a.workspace), blocks, n, grads, stream);
 }
 
 inline const char* launch_rms_norm_backward_impl(const RmsNormBackwardArgs& a, vendor::stream_t stream) {

@@ -68,7 +68,10 @@ tensors), through all three outputs (None gradients are zeros). Backward op
 RoPE, QK norm with its clamp, key temperature, residual means, the two-stage causal conv with its left
 history recomputed, the delayed value shift; fp32, double for float64; parameter gradients summed per
 fixed 256-token chunk and then over chunks in order in double, independent of the thread count); on
-CUDA/HIP and the emulators the reference by recompute. **Saved**: qt, kt, the conv parameters, qk_temp,
+CUDA/HIP and the emulators the portable kernels of csrc/kernels/cca_qkv_backward.cuh (bf16/fp16, head dim a
+multiple of 16 up to 128: the grouped conv's recompute and its two gradient GEMMs on the matrix units, the
+parameter gradients as fp32 partials per fixed 256-token range summed in order, no atomics), and the reference
+by recompute for what that kernel does not cover (head dims 144-256, which the forward kernel takes). **Saved**: qt, kt, the conv parameters, qk_temp,
 cos_sin, positions, cu_seqlens and conv_state: references, no new tensor. Per token that keeps qt and kt
 alive, ``(nq + nkv) * D`` elements (2 bytes each in bf16/fp16) plus 8 bytes of positions; v is a copy of
 vc, vd and value_state, so those are not saved. (In the model qt and kt are column slices of the fused
@@ -108,11 +111,13 @@ NOT_DIFFERENTIABLE = ("cca_qkv",)
 
 _REGISTERED: set[str] = set()
 # Ops whose backward has a CUDA/HIP kernel (also what the emulator namespaces run).
-_GPU_BACKWARD_KERNELS = ("rms_norm", "residual_scale_rmsnorm", "moe_top1", "cca_attention", "router")
+_GPU_BACKWARD_KERNELS = ("rms_norm", "residual_scale_rmsnorm", "moe_top1", "cca_attention", "router",
+                         "cca_qkv_functional")
 # Where a GPU backward kernel covers only some inputs: what it covers (the rest recomputes the reference).
 _GPU_BACKWARD_COVERS = {
     "cca_attention": "bfloat16/float16 with head dim 64 or 128; otherwise reference (recompute)",
     "router": "bfloat16/float16 with R and E+1 up to 512; float32 or larger: reference (recompute)",
+    "cca_qkv_functional": "bfloat16/float16 with head dim up to 128; otherwise reference (recompute)",
 }
 
 
@@ -264,9 +269,6 @@ def register_namespace(ns: str) -> None:
 
     torch.library.register_autograd(f"{ns}::moe_top1", moe_backward, setup_context=moe_setup)
 
-    torch.library.register_kernel(f"{ns}::cca_qkv_functional_backward", fallback_device,
-                                  _cca_qkv_functional_backward_by_reference)
-
     def qkv_setup(ctx, inputs, output):
         (qt, kt, _, _, dw_w, dw_b, g_w, g_b, temp, cos_sin, positions, cu_seqlens, conv_state, _, eps) = inputs
         ctx.save_for_backward(qt, kt, dw_w, dw_b, g_w, g_b, temp, cos_sin, positions, cu_seqlens, conv_state)
@@ -282,7 +284,13 @@ def register_namespace(ns: str) -> None:
             grad_k = kt.new_zeros((T, kt.shape[1] // D, D))
         if grad_v is None:
             grad_v = kt.new_zeros((T, kt.shape[1] // D, D))
-        grads = ops.cca_qkv_functional_backward(grad_q, grad_k, grad_v, *saved, ctx.eps)
+        try:
+            grads = ops.cca_qkv_functional_backward(grad_q, grad_k, grad_v, *saved, ctx.eps)
+        except NotImplementedError:
+            # outside the GPU kernel's coverage (head dim over 128, float32): the reference by recompute
+            if ns == "zaya" and qt.device.type == "cpu":
+                raise
+            grads = _cca_qkv_functional_backward_by_reference(grad_q, grad_k, grad_v, *saved, ctx.eps)
         out = [None] * 15
         for i, g in zip(_QKV_GRAD_INPUTS, grads):
             out[i] = g
