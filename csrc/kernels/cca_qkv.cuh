@@ -468,12 +468,14 @@ ZAYA_DEV void update_state(const CcaQkvArgs& a, int64_t b, int64_t c_begin, int6
 }
 
 // v of token blockIdx.x (one block per token); launched after the conv kernels, before the state kernel.
-__global__ void __launch_bounds__(kStateThreads) cca_qkv_values_kernel(CcaQkvArgs a) {
+// static: this header is included by cca_qkv_backward.cuh too, and the emulator links both translation
+// units into one module (non-template kernels with external linkage were defined twice there).
+static __global__ void __launch_bounds__(kStateThreads) cca_qkv_values_kernel(CcaQkvArgs a) {
   copy_values(a, blockIdx.x, static_cast<int>(threadIdx.x), static_cast<int>(blockDim.x));
 }
 
 // New state of sequence blockIdx.x; launched after the conv kernels, which read the old one.
-__global__ void __launch_bounds__(kStateThreads) cca_qkv_state_kernel(CcaQkvArgs a) {
+static __global__ void __launch_bounds__(kStateThreads) cca_qkv_state_kernel(CcaQkvArgs a) {
   update_state(a, blockIdx.x, 0, (a.nq + a.nkv) * a.D, true, static_cast<int>(threadIdx.x),
                static_cast<int>(blockDim.x));
 }
