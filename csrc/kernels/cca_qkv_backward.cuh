@@ -55,9 +55,9 @@
 // bound, near the ridge; without the split it would be 3x under it. The fp32 GY round trip is the largest
 // memory term (a fused single pass would need a 2-token halo across CTAs and a whole KV group per CTA).
 // Resources (compile checks only, no GPU run; not tuned on hardware): nvcc sm_90a: x_kernel 96-108
-// registers, norm_kernel 44-56, conv_kernel 100-114, 0 spills; 47104 / 38528 B static shared memory.
-// tools/check_hip.sh gfx940/gfx90a: x_kernel 78-87 VGPRs (8 v_mfma), conv_kernel 128-143 VGPRs (14
-// v_mfma), no scratch; one SGPR spill (to a VGPR lane) in conv_kernel<F16, true> on gfx90a, still open.
+// registers, norm_kernel 44-56, conv_kernel 99-116, 0 spills; 47104 / 38528 B static shared memory.
+// tools/check_hip.sh gfx940/gfx90a: x_kernel 78-87 VGPRs (8 v_mfma), conv_kernel 130-145 VGPRs (14
+// v_mfma), no scratch, no spills; conv_kernel<F16, true> at 104 SGPRs on both (little headroom).
 #pragma once
 
 #include <cmath>
@@ -458,7 +458,9 @@ __global__ void __launch_bounds__(kThreads) conv_kernel(CcaQkvBackwardArgs a) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) v[e] = fadd(v[e], sm.part[(q * kCh + tid) * 4 + e]);
     }
-    const int64_t sb = blockIdx.x, cc = c0 + kc * kCh + tid;
+    // cc = c0 + kc * kCh + tid (cl == tid here) from the thread's c: no uniform kc * kCh live over the
+    // loop (it spilled an SGPR in conv_kernel<F16, true> on gfx90a).
+    const int64_t sb = blockIdx.x, cc = c;
     pdb[sb * C + cc] = v[0];
     pdw[sb * 2 * C + 2 * cc] = v[1];
     pdw[sb * 2 * C + 2 * cc + 1] = v[2];
