@@ -355,7 +355,7 @@ def test_double_backward_raises():
 
 def test_backward_backends():
     assert zaya_ops.backward_backends("cpu")["router"] == "kernel (cpu)"
-    assert zaya_ops.backward_backends("cuda")["router"].startswith("kernel (cuda)")
+    assert zaya_ops.backward_backends("cuda")["router"].startswith("kernel (cuda: bfloat16/float16")
     assert "float32" in zaya_ops.backward_backends("cuda")["router"]  # what still runs the reference
 
 
