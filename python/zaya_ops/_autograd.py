@@ -1,4 +1,4 @@
-"""Autograd of the zaya ops (training, issue 16; in progress).
+"""Autograd of the zaya ops (training, issue 16).
 
 **Differentiable now**: ``cca_qkv_functional`` (below), ``rms_norm`` (w.r.t. ``x`` and ``weight``) and ``residual_scale_rmsnorm`` (w.r.t.
 ``h``, ``residual``, ``h_bias``, ``h_scale``, ``r_bias``, ``r_scale``, ``norm_weight``, through both outputs),
@@ -192,16 +192,13 @@ def _cca_attention_backward_by_reference(grad_out, grad_lse, q, k_cache, v_cache
 
 def register_namespace(ns: str) -> None:
     """Registers the differentiable ops' autograd on ``torch.ops.<ns>`` (``"zaya"``, done at import, or an emulator
-    namespace such as ``"zaya_emu32"``, which tests route the wrappers to) and the backward ops'
-    reference-by-recompute kernels where that namespace has no backward kernel: CUDA for ``zaya``, the
-    CPU key for the emulators (whose ops are the GPU kernels on CPU tensors)."""
+    namespace such as ``"zaya_emu32"``, which tests route the wrappers to), and the backward ops' fakes on the
+    emulator namespaces. Every backward op has a kernel on every backend now; where a GPU kernel does not
+    cover an input (``_GPU_BACKWARD_COVERS``), the op's autograd backward recomputes the reference instead."""
     if ns in _REGISTERED:
         return
     ops = getattr(torch.ops, ns)
-    if ns == "zaya":
-        fallback_device = "cuda"
-    else:
-        fallback_device = "cpu"
+    if ns != "zaya":
         torch.library.register_fake(f"{ns}::rms_norm_backward", _fake._rms_norm_backward_fake)
         torch.library.register_fake(f"{ns}::residual_scale_rmsnorm_backward",
                                     _fake._residual_scale_rmsnorm_backward_fake)
@@ -209,7 +206,6 @@ def register_namespace(ns: str) -> None:
         torch.library.register_fake(f"{ns}::moe_top1_backward", _fake._moe_top1_backward_fake)
         torch.library.register_fake(f"{ns}::cca_qkv_functional_backward", _fake._cca_qkv_functional_backward_fake)
         torch.library.register_fake(f"{ns}::cca_attention_backward", _fake._cca_attention_backward_fake)
-    torch.library.register_kernel(f"{ns}::router_backward", fallback_device, _router_backward_by_reference)
 
     def rms_setup(ctx, inputs, output):
         x, weight, eps = inputs
@@ -323,9 +319,9 @@ def register_namespace(ns: str) -> None:
 
 def backward_backends(device: torch.device | str = "cpu") -> dict[str, str]:
     """What runs each op's backward on ``device``: ``"kernel (cpu)"``, ``"kernel (cuda)"`` (the portable
-    CUDA/HIP kernel; followed by ``"; <inputs>: reference by recompute"`` where the kernel leaves some valid
-    inputs to the reference), ``"reference (recompute: ...)"`` for a device without a backward kernel yet, or
-    ``"not differentiable yet"``."""
+    CUDA/HIP kernel; ``"kernel (cuda: <what it covers>; otherwise reference (recompute))"`` where the kernel
+    leaves some valid inputs to the reference), ``"reference (recompute: ...)"`` for a device without a
+    backward kernel, or ``"not differentiable yet"``."""
     dev = torch.device(device)
     out = {}
     for name in DIFFERENTIABLE:
