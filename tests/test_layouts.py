@@ -569,6 +569,134 @@ def test_mn_major_readings_differ_for_the_v_tile():
         assert [code(n, k) for n, k in crds] == [off[k * D + n] for n, k in crds]
 
 
+# ------------------------------------------------------------------------------------------------
+# The K-major 128-byte swizzle (moe_top1_sm90's A and B tiles, TMA CU_TENSOR_MAP_SWIZZLE_128B)
+# ------------------------------------------------------------------------------------------------
+# cute/swizzle.hpp (CUTLASS above; the newest commit touching it, pointer_swizzle.hpp or
+# mma_traits_sm90_gmma.hpp there: 0d2b201e8c1c4a03efa6e9c468161916e2334725):
+#   template <int BBits, int MBase, int SShift = BBits> struct Swizzle
+#     yyy_msk = ((1 << BBits) - 1) << (MBase + max(0, SShift)); zzz_msk = ((1 << BBits) - 1) << (MBase - min(0, SShift))
+#     apply(offset) = offset ^ shiftr(offset & yyy_msk, SShift)       // ZZZ ^= YYY
+# cute/pointer_swizzle.hpp, swizzle_ptr::apply_swizzle: SwizzleFn::apply(reinterpret_cast<uintptr_t>(ptr)):
+#   the swizzle acts on the byte address ("Arch chose to design hardware with position-dependent swizzles").
+# cute/atom/mma_traits_sm90_gmma.hpp:
+#   using Layout_K_SW128_Atom_Bits = ComposedLayout<Swizzle<3,4,3>, smem_ptr_flag, Layout<Shape<_8,_1024>,Stride<_1024,_1>>>;
+#   (Layout_K_SW128_Atom<T> = upcast<sizeof_bits<T>>: (8, 64):(64, 1) for 16-bit T, the swizzle unchanged)
+#   make_gmma_desc<Major::K>, in uint128_t units:
+#     LayoutType::B128 : Swizzle<3,4,3> o smem_ptr o ((8,n),2):((8,SBO),1)
+#     desc.bitfield.layout_type_ = uint8_t(LayoutType::B128)  (= 1, mma_sm90_desc.hpp), base_offset_ = 0,
+#     stride_byte_offset_ = stride<0,1>(canonical_layout), leading_byte_offset_ = stride<1,0> = 1 (asserted 1)
+# cute/atom/copy_traits_sm90_tma_swizzle.hpp, get_tma_swizzle_bits(Swizzle<3,4,3>) = TMA::SmemSwizzleBits::B128.
+def cute_swizzle(b, m, s):
+    yyy = ((1 << b) - 1) << (m + max(0, s))
+    return lambda off: off ^ ((off & yyy) >> s)
+
+
+SW128 = cute_swizzle(3, 4, 3)
+
+
+def cute_k_sw128_tile(rows):
+    """tile_to_shape(Layout_K_SW128_Atom<16-bit>, (rows, 64)): the (8, 64):(64, 1) atoms stacked along
+    the rows, (r, k) -> byte address offset from a 1024-byte-aligned start, swizzled."""
+    lay = Layout(((8, rows // 8), 64), ((64, 512), 1))
+    return lambda r, k: SW128(2 * lay((r % 8, r // 8), k))
+
+
+def test_swizzle_343_is_chunk_xor_row():
+    """Swizzle<3,4,3> on byte addresses, read off CuTe's definition: the 16-byte chunk index within a
+    128-byte row is XORed with the row's index within its 1024-byte, 8-row atom."""
+    for a in range(0, 4096, 2):
+        row, chunk, rest = (a >> 7), (a >> 4) & 7, a & 15
+        assert SW128(a) == (row << 7) | ((chunk ^ (row & 7)) << 4) | rest
+
+
+@W32
+@pytest.mark.parametrize("rows", [8, 64, 128])
+def test_sw128_offsets_follow_cute_k_sw128_atom(rows):
+    """wgmma::sw128_offset (where moe_top1_sm90's cp.async writes A and where the tests place swizzled
+    tiles) is Layout_K_SW128_Atom tiled over the rows, byte for byte."""
+    off = _emu("emu32").wgmma_sw128_offsets(rows)
+    cute = cute_k_sw128_tile(rows)
+    assert [2 * o for o in off] == [cute(r, k) for r in range(rows) for k in range(64)]
+
+
+@W32
+@pytest.mark.parametrize("box_rows,row0,col0", [(64, 0, 0), (16, 3, 8), (64, 40, 64)])
+def test_emulated_tma_swizzle_128b_places_like_cute(box_rows, row0, col0):
+    """An emulated TMA box with the 128-byte swizzle (64 x 64 elements, 128-byte rows) lands where
+    CuTe's K-major SW128 layout puts box element (r, c), zero fill outside the matrix included; without
+    the swizzle the same box lands row-major."""
+    emu = _emu("emu32")
+    rows, cols = 96, 120
+
+    def want_val(r, c):
+        return (1 + ((row0 + r) << 8) + col0 + c) if row0 + r < rows and col0 + c < cols else 0
+
+    img = emu.tma_box_image(rows, cols, box_rows, 64, row0, col0, True)
+    cute = cute_k_sw128_tile(box_rows)
+    got = {(r, c): img[cute(r, c) // 2] for r in range(box_rows) for c in range(64)}
+    assert got == {(r, c): want_val(r, c) for r in range(box_rows) for c in range(64)}
+    flat = emu.tma_box_image(rows, cols, box_rows, 64, row0, col0, False)
+    assert flat == [want_val(r, c) for r in range(box_rows) for c in range(64)]
+    if box_rows >= 8:
+        assert img != flat  # the swizzle moved something
+
+
+def make_gmma_desc_k_sw128(layout_u128: Layout, start_bytes: int) -> dict:
+    """make_gmma_desc<Major::K>'s fields for a B128 operand given its canonical ((8,n),2) form in
+    16-byte units (before the swizzle), with the static_asserts it makes."""
+    s = layout_u128.stride
+    assert s[0][0] == 8, "not a canonical GMMA_K B128 layout: rows must be 8 units (128 bytes) apart"
+    assert s[1] == 1, "not a canonical GMMA_K B128 layout: the two k-halves must be adjacent"
+    return {"start_address": start_bytes >> 4, "leading_byte_offset": 1, "stride_byte_offset": s[0][1],
+            "base_offset": 0, "layout_type": 1, "unused_bits": 0}
+
+
+@W32
+@pytest.mark.parametrize("rows", [64, 128])
+def test_sw128_descriptor_follows_make_gmma_desc(rows):
+    """make_desc_sw128 as moe_top1_sm90 and the one-tile test call it (tile at a 1024-byte-aligned
+    offset, k-step ks 32 ks bytes in, SBO 1024) equals make_gmma_desc's B128 K-major descriptor of
+    the k16 slice of CuTe's tile_to_shape(Layout_K_SW128_Atom, (rows, 64))."""
+    emu = _emu("emu32")
+    for start in (0, 8192, 3 * 1024):
+        for ks in range(4):
+            # the k16 slice, in uint128 units: ((8, rows/8), 2):((8, 64), 1), starting 2 ks units in
+            canon = Layout(((8, rows // 8), 2), ((8, 64), 1))
+            want = make_gmma_desc_k_sw128(canon, start + 32 * ks)
+            assert gmma_fields(emu.wgmma_desc("sw128", start, ks, 1024)) == want, (start, ks)
+
+
+@W32
+@pytest.mark.parametrize("sbo", [1024, 2048])
+@pytest.mark.parametrize("ks", [0, 1, 3])
+def test_emulated_wgmma_reads_the_sw128_canonical_layout(sbo, ks):
+    """The emulated wgmma reads operand element (mn, k) of a B128 K-major descriptor at CuTe's address:
+    Swizzle<3,4,3> applied to start + byte offset of ((8,m),(T,2)):((8T,SBO),(1,T)) (T = 8 elements)."""
+    emu = _emu("emu32")
+    start = 4096 + 32 * ks
+    d = emu.wgmma_desc("sw128", 4096, ks, sbo)
+    rows = 128
+    got = emu.wgmma_operand_offsets(d, rows, False)
+    lay = Layout(((8, rows // 8), (8, 2)), ((64, sbo // 2), (1, 8)))  # elements
+    want = [SW128(start + 2 * lay((mn % 8, mn // 8), (k % 8, k // 8))) for mn in range(rows) for k in range(16)]
+    assert got == want
+
+
+@W32
+def test_emulated_wgmma_refuses_unmodelled_swizzles():
+    """64- and 32-byte swizzles, a base offset, an LBO other than CuTe's 16 bytes, and a swizzled
+    MN-major operand are not modelled: the launch fails instead of reading some other layout."""
+    emu = _emu("emu32")
+    d = emu.wgmma_desc("sw128", 0, 0, 1024)
+    for bad, what in ((d ^ (3 << 62), "layouts are modelled"), (d | (1 << 49), "base offset"),
+                      (d + (1 << 16), "LBO = 16")):
+        with pytest.raises(RuntimeError, match=what):
+            emu.wgmma_operand_offsets(bad, 8, False)
+    with pytest.raises(RuntimeError, match="K-major 128-byte swizzle"):
+        emu.wgmma_operand_offsets(d, 8, True)
+
+
 def test_sources_are_named():
     """The sources above are pinned to commits (a moving 'main' would make the statements unverifiable)."""
     for src in (CUTLASS, CK):

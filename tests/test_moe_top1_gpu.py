@@ -52,6 +52,45 @@ def test_matches_reference(device, T, dtype):
     _check(_args(device, T, H, I, E, dtype, seed=T))
 
 
+# Shapes whose columns and rows end mid-tile and mid-chunk-row: H and I odd multiples of 8 (the last
+# N-tile has 8 * odd columns), T = 7 (decode), 257 (prefill: one row past four full 64-row tiles).
+ODD_SHAPES = [(7, 88, 56, 3), (257, 120, 200, 5), (257, 72, 24, 1), (130, 8, 40, 2)]
+
+
+@pytest.mark.parametrize("T,H,I,E", ODD_SHAPES, ids=lambda v: str(v))
+@pytest.mark.parametrize("dtype", [BF16, FP16], ids=["bf16", "fp16"])
+def test_odd_shapes(device, T, H, I, E, dtype):
+    """The 16-byte chunked epilogues (version 2: staged tile, whole chunks per row) at row and column
+    counts that are not multiples of the tiles."""
+    _check(_args(device, T, H, I, E, dtype, seed=T + H))
+
+
+def _emu_run(target, kw, monkeypatch):
+    use_target(target, monkeypatch)
+    return ops.moe_top1(**kw)
+
+
+@pytest.mark.skipif("emu32" not in GPU_TARGETS, reason="needs the 32-lane emulator")
+@pytest.mark.parametrize("T,H,I,E", ODD_SHAPES[1:] + [(1000, 264, 48, 4)], ids=lambda v: str(v))
+@pytest.mark.parametrize("dtype", [BF16, FP16], ids=["bf16", "fp16"])
+def test_versions_are_bit_identical(T, H, I, E, dtype, monkeypatch):
+    """The version-2 kernels (ldmatrix fragments, staged 16-byte epilogue; Hopper: 128-byte-swizzled
+    TMA and descriptors) give the version-1 kernels' bits (ZAYA_KERNELS=v1: scalar fragments and
+    2-byte stores; Hopper: no-swizzle 16-byte boxes): same products in the same order, same rounding."""
+    from zaya_ops._library import hopper_paths, kernels_v1
+
+    kw = _args("cpu", T, H, I, E, dtype, seed=3 * T + E)
+    v2 = _emu_run("emu32", kw, monkeypatch)
+    v1 = _emu_run("emu32-v1", kw, monkeypatch)
+    assert torch.equal(v2, v1), (v2.float() - v1.float()).abs().max()
+    sw = _emu_run("emu32-wgmma", kw, monkeypatch)
+    monkeypatch.setattr(hopper_paths, "state", True)  # the Hopper kernels, version 1 (no swizzle)
+    monkeypatch.setattr(kernels_v1, "state", True)
+    plain = ops.moe_top1(**kw)
+    assert torch.equal(sw, plain), (sw.float() - plain.float()).abs().max()
+    _check(kw)  # (the reference check of the last selection, the no-swizzle Hopper kernels)
+
+
 @pytest.mark.parametrize("target", [t for t in GPU_TARGETS if t.startswith("emu") and "-" not in t])
 @pytest.mark.parametrize("T", [5, 9], ids=["decode", "prefill"])
 def test_launches_per_call(target, T, monkeypatch):

@@ -2,7 +2,9 @@
 issue (csrc/kernels/wgmma_tile.cuh): "ss" with A and B K-major in shared memory (moe_top1_sm90,
 cca_attention_sm90's S = Q K^T), "rs" with A from registers, and B read MN-major (cca_attention_sm90's
 O += P V, whose no-swizzle MN-major descriptor, LBO = 16 N bytes along k and SBO = 128 bytes along n,
-is the one reading of the manuals that sources state differently: tests/test_layouts.py).
+is the one reading of the manuals that sources state differently: tests/test_layouts.py), and the
+K-major 128-byte swizzle (op ``_wgmma_tile_sw128``: moe_top1_sm90's A and B tiles, CuTe's Layout_K_SW128_Atom
+with make_gmma_desc's B128 descriptor, k-steps 32 bytes apart inside the swizzled rows).
 
 The test-only op ``_wgmma_tile`` exists in CUDA builds with sm_90a (``torch.ops.zaya``) and in the
 32-lane SIMT emulator (``torch.ops.zaya_emu32``). On the emulator these tests hold the kernels'
@@ -27,23 +29,25 @@ def _hopper() -> bool:
 TARGETS = (["cuda"] if _hopper() else []) + (["emu32"] if "emu32" in EMULATORS else [])
 
 
-def _op(target):
+def _op(target, name="_wgmma_tile"):
     if target == "cuda":
-        if not hasattr(torch.ops.zaya, "_wgmma_tile"):
-            pytest.skip("this build has no sm_90a image (TORCH_CUDA_ARCH_LIST without 9.0a): no _wgmma_tile")
-        return torch.ops.zaya._wgmma_tile, "cuda"
+        if not hasattr(torch.ops.zaya, name):
+            pytest.skip(f"this build has no sm_90a image (TORCH_CUDA_ARCH_LIST without 9.0a): no {name}")
+        return getattr(torch.ops.zaya, name), "cuda"
     import zaya_ops._emu_w32  # noqa: F401  (registers torch.ops.zaya_emu32)
 
-    return torch.ops.zaya_emu32._wgmma_tile, "cpu"
+    return getattr(torch.ops.zaya_emu32, name), "cpu"
 
 
 pytestmark = pytest.mark.skipif(not TARGETS, reason="needs a Hopper GPU or the 32-lane SIMT emulator")
 
-FORMS = {  # (a_from_registers, b_mn_major)
-    "ss_kmajor": (False, False),
-    "rs_kmajor": (True, False),
-    "ss_mn_major_b": (False, True),
-    "rs_mn_major_b": (True, True),  # cca_attention_sm90's O += P V
+FORMS = {  # (a_from_registers, b_mn_major, swizzle128)
+    "ss_kmajor": (False, False, False),
+    "rs_kmajor": (True, False, False),
+    "ss_mn_major_b": (False, True, False),
+    "rs_mn_major_b": (True, True, False),  # cca_attention_sm90's O += P V
+    "ss_kmajor_sw128": (False, False, True),  # moe_top1_sm90 (version 2): both operands swizzled
+    "rs_kmajor_sw128": (True, False, True),
 }
 
 
@@ -52,15 +56,15 @@ def _ints(shape, g, dtype):
 
 
 def _check(target, form, n, k, dtype, exact=True):
-    op, device = _op(target)
-    a_regs, b_mn = FORMS[form]
-    g = torch.Generator().manual_seed(1000 * n + k + 7 * a_regs + 13 * b_mn)
+    op, device = _op(target, "_wgmma_tile_sw128" if FORMS[form][2] else "_wgmma_tile")
+    a_regs, b_mn, sw = FORMS[form]
+    g = torch.Generator().manual_seed(1000 * n + k + 7 * a_regs + 13 * b_mn + 29 * sw)
     if exact:  # small integers: every product and partial sum is exact in fp32, in any order
         a, b = _ints((64, k), g, dtype), _ints((n, k), g, dtype)
     else:
         a, b = torch.randn(64, k, generator=g).to(dtype), torch.randn(n, k, generator=g).to(dtype)
     a, b = a.to(device), b.to(device)
-    out = op(a, b, a_regs, b_mn)
+    out = op(a, b, a_regs) if sw else op(a, b, a_regs, b_mn)
     want = a.float() @ b.float().T
     assert out.dtype == torch.float32 and out.shape == (64, n)
     if exact:
@@ -74,9 +78,10 @@ def _check(target, form, n, k, dtype, exact=True):
 @pytest.mark.parametrize("form", list(FORMS))
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("n", [64, 128])  # moe_top1_sm90's N; cca_attention_sm90's N = D
-@pytest.mark.parametrize("k", [16, 48, 64])
+@pytest.mark.parametrize("k", [16, 48, 64, 128])
 def test_one_tile(target, form, dtype, n, k):
-    """Each form at both N and several k-step counts, exactly (``-k mn_major`` picks the V reading)."""
+    """Each form at both N and several k-step counts, exactly (``-k mn_major`` picks the V reading,
+    ``-k sw128`` the swizzled tiles; k = 128 spans two 64-column swizzle atoms)."""
     _check(target, form, n, k, dtype)
 
 
@@ -102,6 +107,9 @@ def test_argument_errors(target):
         op(a.float(), b.float(), False, False)
     with pytest.raises(TypeError, match="b must have"):
         op(a, b.half(), False, False)
+    sw, _ = _op(target, "_wgmma_tile_sw128")
+    with pytest.raises(ValueError, match="K"):
+        sw(a[:, :24], b[:, :24], False)
 
 
 @pytest.mark.parametrize("target", TARGETS)

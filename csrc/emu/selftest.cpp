@@ -115,6 +115,44 @@ __global__ void tma_kernel(uint16_t* out, const __grid_constant__ tma::Map map, 
   for (int i = t; i < 5 * 8; i += static_cast<int>(blockDim.x)) out[i] = box[i];
 }
 
+// A box_rows x box_cols TMA box at (row0, col0) of a rows x cols matrix whose element (r, c) holds
+// 1 + (r << 8) + c (zero fill: 0), into 1024-byte-aligned dynamic shared memory, with or without the
+// 128-byte swizzle; returns the raw shared-memory image (16-bit halves) as the copy left it.
+__global__ void tma_image_kernel(uint16_t* out, const __grid_constant__ tma::Map map, int row0, int col0, int halves) {
+  uint16_t* box = vendor::dynamic_smem<uint16_t>();
+  __shared__ uint64_t bar;
+  if (threadIdx.x == 0) {
+    tma::bar_init(&bar, 1);
+    tma::bar_init_fence();
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    tma::bar_arrive_expect_tx(&bar, static_cast<uint32_t>(halves) * 2);
+    tma::load_2d(box, &map, &bar, row0, col0);
+  }
+  __syncthreads();
+  tma::bar_wait(&bar, 0);
+  for (int i = static_cast<int>(threadIdx.x); i < halves; i += static_cast<int>(blockDim.x)) out[i] = box[i];
+}
+
+std::vector<int64_t> tma_box_image(int rows, int cols, int box_rows, int box_cols, int row0, int col0, bool swizzle) {
+  if (rows <= 0 || rows > 255 || cols <= 0 || cols > 255 || cols % 8 != 0)
+    throw std::invalid_argument("tma_box_image: rows, cols in 1..255, cols a multiple of 8");
+  std::vector<uint16_t> m(static_cast<size_t>(rows) * cols);
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < cols; ++c) m[static_cast<size_t>(r) * cols + c] = static_cast<uint16_t>(1 + (r << 8) + c);
+  tma::Map map;
+  if (const char* e = tma::make_map_2d(&map, m.data(), rows, cols, cols, box_rows, box_cols,
+                                       swizzle ? tma::Swizzle::k128B : tma::Swizzle::kNone))
+    throw std::invalid_argument(e);
+  const int halves = box_rows * box_cols;
+  std::vector<uint16_t> out(static_cast<size_t>(halves), 0xFFFF);
+  if (const char* e = vendor::launch(&tma_image_kernel, dim3(1), dim3(64), static_cast<size_t>(halves) * 2, nullptr,
+                                     out.data(), map, row0, col0, halves))
+    throw std::runtime_error(e);
+  return {out.begin(), out.end()};
+}
+
 template <bool kEarly>
 std::string run_tma() {
   std::vector<uint16_t> m(6 * 16);  // row stride 16, 12 columns used
@@ -302,18 +340,29 @@ std::vector<int64_t> kmajor_offsets(int rows, int cols) {
   return out;
 }
 
+std::vector<int64_t> sw128_offsets(int rows) {
+  if (rows <= 0 || rows % 8 != 0 || rows > 4096) throw std::invalid_argument("wgmma_sw128_offsets: rows: multiple of 8");
+  std::vector<int64_t> out;
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < 64; ++c) out.push_back(wgmma::sw128_offset(r, c));
+  return out;
+}
+
 // One thread: the descriptor wgmma.cuh builds for a tile at byte offset `offset` of shared memory.
 __global__ void desc_kernel(uint64_t* out, int kind, int offset, int x, int y) {
   const uint16_t* p = vendor::dynamic_smem<uint16_t>() + offset / 2;
-  *out = kind == 0 ? wgmma::make_desc(p, static_cast<uint32_t>(x), static_cast<uint32_t>(y))
-         : kind == 1 ? wgmma::kmajor_desc(p, x, y) : wgmma::mn_major_desc(p, x, y);
+  *out = kind == 0   ? wgmma::make_desc(p, static_cast<uint32_t>(x), static_cast<uint32_t>(y))
+         : kind == 1 ? wgmma::kmajor_desc(p, x, y)
+         : kind == 2 ? wgmma::mn_major_desc(p, x, y)
+                     : wgmma::make_desc_sw128(p + 16 * x, static_cast<uint32_t>(y));
 }
 
 // kind "raw": make_desc(offset, lbo = x, sbo = y); "kmajor" / "mn_major": kmajor_desc / mn_major_desc
-// (tile at offset, ks = x, cols = y).
+// (tile at offset, ks = x, cols = y); "sw128": make_desc_sw128 of k-step ks = x (32 x bytes into the
+// rows of a swizzled tile at offset), sbo = y, as moe_top1_sm90 builds them.
 uint64_t wgmma_desc(const std::string& kind, int offset, int x, int y) {
-  const int k = kind == "raw" ? 0 : kind == "kmajor" ? 1 : kind == "mn_major" ? 2 : -1;
-  if (k < 0) throw std::invalid_argument("wgmma_desc: kind must be 'raw', 'kmajor' or 'mn_major'");
+  const int k = kind == "raw" ? 0 : kind == "kmajor" ? 1 : kind == "mn_major" ? 2 : kind == "sw128" ? 3 : -1;
+  if (k < 0) throw std::invalid_argument("wgmma_desc: kind must be 'raw', 'kmajor', 'mn_major' or 'sw128'");
   if (offset < 0 || offset % 16 != 0) throw std::invalid_argument("wgmma_desc: offset must be a multiple of 16");
   uint64_t d = 0;
   // room for the tile's k-steps past `offset` (the helpers point into it)
@@ -481,9 +530,16 @@ void zaya_emu_bind_probes(pybind11::module_& m) {
         "(acc_row, acc_col) of accumulator i of each warpgroup thread, thread-major (wgmma.cuh).");
   m.def("wgmma_kmajor_offsets", &p::kmajor_offsets, arg("rows"), arg("cols"),
         "wgmma::kmajor_offset(r, c, cols) for every element of a rows x cols tile, row-major list.");
+  m.def("wgmma_sw128_offsets", &p::sw128_offsets, arg("rows"),
+        "wgmma::sw128_offset(r, c) for every element of a rows x 64 tile (128-byte swizzle), row-major list.");
+  m.def("tma_box_image", &zaya::emu_selftest::tma_box_image, arg("rows"), arg("cols"), arg("box_rows"),
+        arg("box_cols"), arg("row0"), arg("col0"), arg("swizzle"),
+        "The shared-memory image (16-bit halves) one emulated TMA box copy leaves, from a rows x cols matrix whose "
+        "element (r, c) holds 1 + (r << 8) + c (0: outside), with or without the 128-byte swizzle.");
   m.def("wgmma_desc", &p::wgmma_desc, arg("kind"), arg("offset"), arg("x"), arg("y"),
         "The 64-bit descriptor wgmma.cuh builds: 'raw' make_desc(smem + offset, lbo=x, sbo=y), 'kmajor' / "
-        "'mn_major' kmajor_desc / mn_major_desc(smem + offset, ks=x, cols=y).");
+        "'mn_major' kmajor_desc / mn_major_desc(smem + offset, ks=x, cols=y), 'sw128' make_desc_sw128(smem + "
+        "offset + 32 x bytes, sbo=y).");
   m.def("wgmma_operand_offsets", &p::wgmma_operand_offsets, arg("desc"), arg("rows"), arg("mn_major"),
         "Byte offsets the emulated wgmma reads operand element (mn, k) from, for mn < rows, k < 16 (mn-major list).");
   m.def("wgmma_instruction", &p::run_wgmma, arg("bf16"), arg("n"), arg("image"), arg("regs"), arg("a_desc"),

@@ -1,4 +1,4 @@
-// Torch glue of the test-only op _wgmma_tile (schema in csrc/schemas.h; kernel in
+// Torch glue of the test-only ops _wgmma_tile (schema in csrc/schemas.h) and _wgmma_tile_sw128 (schema here; kernel in
 // csrc/kernels/wgmma_tile.cuh): one Hopper warpgroup MMA tile, out = a @ b^T in fp32, so that
 // tests/test_wgmma_tiles.py can hold the wgmma operand layouts and descriptors to torch.matmul on a
 // Hopper GPU and under the 32-lane SIMT emulator. Defined and registered only where it can run: CUDA
@@ -25,7 +25,8 @@ constexpr bool kHasWgmma = true;
 constexpr bool kHasWgmma = std::string_view(ZAYA_CUDA_ARCHS).find("9.0a") != std::string_view::npos;
 #endif
 
-at::Tensor wgmma_tile_gpu(const at::Tensor& a_in, const at::Tensor& b_in, bool a_from_registers, bool b_mn_major) {
+at::Tensor wgmma_tile_impl(const at::Tensor& a_in, const at::Tensor& b_in, bool a_from_registers, bool b_mn_major,
+                           bool swizzle128) {
   constexpr const char* op = "zaya::_wgmma_tile";
   check_device(op, "a", a_in);
   check_device(op, "b", b_in);
@@ -53,18 +54,35 @@ at::Tensor wgmma_tile_gpu(const at::Tensor& a_in, const at::Tensor& b_in, bool a
   g.K = K;
   g.a_from_registers = a_from_registers;
   g.b_mn_major = b_mn_major;
+  g.swizzle128 = swizzle128;
   check_launch(op, zaya::kernels::launch_wgmma_tile(g, current_stream()));
   return out;
+}
+
+at::Tensor wgmma_tile_gpu(const at::Tensor& a, const at::Tensor& b, bool a_from_registers, bool b_mn_major) {
+  return wgmma_tile_impl(a, b, a_from_registers, b_mn_major, false);
+}
+
+// _wgmma_tile_sw128: the same tile with B (and A unless a_from_registers) K-major in the 128-byte-swizzle
+// layout, as moe_top1_sm90 places and reads its tiles (schema defined here, next to its only use).
+at::Tensor wgmma_tile_sw128_gpu(const at::Tensor& a, const at::Tensor& b, bool a_from_registers) {
+  return wgmma_tile_impl(a, b, a_from_registers, false, true);
 }
 
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(ZAYA_GPU_LIB, m) {
-  if constexpr (kHasWgmma) zaya::define_wgmma_tile_schema(m);
+  if constexpr (kHasWgmma) {
+    zaya::define_wgmma_tile_schema(m);
+    m.def("_wgmma_tile_sw128(Tensor a, Tensor b, bool a_from_registers) -> Tensor");
+  }
 }
 
 TORCH_LIBRARY_IMPL(ZAYA_GPU_LIB, ZAYA_GPU_KEY, m) {
-  if constexpr (kHasWgmma) m.impl("_wgmma_tile", &wgmma_tile_gpu);
+  if constexpr (kHasWgmma) {
+    m.impl("_wgmma_tile", &wgmma_tile_gpu);
+    m.impl("_wgmma_tile_sw128", &wgmma_tile_sw128_gpu);
+  }
 }
 
 #endif

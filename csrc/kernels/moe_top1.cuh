@@ -21,7 +21,10 @@
 // 16-byte asynchronous copies (cp.async on sm_80+, so the next k-step's copy overlaps this one's
 // mma), rows padded by 8 elements (80-byte pitch) against bank conflicts. CUDA fragments come from
 // ldmatrix.x4 (mma.cuh load_*_v<true>: 6 instructions per 16-wide k-step of gate_up instead of 24
-// 32-bit loads); ZAYA_KERNELS=v1 (runtime::kernels_v1, the bench's "v1" provider) selects the scalar loads.
+// 32-bit loads), and the epilogue stages the rounded 64 x 64 tile in shared memory (over the free stage
+// buffers) and writes each row's columns in 16-byte chunks (SASS: 5 STG.E.128 sites instead of 32
+// STG.E.U16); ZAYA_KERNELS=v1 (runtime::kernels_v1, the bench's "v1" provider) selects the scalar loads
+// and the 2-byte stores straight from the accumulators (CDNA keeps those too).
 //
 // Roofline (ZAYA1: H = 2048, I = 2048, E = 16, bf16). FLOPs per computed token: 2*H*2I + 2*I*H =
 // 6*H*I = 25.2 MFLOP. Prefill T = 8192 (no skips): 206 GFLOP, ~0.21 ms at 989 dense bf16 TFLOP/s on
@@ -32,8 +35,8 @@
 // ZAYA_WGMMA=1) are in moe_top1_sm90.cuh. See the README for what a GPU run has to measure.
 //
 // HIP (check_hip.sh, gfx940 / gfx90a): see the numbers in hip/moe_top1.hip's header. CUDA (ptxas -v,
-// sm_80 / sm_90a): no spills; gate_up tile 136-140 registers and 30,976 B shared, down tile 95-96 and
-// 20,768 B, gemv 75-132. __launch_bounds__(threads, 1): without the 1, ptxas capped some kernels at
+// sm_80 / sm_90a): no spills; gate_up tile 136-141 registers and 30,976 B shared, down tile 95-96 and
+// 20,768 B (nvcc 13 sm_90a, both versions: 140 / 141 and 96), gemv 75-132. __launch_bounds__(threads, 1): without the 1, ptxas capped some kernels at
 // 32-72 registers and spilled.
 #pragma once
 
@@ -135,6 +138,9 @@ ZAYA_DEV float silu(float x) { return vendor::fdiv(x, vendor::fadd(1.0f, expf(-x
 // a weight read along its rows' other dimension, or the token dimension of a weight gradient).
 // ------------------------------------------------------------------------------------------------
 inline constexpr int kPitchKn = kBN + 8;  // 144-byte k-major rows: 16-byte aligned, off the banks' period
+// The version-2 epilogue's staged output tile: [kBM][kOutPitch], 144-byte rows (16-byte aligned; the
+// 32-bit stores of a warp's accumulator pairs fall on 32 distinct banks).
+inline constexpr int kOutPitch = kBN + 8;
 inline constexpr int kTileElems = kBM * kPitch > kBK * kPitchKn ? kBM * kPitch : kBK * kPitchKn;
 
 // The k-loop: issue(kt) stages k-step kt's operand tiles into buffer kt % kNStages (16-byte copies,
@@ -271,25 +277,67 @@ __global__ void __launch_bounds__(kThreads, 1) expert_gemm(MoeTop1Args a) {
   // Epilogue: the reference's rounding points, in D.
   const auto* ew = static_cast<const typename D::storage*>(a.expert_weight);
   auto* out = static_cast<typename D::storage*>(a.out);
+  // The value stored for one accumulator: gate_up from its gate and up sums, down from its sum and the
+  // row's routing weight w.
+  auto value = [&](float gate_or_d, float up, float w) -> uint16_t {
+    if constexpr (kGateUp) {
+      return D::from_float(vendor::fmul(D::round(silu(D::round(gate_or_d))), D::round(up)));
+    } else {
+      return D::from_float(vendor::fmul(D::round(gate_or_d), w));
+    }
+  };
+  if constexpr (kLdsm) {
+    // Version 2: the rounded tile is staged in shared memory over the (now free) operand buffers, then
+    // written out in 16-byte chunks: a row's 64 columns are contiguous in act (row row0 + r) and in
+    // out (row tok[r]). N, H and I are multiples of 8, so a row's columns end on a whole chunk; rows
+    // past `rows` and chunks past N are skipped.
+    static_assert(!kLdsm || kBM * kOutPitch <= kStages * kBM * kPitch, "the output tile must fit over the A buffers");
+    static_assert(!kLdsm || ZAYA_WARP_SIZE == 32, "ldmatrix kernels: mma.sync accumulators (q, q + 1 adjacent)");
+    uint16_t* const so = &sm.a[0][0];
+    __syncthreads();  // every warp is past its last warp_step: nobody reads the stage buffers any more
 #pragma unroll
-  for (int i = 0; i < 2; ++i)
+    for (int i = 0; i < 2; ++i)
 #pragma unroll
-    for (int jj = 0; jj < 2; ++jj)
+      for (int jj = 0; jj < 2; ++jj)
 #pragma unroll
-      for (int q = 0; q < mma::kAccum; ++q) {
-        const int r = wm + 16 * i + mma::c_row(lane, q);
-        const int64_t n = n0 + wn + 16 * jj + mma::c_col(lane, q);
-        if (r >= rows || n >= N) continue;
-        if constexpr (kGateUp) {
-          const float gate = D::round(acc[0][i][jj].x[q]), up = D::round(acc[kNB - 1][i][jj].x[q]);
-          const float h = vendor::fmul(D::round(silu(gate)), up);
-          act[static_cast<int64_t>(row0 + r) * I + n] = D::from_float(h);
-        } else {
-          const int64_t t = tok[r];
-          const float w = D::to_float(ew[t]);
-          out[t * H + n] = D::from_float(vendor::fmul(D::round(acc[0][i][jj].x[q]), w));
+        for (int q = 0; q < mma::kAccum; q += 2) {  // accumulators q, q + 1: columns c, c + 1 of row r
+          const int r = wm + 16 * i + mma::c_row(lane, q), c = wn + 16 * jj + mma::c_col(lane, q);
+          float w = 0.f;
+          if constexpr (!kGateUp) w = r < rows ? D::to_float(ew[tok[r]]) : 0.f;
+          const auto& g = acc[0][i][jj].x;
+          const auto& u = acc[kNB - 1][i][jj].x;
+          *reinterpret_cast<uint32_t*>(so + r * kOutPitch + c) =
+              mma::pack(value(g[q], u[q], w), value(g[q + 1], u[q + 1], w));
         }
-      }
+    __syncthreads();
+    constexpr int kRowChunks = kBN / 8;
+    for (int c = tid; c < kBM * kRowChunks; c += kThreads) {
+      const int r = c / kRowChunks, n = (c % kRowChunks) * 8;
+      if (r >= rows || n0 + n >= N) continue;
+      const uint4 v = *reinterpret_cast<const uint4*>(so + r * kOutPitch + n);
+      uint16_t* dst = kGateUp ? act + static_cast<int64_t>(row0 + r) * I + n0 + n
+                              : reinterpret_cast<uint16_t*>(out) + static_cast<int64_t>(tok[r]) * H + n0 + n;
+      *reinterpret_cast<uint4*>(dst) = v;
+    }
+  } else {
+    // Version 1 (and CDNA): each accumulator straight to global memory, 2 bytes at a time.
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int jj = 0; jj < 2; ++jj)
+#pragma unroll
+        for (int q = 0; q < mma::kAccum; ++q) {
+          const int r = wm + 16 * i + mma::c_row(lane, q);
+          const int64_t n = n0 + wn + 16 * jj + mma::c_col(lane, q);
+          if (r >= rows || n >= N) continue;
+          if constexpr (kGateUp) {
+            act[static_cast<int64_t>(row0 + r) * I + n] = value(acc[0][i][jj].x[q], acc[kNB - 1][i][jj].x[q], 0.f);
+          } else {
+            const int64_t t = tok[r];
+            out[t * H + n] = value(acc[0][i][jj].x[q], 0.f, D::to_float(ew[t]));
+          }
+        }
+  }
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -10,23 +10,28 @@
 // 64..127 (thread-local pairs: element i and i + 32 are the same (row, column) of gate and up); the
 // block writes 64 columns of act. down: 128 output columns, scaled by the routing weight and scattered.
 //
-// Pipeline: kStages90 shared-memory stages of A and B (16 KiB each). A (gathered token rows, which
-// sm_90's tiled TMA cannot gather) is filled with 16-byte cp.async by all threads straight into the
-// no-swizzle core-matrix layout (wgmma::kmajor_offset; a warp's 8-thread phases write one 128-byte core
-// matrix each, so the copies are free of bank conflicts). B (weight rows) is filled by TMA (tma.cuh):
-// one thread issues 16 boxes of 64 rows x 16 bytes, which land as core matrices (box (half, k-chunk)
-// at element kc * 1024 + half * 512), completing on the stage's mbarrier. At k-step kt the block waits
-// for stage kt (cp.async group, then the mbarrier phase), issues its wgmmas, keeps one wgmma group in
-// flight (wait<1>), and refills the stage of k-step kt - 2, whose group every warpgroup has retired by
-// the barrier at the top of the step: copies run kStages90 - 2 k-steps ahead, and a warpgroup's
-// tensor-core work overlaps its next wait. Not yet: warp-specialised producers, TMA multicast of B
-// over a cluster, 128-byte swizzle (all for a GPU session to weigh with timings).
+// Pipeline: kStages90 shared-memory stages of A and B (16 KiB each), both in the K-major 128-byte-swizzle
+// layout (wgmma.cuh: 128-byte rows of 64 k, 1024-byte 8-row atoms, 16-byte chunk index XOR row % 8).
+// A (gathered token rows, which sm_90's tiled TMA cannot gather) is filled with 16-byte cp.async by all
+// threads at wgmma::sw128_offset: eight consecutive threads copy one token row's 128 bytes (coalesced
+// global reads; the swizzle puts their eight chunks in eight distinct bank groups). B (weight rows) is
+// filled by TMA (tma.cuh) with CU_TENSOR_MAP_SWIZZLE_128B: one thread issues 2 boxes of 64 rows x 64
+// columns (8 KiB each) per stage, completing on the stage's mbarrier. Descriptors: layout type 128B,
+// SBO 1024 bytes, LBO 16 (unused), the k-step's 32 bytes added to the start address (make_desc_sw128).
+// At k-step kt the block waits for stage kt (cp.async group, then the mbarrier phase), issues its
+// wgmmas, keeps one wgmma group in flight (wait<1>), and refills the stage of k-step kt - 2, whose
+// group every warpgroup has retired by the barrier at the top of the step: copies run kStages90 - 2
+// k-steps ahead, and a warpgroup's tensor-core work overlaps its next wait. runtime::kernels_v1
+// (ZAYA_KERNELS=v1) selects the version-1 kernel: no-swizzle core-matrix tiles, B in 16 boxes of 64 rows
+// x 16 bytes per stage, so that a GPU run times both. Not yet: warp-specialised producers, TMA multicast
+// of B over a cluster (for a GPU session to weigh with timings).
 //
 // Roofline at ZAYA1 sizes, T = 8192: 206 GFLOP; per block 2 * 128 * 128 * K FLOPs against (128 + 128)
 // * K * 2 bytes of tiles: 64 FLOP/B from shared memory, L2-resident weights.
-// Resources (nvcc 13, sm_90a, -Xptxas -v): 107-111 registers (bf16/fp16, both phases), no spills, no ptxas wgmma
-// serialisation warnings; 128.7 KiB of dynamic shared memory: one block per SM.
-// The PTX has 4 wgmma.mma_async (m64n128k16) per kernel, all in the k-loop.
+// Resources (nvcc 13, sm_90a, cuobjdump -res-usage): 105-109 registers (bf16/fp16, both phases; the
+// version-1 kernel 107-111), no spills, no ptxas wgmma serialisation warnings; 129.5 KiB of dynamic
+// shared memory (version 1: 128.7): one block per SM. The SASS has 4 HGMMA.64x128x16 per kernel, all in
+// the k-loop, and 6 UTMALDG.2D sites (version 1: 48).
 #pragma once
 
 #include "tma.cuh"
@@ -39,16 +44,27 @@ namespace zaya::kernels::moe {
 inline constexpr int kBM90 = 128, kBN90 = 128, kBK90 = 64, kStages90 = 4;
 inline constexpr int kThreads90 = 2 * wgmma::kThreads;
 inline constexpr int kTileElems90 = kBM90 * kBK90;  // per operand and stage (kBN90 == kBM90)
-inline constexpr int kBoxRows90 = 64, kBoxCols90 = 8;  // TMA box of B: 64 weight rows x 16 bytes
+// TMA box of B: 64 weight rows x 64 columns (128 bytes), 128-byte swizzle (kSw128); the version-1
+// kernel's: 64 rows x 8 columns (16 bytes), no swizzle.
+inline constexpr int kBoxRows90 = 64;
+ZAYA_HD constexpr int box_cols90(bool sw128) { return sw128 ? kBK90 : 8; }
 inline constexpr uint32_t kStageBytesB90 = kBN90 * kBK90 * 2;
-// Tiles (128-byte aligned for TMA), then the token list and one mbarrier per stage.
+// Tiles (aligned for TMA: 128 bytes, 1024 with the swizzle, whose pattern follows the address), then
+// the token list and one mbarrier per stage.
 inline constexpr size_t kTilesBytes90 = size_t{2} * kStages90 * kTileElems90 * sizeof(uint16_t);
-inline constexpr size_t kSmem90 = 128 + kTilesBytes90 + kBM90 * sizeof(int32_t) + kStages90 * sizeof(uint64_t);
+ZAYA_HD constexpr size_t smem_align90(bool sw128) { return sw128 ? 1024 : 128; }
+ZAYA_HD constexpr size_t smem90(bool sw128) {
+  return smem_align90(sw128) + kTilesBytes90 + kBM90 * sizeof(int32_t) + kStages90 * sizeof(uint64_t);
+}
 
-template <class D, bool kGateUp>
+// kSw128: A and B tiles in the K-major 128-byte-swizzle layout (A by cp.async at wgmma::sw128_offset,
+// B by two 64 x 64 TMA boxes per stage); otherwise (the version-1 kernel, runtime::kernels_v1) the
+// no-swizzle core-matrix layout (B by 16 boxes of 64 x 8).
+template <class D, bool kGateUp, bool kSw128>
 __global__ void __launch_bounds__(kThreads90, 1) expert_gemm_sm90(MoeTop1Args a, const __grid_constant__ tma::Map map_b) {
+  constexpr uint32_t kAlign = static_cast<uint32_t>(smem_align90(kSw128));
   unsigned char* const raw = vendor::dynamic_smem<unsigned char>();
-  uint16_t* const smem = reinterpret_cast<uint16_t*>(raw + ((128 - vendor::smem_u32(raw) % 128) % 128));
+  uint16_t* const smem = reinterpret_cast<uint16_t*>(raw + ((kAlign - vendor::smem_u32(raw) % kAlign) % kAlign));
   int32_t* const tok = reinterpret_cast<int32_t*>(reinterpret_cast<unsigned char*>(smem) + kTilesBytes90);
   uint64_t* const full = reinterpret_cast<uint64_t*>(tok + kBM90);  // B tile of stage s has landed
   auto tile_a = [&](int st) { return smem + (2 * st) * kTileElems90; };
@@ -86,22 +102,30 @@ __global__ void __launch_bounds__(kThreads90, 1) expert_gemm_sm90(MoeTop1Args a,
     uint16_t* sa = tile_a(st);
     uint16_t* sb = tile_b(st);
     for (int c = tid; c < kChunks; c += kThreads90) {
-      // Consecutive threads fill one core matrix (8 rows x 16 bytes) at a time.
-      const int r = (c >> 6) * 8 + (c & 7), kc = ((c >> 3) & 7) * 8;
+      // kSw128: eight consecutive threads fill one row's 128 bytes (a coalesced read of the token row;
+      // the swizzle spreads their writes over the 8 chunk positions). Otherwise: one core matrix (8 rows
+      // x 16 bytes) at a time. Both free of shared-memory bank conflicts.
+      const int r = kSw128 ? c >> 3 : (c >> 6) * 8 + (c & 7), kc = kSw128 ? (c & 7) * 8 : ((c >> 3) & 7) * 8;
       const int64_t k = kt * kBK90 + kc;
-      const int off = wgmma::kmajor_offset(r, kc, kBK90);
+      const int off = kSw128 ? wgmma::sw128_offset(r, kc) : wgmma::kmajor_offset(r, kc, kBK90);
       const int t = tok[r];
       const uint16_t* arow = kGateUp ? x + static_cast<int64_t>(t < 0 ? 0 : t) * a.x_row_stride
                                      : act + static_cast<int64_t>(row0 + (t < 0 ? 0 : r)) * I;
       vendor::copy_async16(sa + off, arow + (k < K ? k : 0), t >= 0 && k < K);
     }
-    if (tid == 0) {  // B: 16 TMA boxes, 64 rows x 8 columns each, into core-matrix order (see kLboB)
+    if (tid == 0) {
       tma::bar_arrive_expect_tx(&full[st], kStageBytesB90);
-      for (int h = 0; h < 2; ++h)
-        for (int kc = 0; kc < kBK90 / kBoxCols90; ++kc) {
-          tma::load_2d(sb + kc * (kBN90 * 8) + h * (kBoxRows90 * 8), &map_b, &full[st],
-                       static_cast<int>(b_base + h * b_half), static_cast<int>(kt * kBK90 + kc * 8));
-        }
+      if constexpr (kSw128) {  // B: 2 boxes of 64 rows x 64 columns, swizzled rows 0..63 and 64..127
+        for (int h = 0; h < 2; ++h)
+          tma::load_2d(sb + h * (kBoxRows90 * kBK90), &map_b, &full[st], static_cast<int>(b_base + h * b_half),
+                       static_cast<int>(kt * kBK90));
+      } else {  // B: 16 boxes of 64 rows x 8 columns, into core-matrix order (see kLboB)
+        for (int h = 0; h < 2; ++h)
+          for (int kc = 0; kc < kBK90 / 8; ++kc) {
+            tma::load_2d(sb + kc * (kBN90 * 8) + h * (kBoxRows90 * 8), &map_b, &full[st],
+                         static_cast<int>(b_base + h * b_half), static_cast<int>(kt * kBK90 + kc * 8));
+          }
+      }
     }
   };
 
@@ -115,9 +139,11 @@ __global__ void __launch_bounds__(kThreads90, 1) expert_gemm_sm90(MoeTop1Args a,
     if (s < ksteps) issue(s);
     vendor::copy_async_commit();  // one group per stage, empty or not, so the wait count stays fixed
   }
-  // Descriptors (bytes to the next core matrix along k / along rows): A as written by cp.async
-  // (kmajor_offset), B as the TMA boxes land (element (r, k) at (k / 8) * 1024 + r * 8 + k % 8).
-  constexpr uint32_t kLboA = 128, kSboA = (kBK90 / 8) * 128, kLboB = kBN90 * 16, kSboB = 128;
+  // Descriptors. kSw128: both operands [128][64] swizzled, 1024 bytes per 8-row atom (SBO), k-step kk
+  // 32 kk bytes into the rows. Otherwise (bytes to the next core matrix along k / along rows): A as
+  // written by cp.async (kmajor_offset), B as the TMA boxes land (element (r, k) at (k / 8) * 1024 +
+  // r * 8 + k % 8).
+  constexpr uint32_t kLboA = 128, kSboA = (kBK90 / 8) * 128, kLboB = kBN90 * 16, kSboB = 128, kSboSw = 8 * 128;
   for (int64_t kt = 0; kt < ksteps; ++kt) {
     vendor::copy_async_wait<kStages90 - 3>();  // this thread's copies of stage kt have landed
     wgmma::fence_async_proxy();                 // ... are visible to the tensor cores
@@ -126,14 +152,19 @@ __global__ void __launch_bounds__(kThreads90, 1) expert_gemm_sm90(MoeTop1Args a,
     vendor::copy_async_commit();
     const int st = static_cast<int>(kt % kStages90);
     tma::bar_wait(&full[st], static_cast<uint32_t>(kt / kStages90));  // B of stage kt has landed
-    const uint16_t* sa = tile_a(st) + wgmma::kmajor_offset(64 * wg, 0, kBK90);
+    const uint16_t* sa = tile_a(st) + (kSw128 ? 64 * wg * kBK90 : wgmma::kmajor_offset(64 * wg, 0, kBK90));
     const uint16_t* sb = tile_b(st);
     wgmma::fence();
 #pragma unroll
     for (int kk = 0; kk < kBK90 / 16; ++kk) {
-      const uint64_t da = wgmma::make_desc(sa + kk * 128, kLboA, kSboA);  // 2 core matrices per k16
-      const uint64_t db = wgmma::make_desc(sb + kk * 2 * (kBN90 * 8), kLboB, kSboB);
-      wgmma::mma_ss<D, false>(acc, da, db, true);
+      if constexpr (kSw128) {
+        wgmma::mma_ss<D, false>(acc, wgmma::make_desc_sw128(sa + kk * 16, kSboSw),
+                                wgmma::make_desc_sw128(sb + kk * 16, kSboSw), true);
+      } else {
+        const uint64_t da = wgmma::make_desc(sa + kk * 128, kLboA, kSboA);  // 2 core matrices per k16
+        const uint64_t db = wgmma::make_desc(sb + kk * 2 * (kBN90 * 8), kLboB, kSboB);
+        wgmma::mma_ss<D, false>(acc, da, db, true);
+      }
     }
     wgmma::commit();
     wgmma::wait<1>();
@@ -179,17 +210,28 @@ inline const char* launch_sm90(const MoeTop1Args& a, vendor::stream_t stream) {
   const dim3 grid_gu(static_cast<unsigned>(m_tiles), static_cast<unsigned>((a.I + kBN90 / 2 - 1) / (kBN90 / 2)));
   const dim3 grid_dn(static_cast<unsigned>(m_tiles), static_cast<unsigned>((a.H + kBN90 - 1) / kBN90));
   tma::Map map_gu, map_dn;
-  // Encoded once per weight tensor (address and shape), not per launch: tma::cached_map_2d.
-  if (const char* err = tma::cached_map_2d(&map_gu, a.gate_up, a.E * 2 * a.I, a.H, a.H, kBoxRows90, kBoxCols90))
+  // Version 2: 128-byte-swizzled 64 x 64 boxes; runtime::kernels_v1 (ZAYA_KERNELS=v1) keeps the
+  // no-swizzle 64 x 8 boxes, so that a GPU run times both.
+  const bool sw = !runtime::kernels_v1();
+  const tma::Swizzle swz = sw ? tma::Swizzle::k128B : tma::Swizzle::kNone;
+  const int box_cols = box_cols90(sw);
+  // Encoded once per weight tensor (address, shape and box), not per launch: tma::cached_map_2d.
+  if (const char* err = tma::cached_map_2d(&map_gu, a.gate_up, a.E * 2 * a.I, a.H, a.H, kBoxRows90, box_cols, swz))
     return err;
-  if (const char* err = tma::cached_map_2d(&map_dn, a.down, a.E * a.H, a.I, a.I, kBoxRows90, kBoxCols90)) return err;
-  auto run = [&](auto tag) -> const char* {
+  if (const char* err = tma::cached_map_2d(&map_dn, a.down, a.E * a.H, a.I, a.I, kBoxRows90, box_cols, swz))
+    return err;
+  auto run = [&](auto tag, auto sw128) -> const char* {
     using D = decltype(tag);
-    if (const char* err = vendor::launch(&expert_gemm_sm90<D, true>, grid_gu, block, kSmem90, stream, a, map_gu))
+    constexpr bool kSw = decltype(sw128)::value;
+    constexpr size_t smem = smem90(kSw);
+    if (const char* err = vendor::launch(&expert_gemm_sm90<D, true, kSw>, grid_gu, block, smem, stream, a, map_gu))
       return err;
-    return vendor::launch(&expert_gemm_sm90<D, false>, grid_dn, block, kSmem90, stream, a, map_dn);
+    return vendor::launch(&expert_gemm_sm90<D, false, kSw>, grid_dn, block, smem, stream, a, map_dn);
   };
-  return a.dtype == DType::BF16 ? run(dtype::BF16{}) : run(dtype::F16{});
+  auto run_dtype = [&](auto tag) -> const char* {
+    return sw ? run(tag, std::true_type{}) : run(tag, std::false_type{});
+  };
+  return a.dtype == DType::BF16 ? run_dtype(dtype::BF16{}) : run_dtype(dtype::F16{});
 }
 
 }  // namespace zaya::kernels::moe

@@ -11,12 +11,19 @@
 //     shared memory written by ordinary stores or cp.async must be followed by fence_async_proxy() in
 //     each writing thread before the barrier that precedes the wgmma.
 //
-// Shared-memory layout: only the no-swizzle ("interleave") canonical layouts of the PTX ISA
-// (section "Shared Memory Matrix Layout"; T = 8 elements = 16 bytes):
+// Shared-memory layouts: the no-swizzle ("interleave") canonical layouts of the PTX ISA (section
+// "Shared Memory Matrix Layout"; T = 8 elements = 16 bytes), and the K-major 128-byte swizzle:
 //   K-major, ((8,m),(T,2k)):((1T,SBO),(1,LBO)): "core matrices" of 8 rows x 8 elements, 128 contiguous
 //     bytes (row after row); LBO = bytes to the next core matrix along k, SBO = along the rows (m or n).
 //   MN-major (kTransB), ((T,1,m),(8,k)):((1,T,SBO),(1T,LBO)): core matrices of 8 k-rows x 8 n-elements;
 //     SBO = bytes to the next core matrix along n, LBO = along k.
+//   K-major 128-byte swizzle (layout type 1), Swizzle<3,4,3> o ((8,m),(T,2k)):((8T,SBO),(1,T)): rows of
+//     64 elements (128 bytes), 8 rows = one 1024-byte atom, SBO = bytes between atoms along the rows;
+//     the swizzle is applied to the shared-memory address: its 16-byte chunk bits [4,7) are XORed with
+//     bits [7,10) (the row within the atom), so atoms must start 1024-byte aligned. The descriptor of
+//     k-step kk (16 deep) points 32 kk bytes into the atom (CUTLASS's and the PTX ISA's reading);
+//     LBO is unused there and set to 16 bytes as CuTe's make_gmma_desc does. TMA's
+//     CU_TENSOR_MAP_SWIZZLE_128B writes this placement (tma.cuh). MN-major swizzled layouts: not used.
 // Accumulator element i of warpgroup thread t (Acc::x[i]): row 16 (t / 32) + (t % 32) / 4 + 8 ((i / 2) % 2),
 // column 8 (i / 4) + 2 (t % 4) + i % 2 (acc_row / acc_col).
 //
@@ -66,11 +73,23 @@ ZAYA_HD int kmajor_offset(int r, int k, int cols) {
   return ((r >> 3) * (cols >> 3) + (k >> 3)) * 64 + (r & 7) * 8 + (k & 7);
 }
 
+// Element offset of (row r, column k) in a K-major 128-byte-swizzled tile of 64 columns ([rows][64],
+// 128-byte rows) whose start is 1024-byte aligned: the 16-byte chunk k / 8 lands at chunk
+// (k / 8) ^ (r % 8) of its row (Swizzle<3,4,3> on the byte address). Its descriptor: make_desc_sw128.
+ZAYA_HD int sw128_offset(int r, int k) { return r * 64 + ((((k >> 3) ^ r) & 7) << 3) + (k & 7); }
+
 // Matrix descriptor of a no-swizzle operand at shared-memory pointer p (16-byte aligned).
 ZAYA_DEV uint64_t make_desc(const void* p, uint32_t lbo_bytes, uint32_t sbo_bytes) {
   const uint32_t addr = vendor::smem_u32(p);
   return static_cast<uint64_t>((addr & 0x3FFFFu) >> 4) | (static_cast<uint64_t>((lbo_bytes & 0x3FFFFu) >> 4) << 16) |
          (static_cast<uint64_t>((sbo_bytes & 0x3FFFFu) >> 4) << 32);
+}
+
+// Matrix descriptor of a K-major 128-byte-swizzled operand (layout type 1 in bits 62-63, base offset
+// 0, LBO 16 bytes as make_gmma_desc sets it) at p: an atom's start plus 32 bytes per 16-deep k-step;
+// sbo_bytes between 8-row atoms (1024 for [rows][64] tiles).
+ZAYA_DEV uint64_t make_desc_sw128(const void* p, uint32_t sbo_bytes) {
+  return make_desc(p, 16, sbo_bytes) | (uint64_t{1} << 62);
 }
 
 // The descriptors of the two ways the kernels read a kmajor_offset tile (rows x cols, cols a multiple
@@ -94,17 +113,32 @@ namespace emu_detail {
 struct Operand {
   const unsigned char* base;
   uint32_t offset, lbo, sbo;
+  bool sw128;  // layout type 1: K-major 128-byte swizzle
 };
 
+// Layout types modelled: 0 (no swizzle) and 1 (128-byte swizzle, K-major, base offset 0, LBO 16 bytes
+// as CuTe sets it); 64- and 32-byte swizzles and non-zero base offsets fail the launch.
 inline Operand decode(uint64_t d) {
-  if ((d >> 62) != 0) emu::fail("emulated wgmma: only the no-swizzle shared-memory layout is modelled");
+  const int type = static_cast<int>(d >> 62);
+  if (type != 0 && type != 1) emu::fail("emulated wgmma: only the no-swizzle and 128-byte-swizzle layouts are modelled");
+  if (((d >> 49) & 7u) != 0) emu::fail("emulated wgmma: a non-zero matrix base offset is not modelled");
   const uint32_t off = static_cast<uint32_t>(d & 0x3FFFu) << 4;
-  return {static_cast<const unsigned char*>(emu::dynamic_smem()), off, static_cast<uint32_t>((d >> 16) & 0x3FFFu) << 4,
-          static_cast<uint32_t>((d >> 32) & 0x3FFFu) << 4};
+  const uint32_t lbo = static_cast<uint32_t>((d >> 16) & 0x3FFFu) << 4;
+  if (type == 1 && lbo != 16) emu::fail("emulated wgmma: a 128-byte-swizzle descriptor needs LBO = 16 bytes (CuTe's)");
+  return {static_cast<const unsigned char*>(emu::dynamic_smem()), off, lbo,
+          static_cast<uint32_t>((d >> 32) & 0x3FFFu) << 4, type == 1};
 }
+
+// The 128-byte swizzle of a shared-memory byte address: 16-byte chunk bits [4,7) ^= bits [7,10).
+inline uint32_t swizzle128(uint32_t addr) { return addr ^ (((addr >> 7) & 7u) << 4); }
 
 // Byte offset of element (mn, k) of an operand (mn: row of A or column of B; k: 0..15).
 inline uint32_t at(const Operand& o, int mn, int k, bool mn_major) {
+  if (o.sw128) {
+    if (mn_major) emu::fail("emulated wgmma: only the K-major 128-byte swizzle is modelled");
+    // Swizzle<3,4,3> o ((8,m),(T,2)):((8T,SBO),(1,T)): rows 128 bytes apart, then the address swizzle
+    return swizzle128(o.offset + (mn >> 3) * o.sbo + (mn & 7) * 128 + (k >> 3) * 16 + (k & 7) * 2);
+  }
   return mn_major ? o.offset + (mn >> 3) * o.sbo + (mn & 7) * 2 + (k >> 3) * o.lbo + (k & 7) * 16
                   : o.offset + (mn >> 3) * o.sbo + (mn & 7) * 16 + (k >> 3) * o.lbo + (k & 7) * 2;
 }

@@ -22,6 +22,7 @@ struct WgmmaTileArgs {
   int64_t N = 64, K = 16;
   bool a_from_registers = false;  // "rs" form: A through mma.cuh's load_a into registers
   bool b_mn_major = false;        // B stored k x n (as cca_attention's V) and read MN-major
+  bool swizzle128 = false;        // K-major 128-byte swizzle for B (and A in the ss form), as moe_top1_sm90's
 };
 
 const char* launch_wgmma_tile(const WgmmaTileArgs& args, void* stream);
