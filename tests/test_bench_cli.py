@@ -309,3 +309,21 @@ def test_with_hopper_paths_sets_and_restores(monkeypatch):
     fn()
     assert seen == [True, True] and hopper_paths.state is False
     assert not hopper_gpu(torch.device("cpu"))
+
+
+def test_wgmma_v1_provider_sets_both_switches(monkeypatch):
+    """zaya-wgmma-v1 (moe_top1's no-swizzle Hopper kernel): the Hopper and v1 switches are on during each
+    call only, so the first Hopper run times the swizzled kernel against it."""
+    from zaya_ops._library import hopper_paths, kernels_v1
+    from zaya_ops.bench.layer_cases import MoeTop1Bench
+
+    monkeypatch.setattr(hopper_paths, "state", None)
+    monkeypatch.setattr(kernels_v1, "state", None)
+    seen = []
+
+    class FakeCase:
+        def bind(self, fn):
+            return lambda: seen.append((hopper_paths.state, kernels_v1.state))
+
+    MoeTop1Bench().make_provider("zaya-wgmma-v1", FakeCase())()
+    assert seen == [(True, True)] and hopper_paths.state is None and kernels_v1.state is None

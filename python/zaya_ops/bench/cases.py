@@ -217,6 +217,8 @@ class OpBench:
             return with_hopper_paths(self.make_provider("zaya", case))
         if provider == "v1":  # the version-1 mma.sync kernels (ZAYA_KERNELS=v1): old against new in one run
             return with_switch("kernels_v1", self.make_provider("zaya", case))
+        if provider == "zaya-wgmma-v1":  # the Hopper kernels' first version (moe_top1: no-swizzle TMA boxes)
+            return with_hopper_paths(with_switch("kernels_v1", self.make_provider("zaya", case)))
         if provider == "zaya-raw":  # the registered op without the wrapper's Python checks
             return case.bind(getattr(torch.ops.zaya, self.name))
         if provider == "eager":

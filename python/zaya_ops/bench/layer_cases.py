@@ -517,7 +517,8 @@ class MoeTop1Bench(_LayerOpBench):
     peers = ("grouped_mm", "dense-loop")
 
     def providers_for(self, device):
-        hopper = ("zaya-wgmma",) if hopper_gpu(device) else ()
+        # zaya-wgmma-v1: the Hopper kernels with 16-byte no-swizzle TMA boxes, timed against the swizzled ones
+        hopper = ("zaya-wgmma", "zaya-wgmma-v1") if hopper_gpu(device) else ()
         v1 = ("v1",) if nvidia_gpu(device) else ()
         return (*self.providers, *v1, *hopper, *self.peers)
 

@@ -43,7 +43,7 @@ def _style(providers: list[str]) -> dict[str, dict[str, Any]]:
     import matplotlib
 
     cmap = matplotlib.colormaps["tab10"]
-    order = ["zaya", "zaya-wgmma", "zaya-raw", "eager", "compile", "sdpa", "sdpa-flash", "sdpa-efficient", "sdpa-cudnn",
+    order = ["zaya", "zaya-wgmma", "zaya-wgmma-v1", "zaya-raw", "eager", "compile", "sdpa", "sdpa-flash", "sdpa-efficient", "sdpa-cudnn",
              "sdpa-math", "grouped_mm", "dense-loop", "hf-eager", "hf-sdpa", "zaya-nograph", "zaya-reference"]
     provs = sorted(set(providers), key=lambda p: (order.index(p) if p in order else len(order), p))
     return {p: {"color": cmap(i % 10), "marker": _MARKERS[i % len(_MARKERS)]} for i, p in enumerate(provs)}
