@@ -38,6 +38,9 @@ class TimerConfig:
     budget_s: target time for the measured reps; reps = budget_s / estimate, clamped to
     [min_reps, max_reps]. flush_cache: overwrite a buffer larger than the last-level cache before each
     rep (outside the timed region), so memory-bound ops read their inputs from DRAM/HBM, not cache.
+    max_measure_s: when set, caps the measured reps at about this many seconds (at least one rep,
+    overriding min_reps), for baselines whose single call takes minutes (transformers' bf16 model at
+    ZAYA1-8B widths on a CPU without fast bf16 GEMMs); the row's ``stats.reps`` says how many ran.
     """
 
     warmup_s: float = 0.1
@@ -46,6 +49,7 @@ class TimerConfig:
     min_reps: int = 10
     max_reps: int = 10_000
     flush_cache: bool = False
+    max_measure_s: float | None = None
 
     @classmethod
     def for_run(cls, device: torch.device, quick: bool, budget_s: float | None = None,
@@ -126,7 +130,7 @@ class _CacheFlusher:
 
 def time_fn(fn: Callable[[], Any], device: torch.device, cfg: TimerConfig,
             setup: Callable[[], Any] | None = None, after: Callable[[], Any] | None = None,
-            max_calls: int | None = None) -> Stats:
+            max_calls: int | None = None, first_s: float | None = None) -> Stats:
     """Time ``fn()`` (already compiled / first-called by the caller): warm-up, then adaptive reps.
 
     GPU: a pair of ``torch.cuda.Event`` around each call, one synchronize at the end (no host sync
@@ -136,6 +140,10 @@ def time_fn(fn: Callable[[], Any], device: torch.device, cfg: TimerConfig,
     ``setup`` / ``after`` run before / after every call (warm-up included) outside the timed region
     (e.g. a model's host-side cache bookkeeping); ``max_calls`` caps warm-up + reps (a decode run can
     only take as many steps as its cache holds).
+
+    ``first_s``: how long the caller's own first call took. When it took longer than the whole budget,
+    that call was the warm-up and its time the estimate: no further warm-up call is made (a model
+    prefill of minutes would otherwise run once more untimed).
     """
     gpu = is_gpu(device)
     flusher = _CacheFlusher(device) if cfg.flush_cache else None
@@ -148,7 +156,7 @@ def time_fn(fn: Callable[[], Any], device: torch.device, cfg: TimerConfig,
     synchronize(device)
     n = 0
     t0 = time.perf_counter()
-    while True:
+    while first_s is None or first_s <= cfg.budget_s:
         if flusher is not None:
             flusher()
         if pre is not None:
@@ -162,9 +170,12 @@ def time_fn(fn: Callable[[], Any], device: torch.device, cfg: TimerConfig,
             synchronize(device)
             if time.perf_counter() - t0 >= cfg.warmup_s or (max_calls is not None and n >= max_calls // 2):
                 break
-    est = (time.perf_counter() - t0) / n  # includes the flush: an over-estimate, which only lowers reps
+    # includes the flush: an over-estimate, which only lowers reps
+    est = (time.perf_counter() - t0) / n if n else float(first_s)
     reps = int(cfg.budget_s / max(est, 1e-7))
     reps = max(cfg.min_reps, min(cfg.max_reps, reps))
+    if cfg.max_measure_s is not None:
+        reps = max(1, min(reps, int(cfg.max_measure_s / max(est, 1e-7))))
     if max_calls is not None:
         reps = max(1, min(reps, max_calls - n))
 
