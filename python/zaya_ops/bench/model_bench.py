@@ -29,6 +29,9 @@ Costs per timed call (bf16 sizes; counts from the routing our model actually cho
   attention (4 * nq * D per causal query-key pair) and the LM head (2 * H * V per logit row);
 * decode floor: tokens/s if a step took only its weight bytes / measured copy bandwidth (the
   weight-bandwidth floor: ``floor_tokens_per_s``; ``pct_floor`` = achieved / floor).
+  On a CPU the same ratio in CPU time, ``pct_floor_cpu``: weight bytes per CPU-second of the step over
+  the copy probe's bytes per CPU-second (``harness.Stats.cpu_median_us``), which other processes on
+  the cores do not move the way they move wall time (both are measured in one run either way).
 
 Correctness: each provider's logits of its first call are compared with transformers eager's
 (``max_rel_err`` = max |diff| / max |logit|, and the note says on how many rows they agree within 5e-2
@@ -610,6 +613,9 @@ def run_model(preset: str, providers: Sequence[str], device: torch.device, dtype
                 if not prefill and roof is not None and roof.copy_gbps > 0:
                     row.floor_tokens_per_s = ntok / (wbytes / (roof.copy_gbps * 1e9))
                     row.pct_floor = 100.0 * row.tokens_per_s / row.floor_tokens_per_s
+                    cpu_us = row.stats.get("cpu_median_us")
+                    if cpu_us and roof.copy_gbps_cpu:
+                        row.pct_floor_cpu = 100.0 * (wbytes / (cpu_us * 1e-6) / 1e9) / roof.copy_gbps_cpu
             rows.append(row)
         set_speedups([case_rows[p] for p in providers], BASELINE)
     del hf, model
@@ -621,8 +627,8 @@ def run_model(preset: str, providers: Sequence[str], device: torch.device, dtype
 # Table
 # --------------------------------------------------------------------------------------------------
 
-COLUMNS = ("op", "shape", "dtype", "provider", "mode", "median ms", "tok/s", "floor tok/s", "%floor", "GB/s",
-           "TFLOP/s", "%roofline", "x hf", "max rel err", "status")
+COLUMNS = ("op", "shape", "dtype", "provider", "mode", "median ms", "tok/s", "floor tok/s", "%floor", "%floor cpu",
+           "GB/s", "TFLOP/s", "%roofline", "x hf", "max rel err", "status")
 
 
 def format_table(rows: Sequence[H.Row]) -> str:
@@ -635,10 +641,11 @@ def format_table(rows: Sequence[H.Row]) -> str:
         status = {"ok": "ok", "mismatch": "WRONG"}.get(r.status, r.status)
         body.append((r.op, r.shape, r.dtype, r.provider, str(r.params.get("mode", "-")), med,
                      f(r.tokens_per_s, ",.1f"), f(r.floor_tokens_per_s, ",.1f"), f(r.pct_floor, ".1f"),
+                     f(r.pct_floor_cpu, ".1f"),
                      f(r.gbps, ",.2f"), f(r.tflops, ".4f"), f(r.pct_roofline, ".1f"), f(r.speedup_vs_eager, ".2f"),
                      f(r.max_rel_err, ".2g"), status))
     widths = [max(len(c), *(len(b[i]) for b in body)) if body else len(c) for i, c in enumerate(COLUMNS)]
-    left = {0, 1, 2, 3, 4, 14}
+    left = {0, 1, 2, 3, 4, 15}
 
     def line(cells):
         return "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
