@@ -327,3 +327,23 @@ def test_wgmma_v1_provider_sets_both_switches(monkeypatch):
 
     MoeTop1Bench().make_provider("zaya-wgmma-v1", FakeCase())()
     assert seen == [(True, True)] and hopper_paths.state is None and kernels_v1.state is None
+
+
+def test_time_fn_slow_first_call_and_cap():
+    """A caller's first call slower than the budget is the warm-up (no untimed call is added), and
+    max_measure_s caps the reps below min_reps, at one rep at least."""
+    calls = []
+    cfg = H.TimerConfig(warmup_s=0.0, min_warmup=2, budget_s=0.01, min_reps=5, max_reps=20)
+    st = H.time_fn(lambda: calls.append(1), torch.device("cpu"), cfg, first_s=1.0)
+    assert st.reps == 5 and len(calls) == 5  # no warm-up call, min_reps kept
+    calls.clear()
+    st = H.time_fn(lambda: calls.append(1), torch.device("cpu"), cfg, first_s=0.001)
+    assert st.reps == 20 and len(calls) == 20 + 2  # a fast first call: the usual warm-up and estimate
+    calls.clear()
+    cfg.max_measure_s = 2.5
+    st = H.time_fn(lambda: calls.append(1), torch.device("cpu"), cfg, first_s=1.0)
+    assert st.reps == 2 and len(calls) == 2  # 2.5 s of 1 s calls
+    calls.clear()
+    cfg.max_measure_s = 0.5
+    st = H.time_fn(lambda: calls.append(1), torch.device("cpu"), cfg, first_s=1.0)
+    assert st.reps == 1 and len(calls) == 1

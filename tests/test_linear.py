@@ -151,3 +151,24 @@ def test_opcheck_with_grad(dtype):
     torch.library.opcheck(torch.ops.zaya.linear.default, (x, w, b),
                           test_utils=("test_schema", "test_autograd_registration", "test_faketensor",
                                       "test_aot_dispatch_dynamic"))
+
+
+@pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() != "AVX2",
+                    reason="the AVX2 GEMV is the path only on AVX2 CPUs without AVX-512 (ATen's own GEMM there)")
+@pytest.mark.parametrize("dtype", [BF16, FP16])
+def test_decode_runs_the_avx2_gemv(dtype, monkeypatch):
+    """On an AVX2 CPU the decode GEMV takes its vector path (it once ran the scalar loop: cpuinfo read
+    false inside the module). Told apart by the summation order: the vector path keeps 8 lane sums
+    (k mod 8) and adds them at the end, the scalar loop keeps one running sum. Products: +2^25 at k = 0,
+    -2^25 at k = 8 (both lane 0), 1 at k = 1..7. Lane sums give 7; a running sum loses each 1 against
+    2^25 (fp32 spacing 4 there) and gives 0."""
+    monkeypatch.delenv("ZAYA_CPU_GEMM", raising=False)
+    K = 16
+    big = 2.0 ** 25 if dtype == BF16 else 2.0 ** 15  # fp16 (max 65504): 2^15 * x = 2^25 with x = 2^10
+    xv = 1.0 if dtype == BF16 else 2.0 ** 10
+    w = torch.zeros(4, K, dtype=dtype)
+    w[:, 0], w[:, 8] = big, -big
+    w[:, 1:8] = 1.0 if dtype == BF16 else 2.0 ** -10  # products 1 each
+    x = torch.full((1, K), xv, dtype=dtype)
+    y = torch.ops.zaya.linear(x, w, None)
+    assert y.float().tolist() == [[7.0] * 4]

@@ -113,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-reps", type=int, default=None,
                    help="fewest measured reps per (case, provider) (default 10, --quick 5; warm-up calls at least "
                         "max(1, N // 2)): for slow baselines on a CPU, e.g. transformers' bf16 model at ZAYA1-8B widths")
+    p.add_argument("--max-measure-s", type=float, default=None,
+                   help="cap each measurement's timed reps at about this many seconds (at least one rep, below "
+                        "--min-reps if need be): transformers' bf16 prefill at ZAYA1-8B widths takes minutes per call "
+                        "on a CPU; the rows' stats.reps say how many ran")
     p.add_argument("--notes", default=None,
                    help="free text kept in the JSON's meta.notes and the report's footnote (e.g. 'loaded: a shared "
                         "machine')")
@@ -211,6 +215,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         cfg.min_reps = args.min_reps
         cfg.min_warmup = min(cfg.min_warmup, max(1, args.min_reps // 2))
+    if args.max_measure_s is not None:
+        if args.max_measure_s <= 0:
+            log(f"error: --max-measure-s must be > 0, got {args.max_measure_s}")
+            return 2
+        cfg.max_measure_s = args.max_measure_s
     log(f"timer: {H.timer_name(device)}, budget {cfg.budget_s} s per measurement, reps in "
         f"[{cfg.min_reps}, {cfg.max_reps}], cache flush {'on' if cfg.flush_cache else 'off'}")
 

@@ -38,6 +38,9 @@ class TimerConfig:
     budget_s: target time for the measured reps; reps = budget_s / estimate, clamped to
     [min_reps, max_reps]. flush_cache: overwrite a buffer larger than the last-level cache before each
     rep (outside the timed region), so memory-bound ops read their inputs from DRAM/HBM, not cache.
+    max_measure_s: when set, caps the measured reps at about this many seconds (at least one rep,
+    overriding min_reps), for baselines whose single call takes minutes (transformers' bf16 model at
+    ZAYA1-8B widths on a CPU without fast bf16 GEMMs); the row's ``stats.reps`` says how many ran.
     """
 
     warmup_s: float = 0.1
@@ -46,6 +49,7 @@ class TimerConfig:
     min_reps: int = 10
     max_reps: int = 10_000
     flush_cache: bool = False
+    max_measure_s: float | None = None
 
     @classmethod
     def for_run(cls, device: torch.device, quick: bool, budget_s: float | None = None,
@@ -62,7 +66,13 @@ class TimerConfig:
 
 @dataclasses.dataclass
 class Stats:
-    """Per-call times in microseconds over ``reps`` measured calls."""
+    """Per-call times in microseconds over ``reps`` measured calls.
+
+    ``cpu_median_us`` (CPU timer only): the median of the process's CPU time per call
+    (``time.process_time``, all its threads): unlike wall time it does not grow when other processes
+    share the cores, so on a loaded machine ratios of CPU-time rates (``Roofline.copy_gbps_cpu``,
+    ``Row.pct_floor_cpu``) are steadier than the wall-time ones. A memory-bound thread stalls on the CPU,
+    so its stalls count."""
 
     median_us: float
     p10_us: float
@@ -71,13 +81,15 @@ class Stats:
     min_us: float
     max_us: float
     reps: int
+    cpu_median_us: float | None = None
 
     @classmethod
-    def from_samples(cls, samples_us: Sequence[float]) -> "Stats":
+    def from_samples(cls, samples_us: Sequence[float], cpu_samples_us: Sequence[float] | None = None) -> "Stats":
         s = sorted(float(v) for v in samples_us)
         if not s:
             raise ValueError("no samples")
         return cls(
+            cpu_median_us=percentile(sorted(float(v) for v in cpu_samples_us), 50.0) if cpu_samples_us else None,
             median_us=percentile(s, 50.0),
             p10_us=percentile(s, 10.0),
             p90_us=percentile(s, 90.0),
@@ -126,7 +138,7 @@ class _CacheFlusher:
 
 def time_fn(fn: Callable[[], Any], device: torch.device, cfg: TimerConfig,
             setup: Callable[[], Any] | None = None, after: Callable[[], Any] | None = None,
-            max_calls: int | None = None) -> Stats:
+            max_calls: int | None = None, first_s: float | None = None) -> Stats:
     """Time ``fn()`` (already compiled / first-called by the caller): warm-up, then adaptive reps.
 
     GPU: a pair of ``torch.cuda.Event`` around each call, one synchronize at the end (no host sync
@@ -136,6 +148,10 @@ def time_fn(fn: Callable[[], Any], device: torch.device, cfg: TimerConfig,
     ``setup`` / ``after`` run before / after every call (warm-up included) outside the timed region
     (e.g. a model's host-side cache bookkeeping); ``max_calls`` caps warm-up + reps (a decode run can
     only take as many steps as its cache holds).
+
+    ``first_s``: how long the caller's own first call took. When it took longer than the whole budget,
+    that call was the warm-up and its time the estimate: no further warm-up call is made (a model
+    prefill of minutes would otherwise run once more untimed).
     """
     gpu = is_gpu(device)
     flusher = _CacheFlusher(device) if cfg.flush_cache else None
@@ -148,7 +164,7 @@ def time_fn(fn: Callable[[], Any], device: torch.device, cfg: TimerConfig,
     synchronize(device)
     n = 0
     t0 = time.perf_counter()
-    while True:
+    while first_s is None or first_s <= cfg.budget_s:
         if flusher is not None:
             flusher()
         if pre is not None:
@@ -162,9 +178,12 @@ def time_fn(fn: Callable[[], Any], device: torch.device, cfg: TimerConfig,
             synchronize(device)
             if time.perf_counter() - t0 >= cfg.warmup_s or (max_calls is not None and n >= max_calls // 2):
                 break
-    est = (time.perf_counter() - t0) / n  # includes the flush: an over-estimate, which only lowers reps
+    # includes the flush: an over-estimate, which only lowers reps
+    est = (time.perf_counter() - t0) / n if n else float(first_s)
     reps = int(cfg.budget_s / max(est, 1e-7))
     reps = max(cfg.min_reps, min(cfg.max_reps, reps))
+    if cfg.max_measure_s is not None:
+        reps = max(1, min(reps, int(cfg.max_measure_s / max(est, 1e-7))))
     if max_calls is not None:
         reps = max(1, min(reps, max_calls - n))
 
@@ -189,21 +208,24 @@ def time_fn(fn: Callable[[], Any], device: torch.device, cfg: TimerConfig,
         samples = [s.elapsed_time(e) * 1e3 for s, e in zip(starts, ends)]
     else:
         samples = []
-        pc = time.perf_counter
+        cpu_samples: list[float] = []
+        pc, ct = time.perf_counter, time.process_time
         for _ in range(reps):
             if flusher is not None:
                 flusher()
             if pre is not None:
                 pre()
-                a = pc()
+                c0, a = ct(), pc()
                 inner()
-                b = pc()
+                b, c1 = pc(), ct()
                 post()
             else:
-                a = pc()
+                c0, a = ct(), pc()
                 fn()
-                b = pc()
+                b, c1 = pc(), ct()
             samples.append((b - a) * 1e6)
+            cpu_samples.append((c1 - c0) * 1e6)
+        return Stats.from_samples(samples, cpu_samples)
     return Stats.from_samples(samples)
 
 
@@ -231,6 +253,7 @@ class Roofline:
     gemm_dtype: str
     gemm_n: int
     note: str = ""
+    copy_gbps_cpu: float | None = None  # CPU: copy bytes per second of the process's CPU time (Stats)
 
     def bound_us(self, nbytes: float, flops: float) -> float | None:
         """Lower bound on a call's time: max(bytes / copy BW, FLOPs / GEMM rate), in microseconds."""
@@ -267,8 +290,10 @@ def measure_roofline(device: torch.device, quick: bool = False,
     st = time_fn(lambda: dst.copy_(src), device, cfg)
     copy_bytes = 2 * src.numel() * src.element_size()
     copy_gbps = copy_bytes / (st.median_us * 1e-6) / 1e9
+    copy_gbps_cpu = copy_bytes / (st.cpu_median_us * 1e-6) / 1e9 if st.cpu_median_us else None
     del src, dst
-    log(f"roofline: copy {copy_gbps:,.1f} GB/s ({mib} MiB tensor, read+write counted)")
+    log(f"roofline: copy {copy_gbps:,.1f} GB/s ({mib} MiB tensor, read+write counted)"
+        + (f", {copy_gbps_cpu:,.1f} GB per CPU-second" if copy_gbps_cpu else ""))
 
     note = ""
     if gpu:
@@ -288,7 +313,7 @@ def measure_roofline(device: torch.device, quick: bool = False,
                     f"fp32 GEMM ({fp * 1e3:.1f} GFLOP/s at n={n_fp}) used as the compute ceiling")
     log(f"roofline: {gemm_dtype} GEMM {tflops:.4g} TFLOP/s (n={n})" + (f"; {note}" if note else ""))
     return Roofline(copy_gbps=copy_gbps, copy_bytes=copy_bytes, gemm_tflops=tflops, gemm_dtype=gemm_dtype,
-                    gemm_n=n, note=note)
+                    gemm_n=n, note=note, copy_gbps_cpu=copy_gbps_cpu)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -463,6 +488,9 @@ class Row:
     tokens_per_s: float | None = None  # tokens / median
     floor_tokens_per_s: float | None = None  # decode: tokens/s if only the weight reads took time
     pct_floor: float | None = None  # tokens_per_s as % of floor_tokens_per_s
+    # the same ratio in CPU time (CPU runs: weight bytes per CPU-second of the step / copy bytes per
+    # CPU-second of the copy probe, see Stats): steadier than pct_floor when other processes load the cores
+    pct_floor_cpu: float | None = None
 
     @property
     def median_us(self) -> float | None:
