@@ -42,13 +42,16 @@
 // (x nkv; two instantiations so that each keeps only its own arguments in scalar registers), the v
 // cache copy (one block per token) and the state kernel (one block per sequence). On CUDA, a call
 // whose tokens fit one token block (decode batches up to BM sequences) is one launch instead
-// (cca_qkv_single_block_kernel: 102-110 registers, no spills): every sequence then lives in that
+// (cca_qkv_single_block_kernel: 121-126 registers, no spills): every sequence then lives in that
 // block, so each group's block can rewrite its channels of the states after its own reads.
 //
-// Resources (compile checks only, no GPU run): nvcc sm_80/sm_90a 91-110 registers, 0 spills, 44-45 KB
-// static shared memory (2 blocks per SM). tools/check_hip.sh gfx940/gfx90a: 82-90 VGPRs, 90-102
-// SGPRs, no scratch or spills, 45056 B LDS, occupancy 2 waves/SIMD (LDS-bound: one 8-wave
-// workgroup per CU); 16 v_mfma per arch (4 instantiations x 4 unrolled n-tiles).
+// Resources (compile checks only, no GPU run): nvcc sm_90a 114-126 registers (v1 and ldmatrix forms
+// alike), 0 spills, 45056 B static shared memory (46080 with the 1 KB sm_90 reserve; 2 blocks per SM,
+// register-bound); the ldmatrix form's K loop issues 16 mma per 10 ldmatrix.x4 and no scalar shared
+// loads (v1: 8 mma per 20 32-bit loads).
+// tools/check_hip.sh gfx940/gfx90a: 90-98 VGPRs, 88-99 SGPRs, no scratch or spills, 26624 B LDS,
+// occupancy 4 waves/SIMD (two 8-wave workgroups per CU; LDS-bound); 16 v_mfma per arch (4
+// instantiations x 4 unrolled n-tiles).
 #pragma once
 
 #include <cmath>

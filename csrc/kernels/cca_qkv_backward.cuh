@@ -55,7 +55,7 @@
 // GFLOP, ~24 us at 790 TFLOP/s dense bf16) against ~26 KB x 4096 = 107 MB (~27 us at 4 TB/s): memory-
 // bound, near the ridge; without the split it would be 3x under it. The fp32 GY round trip is the largest
 // memory term (a fused single pass would need a 2-token halo across CTAs and a whole KV group per CTA).
-// Resources (compile checks only, no GPU run; not tuned on hardware): nvcc sm_90a: x_kernel 96-108
+// Resources (compile checks only, no GPU run; not tuned on hardware): nvcc sm_90a: x_kernel 118-122
 // registers, norm_kernel 44-56, conv_kernel 99-116, 0 spills; 47104 / 38528 B static shared memory.
 // tools/check_hip.sh gfx940/gfx90a: x_kernel 86-95 VGPRs (8 v_mfma; 35840 B LDS: the CDNA K chunk of 32),
 // conv_kernel 130-145 VGPRs (14 v_mfma), no scratch, no spills; conv_kernel<F16, true> at 104 SGPRs on
