@@ -42,10 +42,10 @@
 // (x nkv; two instantiations so that each keeps only its own arguments in scalar registers), the v
 // cache copy (one block per token) and the state kernel (one block per sequence). On CUDA, a call
 // whose tokens fit one token block (decode batches up to BM sequences) is one launch instead
-// (cca_qkv_single_block_kernel: 121-126 registers, no spills): every sequence then lives in that
+// (cca_qkv_single_block_kernel: 119-123 registers, no spills): every sequence then lives in that
 // block, so each group's block can rewrite its channels of the states after its own reads.
 //
-// Resources (compile checks only, no GPU run): nvcc sm_90a 114-126 registers (v1 and ldmatrix forms
+// Resources (compile checks only, no GPU run): nvcc sm_90a 114-123 registers (v1 and ldmatrix forms
 // alike), 0 spills, 45056 B static shared memory (46080 with the 1 KB sm_90 reserve; 2 blocks per SM,
 // register-bound); the ldmatrix form's K loop issues 16 mma per 10 ldmatrix.x4 and no scalar shared
 // loads (v1: 8 mma per 20 32-bit loads).
