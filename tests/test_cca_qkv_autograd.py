@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import zaya_ops
-from conftest import EMULATORS, use_target
+from conftest import EMULATORS, V1_TARGETS, use_target
 from zaya_ops import _autograd
 from zaya_ops import reference as ref
 from zaya_ops import samples, tolerances
@@ -117,7 +117,8 @@ def test_forward_no_tokens():
     assert q.shape == (0, 4, 16) and k.shape == (0, 2, 16) and v.shape == (0, 2, 16)
 
 
-@pytest.mark.parametrize("target", EMULATORS)
+# The forward is the cca_qkv kernel: its version-1 form (scalar fragment loads, conftest.V1_TARGETS) too.
+@pytest.mark.parametrize("target", EMULATORS + [t for t in V1_TARGETS if t.startswith("emu")])
 def test_forward_on_emulator(target, monkeypatch):
     use_target(target, monkeypatch)
     shape = samples.SampleShape(nq=4, nkv=2, head_dim=64, rot_dim=32, block_size=8, seq_lens=(7, 0, 1, 5))

@@ -1,7 +1,9 @@
 """The GPU kernel of cca_qkv (csrc/kernels/cca_qkv.cuh) against zaya_ops.reference, on every GPU target:
 CUDA/ROCm when present and the SIMT emulator with 32- and 64-lane warps (the CPU kernel is tested in
 test_cca_cpu.py, whose helpers and exactness rule this file reuses: bf16/fp16 bit-identical almost
-everywhere, values and states identical).
+everywhere, values and states identical). emu32 runs the CUDA paths with ldmatrix fragments, emu32-v1
+(and cuda-v1) the version-1 scalar fragment loads (conftest.V1_TARGETS, ZAYA_KERNELS=v1); emu64 the CDNA
+paths (K chunks of 32, 16-bit Y: the 32 KiB LDS layout).
 
 The emulator runs ~1e6-1e7 GPU-thread instructions per second, so the long sequences use the small
 q2kv1d32 heads and the ZAYA1 heads get short ones.
@@ -12,12 +14,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import KERNEL_TARGETS, use_target
+from conftest import KERNEL_TARGETS, V1_TARGETS, use_target
 from test_cca_cpu import (BAD, HEADS, QKV_BAD_INDICES, _qkv_bad, assert_rounded_close, check_qkv, check_strided_qkv,
                           qkv_args, rope_table)
 from zaya_ops import ops, samples
 
-GPU_TARGETS = [t for t in KERNEL_TARGETS if t != "cpu"]
+BASE_TARGETS = [t for t in KERNEL_TARGETS if t != "cpu"]
+GPU_TARGETS = BASE_TARGETS + V1_TARGETS  # both fragment loaders of the CUDA kernels
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 pytestmark = pytest.mark.skipif(not GPU_TARGETS, reason="no GPU and no SIMT emulator module built")
@@ -94,11 +97,11 @@ def test_launches_per_call(target, lens, monkeypatch):
     import importlib
 
     use_target(target, monkeypatch)
-    emu = importlib.import_module(f"zaya_ops._emu_w{target[3:]}")
+    emu = importlib.import_module(f"zaya_ops._emu_w{target[3:5]}")
     kw = args(lens, "q8kv2d128", "bf16", "cpu", seed=14)
     before = emu.launches()
     ops.cca_qkv(**kw)
-    single = target == "emu32" and len(lens) <= 64
+    single = target.startswith("emu32") and len(lens) <= 64
     assert emu.launches() - before == (1 if single else 4)
 
 
@@ -108,6 +111,24 @@ def test_strided_inputs(gpu_device, dt):
     copied by the glue), caches as views of a [blocks, 2, ...] KV tensor and conv_state transposed in
     memory (written in place with their strides)."""
     check_strided_qkv(args((5, 19, 1), "q8kv2d128", dt, gpu_device, seed=2), DTYPES[dt], misalign=True)
+
+
+@pytest.mark.skipif(not ({"emu32", "emu32-v1"} <= set(GPU_TARGETS)), reason="needs the 32-lane emulator")
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("heads,lens", [("q8kv2d128", (70, 1, 0, 9)), ("q8kv1d256", (3, 40)), ("q4kv4d64", (5,) * 30),
+                                        ("q2kv1d32", (1,) * 12)], ids=["d128", "d256", "d64", "d32-decode"])
+def test_ldmatrix_equals_v1_bitwise(dt, heads, lens, monkeypatch):
+    """The version-2 CUDA kernels (ldmatrix fragments) and version 1 (scalar loads) feed the same registers
+    to the same mma sequence: every output and mutated tensor is bit-identical (32-lane emulator)."""
+    base = args(lens, heads, dt, "cpu", seed=21)
+    outs = {}
+    for target in ("emu32", "emu32-v1"):
+        use_target(target, monkeypatch)
+        kw = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in base.items()}
+        q = ops.cca_qkv(**kw)
+        outs[target] = [q] + [kw[n] for n in ("conv_state", "value_state", "k_cache", "v_cache")]
+    for a, b in zip(outs["emu32"], outs["emu32-v1"]):
+        assert torch.equal(a.view(torch.int16), b.view(torch.int16))
 
 
 # --- chunked prefill and decode == one prefill ----------------------------------------------------------
@@ -190,7 +211,7 @@ def test_bad_indices_name_the_argument(gpu_device, change, match):
             ops.cca_qkv(**kw)
 
 
-@pytest.mark.parametrize("target", GPU_TARGETS)
+@pytest.mark.parametrize("target", BASE_TARGETS)
 @pytest.mark.parametrize("call,change,exc,match", QKV_BAD, ids=[f"bad{i}" for i in range(len(QKV_BAD))])
 def test_bad_inputs_name_the_argument(target, monkeypatch, call, change, exc, match):
     """The C++ checks of the GPU glue (dtypes, shapes), called past the wrappers."""

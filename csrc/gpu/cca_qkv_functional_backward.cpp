@@ -66,23 +66,23 @@ Grads cca_qkv_functional_backward_gpu(const at::Tensor& grad_q, const at::Tensor
       at::empty({zaya::kernels::cca_qkv_backward_workspace(T, d.nq, d.nkv, D)}, opts.dtype(at::kFloat));
 
   zaya::kernels::CcaQkvBackwardArgs a;
-  a.dtype = to_dtype(dt);
-  a.T = T, a.nq = d.nq, a.nkv = d.nkv, a.D = D, a.half = d.rot / 2, a.B = B, a.P = d.P;
-  a.qt = qt.const_data_ptr(), a.kt = kt.const_data_ptr(), a.qt_rs = qt.stride(0), a.kt_rs = kt.stride(0);
+  a.in.dtype = to_dtype(dt);
+  a.in.T = T, a.in.nq = d.nq, a.in.nkv = d.nkv, a.in.D = D, a.in.half = d.rot / 2, a.in.B = B, a.in.P = d.P;
+  a.in.qt = qt.const_data_ptr(), a.in.kt = kt.const_data_ptr(), a.in.qt_rs = qt.stride(0), a.in.kt_rs = kt.stride(0);
   a.grad_q = gq.const_data_ptr(), a.grad_k = gk.const_data_ptr(), a.grad_v = gv.const_data_ptr();
-  a.dw_w = dw_w.const_data_ptr(), a.dw_b = dw_b.const_data_ptr(), a.gw = gw.const_data_ptr();
-  a.gb = gb.const_data_ptr(), a.temp = temp.const_data_ptr();
-  a.cos_sin = cos_sin.const_data_ptr(), a.cs_rs = cos_sin.stride(0);
-  a.positions = pos.const_data_ptr<int64_t>(), a.cu_seqlens = cu.const_data_ptr<int32_t>();
-  a.conv_state = conv_state.const_data_ptr();
-  a.st0 = conv_state.stride(0), a.st1 = conv_state.stride(1), a.st2 = conv_state.stride(2);
+  a.in.dw_w = dw_w.const_data_ptr(), a.in.dw_b = dw_b.const_data_ptr(), a.in.gw = gw.const_data_ptr();
+  a.in.gb = gb.const_data_ptr(), a.in.temp = temp.const_data_ptr();
+  a.in.cos_sin = cos_sin.const_data_ptr(), a.in.cs_rs = cos_sin.stride(0);
+  a.in.positions = pos.const_data_ptr<int64_t>(), a.in.cu_seqlens = cu.const_data_ptr<int32_t>();
+  a.in.conv_state = conv_state.const_data_ptr();
+  a.in.st0 = conv_state.stride(0), a.in.st1 = conv_state.stride(1), a.in.st2 = conv_state.stride(2);
   a.g_qt = g_qt.mutable_data_ptr(), a.g_kt = g_kt.mutable_data_ptr();
   a.g_vd = g_vd.mutable_data_ptr(), a.g_vs = g_vs.mutable_data_ptr(), a.g_state = g_state.mutable_data_ptr();
   a.g_dw_w = g_dw_w.mutable_data_ptr(), a.g_dw_b = g_dw_b.mutable_data_ptr(), a.g_gw = g_gw.mutable_data_ptr();
   a.g_gb = g_gb.mutable_data_ptr(), a.g_temp = g_temp.mutable_data_ptr();
   a.workspace = ws.mutable_data_ptr<float>();
-  a.eps = static_cast<float>(qk_norm_eps);
-  a.sqrt_d = static_cast<float>(std::sqrt(static_cast<double>(D)));
+  a.in.eps = static_cast<float>(qk_norm_eps);
+  a.in.sqrt_d = static_cast<float>(std::sqrt(static_cast<double>(D)));
   check_launch(op, zaya::kernels::launch_cca_qkv_backward(a, current_stream()));
   return {g_qt, g_kt, g_vc, g_vd, g_dw_w, g_dw_b, g_gw, g_gb, g_temp, g_state, g_vs};
 }

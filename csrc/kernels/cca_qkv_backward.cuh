@@ -6,8 +6,9 @@
 // zaya_ops.reference.cca_qkv_functional through RoPE, the QK norm (its clamp), the key temperature, the
 // q/k residual means, the two-stage causal conv with its left history (conv_state) and the delayed value
 // shift. Nothing of the forward is saved: the grouped conv's output Y is recomputed by the forward's own
-// code (cca_qkv.cuh's conv_gemm: the depthwise taps A rounded to the dtype exactly as the forward and the
-// reference round them, an exact bf16/fp16 GEMM with fp32 accumulation). The rest is fp32 without the
+// code (cca_qkv_conv.cuh's conv_gemm, device functions only: this object holds no forward kernel; the
+// depthwise taps A rounded to the dtype exactly as the forward and the reference round them, an exact
+// bf16/fp16 GEMM with fp32 accumulation). The rest is fp32 without the
 // forward's intermediate roundings (vendor::fadd/fmul, never contracted), each gradient rounded once.
 // Operand precision: the dtype's 8 (bf16) or 11 (fp16) bits would cost the fp32 contract (measured: fp16
 // qk_temp one ulp off at T = 257 with u rounded once), so every fp32 operand of the matrix units is
@@ -54,17 +55,18 @@
 // GFLOP, ~24 us at 790 TFLOP/s dense bf16) against ~26 KB x 4096 = 107 MB (~27 us at 4 TB/s): memory-
 // bound, near the ridge; without the split it would be 3x under it. The fp32 GY round trip is the largest
 // memory term (a fused single pass would need a 2-token halo across CTAs and a whole KV group per CTA).
-// Resources (compile checks only, no GPU run; not tuned on hardware): nvcc sm_90a: x_kernel 96-108
+// Resources (compile checks only, no GPU run; not tuned on hardware): nvcc sm_90a: x_kernel 118-122
 // registers, norm_kernel 44-56, conv_kernel 99-116, 0 spills; 47104 / 38528 B static shared memory.
-// tools/check_hip.sh gfx940/gfx90a: x_kernel 78-87 VGPRs (8 v_mfma), conv_kernel 130-145 VGPRs (14
-// v_mfma), no scratch, no spills; conv_kernel<F16, true> at 104 SGPRs on both (little headroom).
+// tools/check_hip.sh gfx940/gfx90a: x_kernel 86-95 VGPRs (8 v_mfma; 35840 B LDS: the CDNA K chunk of 32),
+// conv_kernel 130-145 VGPRs (14 v_mfma), no scratch, no spills; conv_kernel<F16, true> at 104 SGPRs on
+// both (little headroom).
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 
-#include "cca_qkv.cuh"
 #include "cca_qkv_backward_launch.h"
+#include "cca_qkv_conv.cuh"
 #include "mma.cuh"
 #include "ordered_sum.cuh"
 #include "vendor.h"
@@ -110,25 +112,25 @@ template <class P, bool IsK>
 __global__ void __launch_bounds__(kThreads) x_kernel(CcaQkvBackwardArgs a) {
   __shared__ GySmem sm;
   const int tid = static_cast<int>(threadIdx.x);
-  const int D = static_cast<int>(a.D), bm = cca_qkv::block_tokens(D);
+  const int D = static_cast<int>(a.in.D), bm = cca_qkv::block_tokens(D);
   const int64_t t0 = static_cast<int64_t>(blockIdx.x) * bm;
-  const int nq = static_cast<int>(a.nq), g = static_cast<int>(a.nq / a.nkv);
+  const int nq = static_cast<int>(a.in.nq), g = static_cast<int>(a.in.nq / a.in.nkv);
   const int head = static_cast<int>(blockIdx.y), gi = head + (IsK ? nq : 0), j = IsK ? head : head / g;
-  const int c0 = gi * D, C = static_cast<int>((a.nq + a.nkv) * a.D);  // < 2^31 (heads < 65536, D <= 128)
-  const uint16_t* qt = static_cast<const uint16_t*>(a.qt);
-  const uint16_t* kt = static_cast<const uint16_t*>(a.kt);
+  const int c0 = gi * D, C = static_cast<int>((a.in.nq + a.in.nkv) * a.in.D);  // < 2^31 (heads < 65536, D <= 128)
+  const uint16_t* qt = static_cast<const uint16_t*>(a.in.qt);
+  const uint16_t* kt = static_cast<const uint16_t*>(a.in.kt);
   float* GY = a.workspace;
 
   for (int r = tid; r < bm; r += kThreads) {
     const int64_t t = t0 + r;
     int i = -1, slot = 0;
     int64_t pos = 0;
-    if (t < a.T) {
-      const int64_t b = sequence_of(a.cu_seqlens, a.B, t);
-      if (b >= 0 && a.cu_seqlens[b] >= 0) {
+    if (t < a.in.T) {
+      const int64_t b = sequence_of(a.in.cu_seqlens, a.in.B, t);
+      if (b >= 0 && a.in.cu_seqlens[b] >= 0) {
         slot = static_cast<int>(b);
-        pos = a.positions[t];
-        i = pos >= 0 && pos < a.P ? static_cast<int>(t - a.cu_seqlens[b]) : -2;
+        pos = a.in.positions[t];
+        i = pos >= 0 && pos < a.in.P ? static_cast<int>(t - a.in.cu_seqlens[b]) : -2;
       }
     }
     sm.r_i[r] = i, sm.r_slot[r] = slot;
@@ -136,22 +138,23 @@ __global__ void __launch_bounds__(kThreads) x_kernel(CcaQkvBackwardArgs a) {
   __syncthreads();
 
   const uint16_t* zsrc = IsK ? kt + (c0 - static_cast<int64_t>(nq) * D) : qt + c0;
-  const int64_t zrs = IsK ? a.kt_rs : a.qt_rs;
-  float* Y = cca_qkv::conv_gemm<P, true>(a, sm.raw, bm, t0, c0, zsrc, zrs, sm.r_i, sm.r_slot);
+  const int64_t zrs = IsK ? a.in.kt_rs : a.in.qt_rs;
+  float* Y = cca_qkv::conv_gemm<P, true>(a.in, sm.raw, bm, t0, c0, zsrc, zrs, sm.r_i, sm.r_slot);
   const int ldy = D + 4;
 
   // x = Y + bias + residual (rq_h = (qt_h + kt_j) / 2; keys: the mean over the group), in place.
-  const uint16_t* gb = static_cast<const uint16_t*>(a.gb) + c0;
+  const uint16_t* gb = static_cast<const uint16_t*>(a.in.gb) + c0;
   const float inv_g = vendor::fdiv(1.f, static_cast<float>(g));
   for (int u = tid; u < bm * D; u += kThreads) {
     const int r = u / D, d = u % D;
     if (sm.r_i[r] < 0) continue;
     const int64_t t = t0 + r;
-    const float k = P::to_float(kt[t * a.kt_rs + static_cast<int64_t>(j) * D + d]);
+    const float k = P::to_float(kt[t * a.in.kt_rs + static_cast<int64_t>(j) * D + d]);
     const int h_first = IsK ? j * g : gi, h_count = IsK ? g : 1;
     float res = 0.f;
     for (int hh = 0; hh < h_count; ++hh)
-      res = fadd(res, fmul(fadd(P::to_float(qt[t * a.qt_rs + static_cast<int64_t>(h_first + hh) * D + d]), k), 0.5f));
+      res = fadd(res,
+                 fmul(fadd(P::to_float(qt[t * a.in.qt_rs + static_cast<int64_t>(h_first + hh) * D + d]), k), 0.5f));
     float* y = Y + r * ldy + d;
     *y = fadd(fadd(*y, P::to_float(gb[d])), IsK ? fmul(res, inv_g) : res);
   }
@@ -162,7 +165,7 @@ __global__ void __launch_bounds__(kThreads) x_kernel(CcaQkvBackwardArgs a) {
   for (int u = tid; u < bm * D; u += kThreads) {
     const int r = u / D, d = u % D;
     const int64_t t = t0 + r;
-    if (t >= a.T) break;
+    if (t >= a.in.T) break;
     const int i = sm.r_i[r];
     GY[t * C + c0 + d] = i >= 0 ? Y[r * ldy + d] : (i == -1 ? 0.f : NAN);
   }
@@ -176,21 +179,21 @@ template <class P, bool IsK>
 __global__ void __launch_bounds__(kThreads) norm_kernel(CcaQkvBackwardArgs a) {
   const int lane = vendor::lane_id(), warp = static_cast<int>(threadIdx.x) / kWarpSize;
   const int64_t t = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
-  if (t >= a.T) return;  // uniform over the warp
-  const int D = static_cast<int>(a.D), nq = static_cast<int>(a.nq);
+  if (t >= a.in.T) return;  // uniform over the warp
+  const int D = static_cast<int>(a.in.D), nq = static_cast<int>(a.in.nq);
   const int head = static_cast<int>(blockIdx.y), gi = head + (IsK ? nq : 0), j = head;
-  const int c0 = gi * D, C = static_cast<int>((a.nq + a.nkv) * a.D);
+  const int c0 = gi * D, C = static_cast<int>((a.in.nq + a.in.nkv) * a.in.D);
   float* gyo = a.workspace + t * C + c0;
-  const int64_t b = sequence_of(a.cu_seqlens, a.B, t);
-  const int64_t pos = b >= 0 ? a.positions[t] : 0;
-  if (b < 0 || a.cu_seqlens[b] < 0 || pos < 0 || pos >= a.P) {  // x is 0 or NaN already
-    if (IsK && lane == 0) a.workspace[a.T * C + t * a.nkv + j] = b < 0 || a.cu_seqlens[b] < 0 ? 0.f : NAN;
+  const int64_t b = sequence_of(a.in.cu_seqlens, a.in.B, t);
+  const int64_t pos = b >= 0 ? a.in.positions[t] : 0;
+  if (b < 0 || a.in.cu_seqlens[b] < 0 || pos < 0 || pos >= a.in.P) {  // x is 0 or NaN already
+    if (IsK && lane == 0) a.workspace[a.in.T * C + t * a.in.nkv + j] = b < 0 || a.in.cu_seqlens[b] < 0 ? 0.f : NAN;
     return;
   }
-  const int half = static_cast<int>(a.half);
+  const int half = static_cast<int>(a.in.half);
   const uint16_t* go = static_cast<const uint16_t*>(IsK ? a.grad_k : a.grad_q) +
-                       (t * (IsK ? a.nkv : a.nq) + head) * D;
-  const uint16_t* cs = static_cast<const uint16_t*>(a.cos_sin) + pos * a.cs_rs;
+                       (t * (IsK ? a.in.nkv : a.in.nq) + head) * D;
+  const uint16_t* cs = static_cast<const uint16_t*>(a.in.cos_sin) + pos * a.in.cs_rs;
   float gx[kPerLane], xv[kPerLane];
   float ss = 0.f, gdot = 0.f;
 #pragma unroll
@@ -216,15 +219,15 @@ __global__ void __launch_bounds__(kThreads) norm_kernel(CcaQkvBackwardArgs a) {
     gdot = fadd(gdot, vendor::shfl_xor(gdot, off));
   }
   const float n = vendor::sqrt_rn(ss);
-  const float rs = vendor::fdiv(a.sqrt_d, n < a.eps ? a.eps : n);  // NaN stays NaN
+  const float rs = vendor::fdiv(a.in.sqrt_d, n < a.in.eps ? a.in.eps : n);  // NaN stays NaN
   if (IsK) {
-    if (lane == 0) a.workspace[a.T * C + t * a.nkv + j] = fmul(gdot, rs);
-    const float tk = P::to_float(static_cast<const uint16_t*>(a.temp)[j]);
+    if (lane == 0) a.workspace[a.in.T * C + t * a.in.nkv + j] = fmul(gdot, rs);
+    const float tk = P::to_float(static_cast<const uint16_t*>(a.in.temp)[j]);
 #pragma unroll
     for (int m = 0; m < kPerLane; ++m) gx[m] = fmul(gx[m], tk);
     gdot = fmul(gdot, tk);  // x . (gx * temp)
   }
-  if (n >= a.eps && n > 0.f) {
+  if (n >= a.in.eps && n > 0.f) {
     const float kk = vendor::fdiv(gdot, fmul(n, n));
 #pragma unroll
     for (int m = 0; m < kPerLane; ++m) gx[m] = fmul(rs, fadd(gx[m], -fmul(xv[m], kk)));
@@ -271,21 +274,21 @@ template <class P, bool IsK>
 __global__ void __launch_bounds__(kThreads) conv_kernel(CcaQkvBackwardArgs a) {
   __shared__ ConvSmem sm;
   const int tid = static_cast<int>(threadIdx.x), lane = vendor::lane_id(), warp = tid / kWarpSize;
-  const int D = static_cast<int>(a.D), D2 = 2 * D;
-  const int nq = static_cast<int>(a.nq), g = static_cast<int>(a.nq / a.nkv);
+  const int D = static_cast<int>(a.in.D), D2 = 2 * D;
+  const int nq = static_cast<int>(a.in.nq), g = static_cast<int>(a.in.nq / a.in.nkv);
   const int gi = static_cast<int>(blockIdx.y) + (IsK ? nq : 0), kc = static_cast<int>(blockIdx.z), kc0 = kc * kKW;
   constexpr bool is_k = IsK;
   const int j = is_k ? gi - nq : gi / g;
   // 32-bit sizes where they fit (fewer scalar registers on CDNA): C, qw < 2^31 (heads < 65536, D <= 128).
-  const int C = static_cast<int>((a.nq + a.nkv) * a.D), qw = static_cast<int>(a.nq * a.D), c0 = gi * D;
+  const int C = static_cast<int>((a.in.nq + a.in.nkv) * a.in.D), qw = static_cast<int>(a.in.nq * a.in.D), c0 = gi * D;
   const int64_t s0 = static_cast<int64_t>(blockIdx.x) * kSuper;
-  const int64_t s1 = s0 + kSuper < a.T ? s0 + kSuper : a.T;
-  const uint16_t* zsrc = is_k ? static_cast<const uint16_t*>(a.kt) + (c0 - qw) : static_cast<const uint16_t*>(a.qt) + c0;
-  const int64_t zrs = is_k ? a.kt_rs : a.qt_rs;
+  const int64_t s1 = s0 + kSuper < a.in.T ? s0 + kSuper : a.in.T;
+  const uint16_t* zsrc = is_k ? static_cast<const uint16_t*>(a.in.kt) + (c0 - qw) : static_cast<const uint16_t*>(a.in.qt) + c0;
+  const int64_t zrs = is_k ? a.in.kt_rs : a.in.qt_rs;
   const float* GY = a.workspace;
 
   // The weight chunk, once: Ws[n][k] = Wg[c0 + n][kc0 + k].
-  const uint16_t* gw = static_cast<const uint16_t*>(a.gw) + static_cast<int64_t>(c0) * D2 + kc0;
+  const uint16_t* gw = static_cast<const uint16_t*>(a.in.gw) + static_cast<int64_t>(c0) * D2 + kc0;
   for (int u = tid; u < D * (kKW / 8); u += kThreads) {
     const int n = u / (kKW / 8), v = (u % (kKW / 8)) * 8;
     store8(sm.Ws + n * kLdW + v, load8(gw + static_cast<int64_t>(n) * D2 + v));
@@ -294,13 +297,13 @@ __global__ void __launch_bounds__(kThreads) conv_kernel(CcaQkvBackwardArgs a) {
   // The combine step's thread: channel cl of the chunk (group channel d), rows rg, rg + kRowGroups, ..
   const int cl = tid % kCh, rg = tid / kCh, d = kc * kCh + cl;
   const int64_t c = c0 + d;
-  const float w0 = P::to_float(static_cast<const uint16_t*>(a.dw_w)[2 * c]);
-  const float w1 = P::to_float(static_cast<const uint16_t*>(a.dw_w)[2 * c + 1]);
+  const float w0 = P::to_float(static_cast<const uint16_t*>(a.in.dw_w)[2 * c]);
+  const float w1 = P::to_float(static_cast<const uint16_t*>(a.in.dw_w)[2 * c + 1]);
   // Per-thread bases (vector registers: the loop below keeps few scalar ones live on CDNA).
   const uint16_t* zc = zsrc + d;
-  const uint16_t* cst = static_cast<const uint16_t*>(a.conv_state) + c * a.st1;
+  const uint16_t* cst = static_cast<const uint16_t*>(a.in.conv_state) + c * a.in.st1;
   uint16_t* gst = static_cast<uint16_t*>(a.g_state) + c * 2;
-  const int ors = IsK ? static_cast<int>(a.nkv * a.D) : qw;  // output row stride
+  const int ors = IsK ? static_cast<int>(a.in.nkv * a.in.D) : qw;  // output row stride
   uint16_t* gout = static_cast<uint16_t*>(IsK ? a.g_kt : a.g_qt) + (IsK ? c - qw : c);
   const float* gyc = GY + c;                                                       // this channel's GY
   const float* gyo = GY + (IsK ? static_cast<int64_t>(j * g) * D : qw + static_cast<int64_t>(j) * D) + d;  // the other path's
@@ -322,15 +325,15 @@ __global__ void __launch_bounds__(kThreads) conv_kernel(CcaQkvBackwardArgs a) {
     for (int r = tid; r < kBT; r += kThreads) {
       const int64_t t = t0 + r;
       int i = -1, b = 0, n = 0;
-      if (t < a.T) {
-        const int64_t bb = sequence_of(a.cu_seqlens, a.B, t);
-        if (bb >= 0 && a.cu_seqlens[bb] >= 0) {
+      if (t < a.in.T) {
+        const int64_t bb = sequence_of(a.in.cu_seqlens, a.in.B, t);
+        if (bb >= 0 && a.in.cu_seqlens[bb] >= 0) {
           b = static_cast<int>(bb);
-          i = static_cast<int>(t - a.cu_seqlens[bb]);
-          n = static_cast<int>(a.cu_seqlens[bb + 1] - a.cu_seqlens[bb]);
+          i = static_cast<int>(t - a.in.cu_seqlens[bb]);
+          n = static_cast<int>(a.in.cu_seqlens[bb + 1] - a.in.cu_seqlens[bb]);
         }
       }
-      sm.r_i[r] = i, sm.r_slot[r] = b, sm.r_n[r] = n, sm.r_soff[r] = b * a.st0;
+      sm.r_i[r] = i, sm.r_slot[r] = b, sm.r_n[r] = n, sm.r_soff[r] = b * a.in.st0;
     }
     // GY rows of the block (tokens of the range; others 0), in two parts.
     for (int u = tid; u < kBT * D; u += kThreads) {
@@ -339,7 +342,7 @@ __global__ void __launch_bounds__(kThreads) conv_kernel(CcaQkvBackwardArgs a) {
       split<P>(t < s1 ? GY[t * C + c0 + n] : 0.f, sm.gy.hi[r * kLdG + n], sm.gy.lo[r * kLdG + n]);
     }
     __syncthreads();
-    cca_qkv::build_a_chunk<P, true>(a, sm.As[0], sm.As[1], kLdW, kBT, t0, kc0, kKW, c0, zsrc, zrs, sm.r_i,
+    cca_qkv::build_a_chunk<P, true>(a.in, sm.As[0], sm.As[1], kLdW, kBT, t0, kc0, kKW, c0, zsrc, zrs, sm.r_i,
                                     sm.r_slot, tid);
     __syncthreads();
     for (int u = tid; u < 2 * kBT * kKW; u += kThreads) {
@@ -382,7 +385,7 @@ __global__ void __launch_bounds__(kThreads) conv_kernel(CcaQkvBackwardArgs a) {
       const int r = kBT + u / kKW, k = u % kKW;
       const int64_t t = t0 + r;
       float v = 0.f;
-      if (t < a.T) {
+      if (t < a.in.T) {
         const float* gy = GY + t * C + c0;
         for (int n = 0; n < D; ++n) v = fadd(v, fmul(gy[n], P::to_float(sm.Ws[n * kLdW + k])));
       }
@@ -398,7 +401,7 @@ __global__ void __launch_bounds__(kThreads) conv_kernel(CcaQkvBackwardArgs a) {
       const int b = sm.r_slot[r], n = sm.r_n[r];
       const uint16_t* cs_b = cst + sm.r_soff[r];
       auto z = [&](int k) {  // z[t + k] of channel c
-        return i + k >= 0 ? P::to_float(zc[(t + k) * zrs]) : P::to_float(cs_b[(2 + i + k) * a.st2]);
+        return i + k >= 0 ? P::to_float(zc[(t + k) * zrs]) : P::to_float(cs_b[(2 + i + k) * a.in.st2]);
       };
       const float* ga0 = sm.GAs + r * kLdGA + 2 * cl;
       const float* ga1 = ga0 + kLdGA;
@@ -435,8 +438,8 @@ __global__ void __launch_bounds__(kThreads) conv_kernel(CcaQkvBackwardArgs a) {
   }
 
   // This range's partials: dWg from the accumulators, the vectors summed over the row groups in order.
-  const int64_t S = (a.T + kSuper - 1) / kSuper;
-  float* pw = a.workspace + a.T * C + a.T * a.nkv;
+  const int64_t S = (a.in.T + kSuper - 1) / kSuper;
+  float* pw = a.workspace + a.in.T * C + a.in.T * a.in.nkv;
   float* pgb = pw + S * C * D2;
   float* pdw = pgb + S * C;
   float* pdb = pdw + S * 2 * C;
@@ -474,14 +477,14 @@ __global__ void __launch_bounds__(kThreads) conv_kernel(CcaQkvBackwardArgs a) {
 inline constexpr int kValueThreads = 256;
 
 __global__ void __launch_bounds__(kValueThreads) values_kernel(CcaQkvBackwardArgs a) {
-  const int64_t hv = a.nkv * a.D / 2;
+  const int64_t hv = a.in.nkv * a.in.D / 2;
   const int64_t e = static_cast<int64_t>(blockIdx.x) * kValueThreads + threadIdx.x;
-  if (e >= a.T * hv) return;
+  if (e >= a.in.T * hv) return;
   const int64_t t = e / hv, k = e % hv;
-  const int64_t b = sequence_of(a.cu_seqlens, a.B, t);
-  if (b < 0 || a.cu_seqlens[b] < 0) return;
+  const int64_t b = sequence_of(a.in.cu_seqlens, a.in.B, t);
+  if (b < 0 || a.in.cu_seqlens[b] < 0) return;
   const uint16_t v = static_cast<const uint16_t*>(a.grad_v)[t * 2 * hv + hv + k];
-  if (t > a.cu_seqlens[b]) {
+  if (t > a.in.cu_seqlens[b]) {
     static_cast<uint16_t*>(a.g_vd)[(t - 1) * hv + k] = v;
   } else {
     static_cast<uint16_t*>(a.g_vs)[b * hv + k] = v;
@@ -494,57 +497,58 @@ __global__ void __launch_bounds__(kValueThreads) values_kernel(CcaQkvBackwardArg
 using vendor::aligned16;
 
 inline const char* launch_cca_qkv_backward_impl(const CcaQkvBackwardArgs& a, vendor::stream_t stream) {
-  if (a.dtype != DType::BF16 && a.dtype != DType::F16)
+  if (a.in.dtype != DType::BF16 && a.in.dtype != DType::F16)
     return "zaya cca_qkv_functional_backward: dtype must be bfloat16 or float16";
-  if (a.D % 16 != 0 || a.D < 16 || a.D > kMaxD)
+  if (a.in.D % 16 != 0 || a.in.D < 16 || a.in.D > kMaxD)
     return "zaya cca_qkv_functional_backward: head dim must be a multiple of 16 in [16, 128]";
-  if (a.nkv <= 0 || a.nq % a.nkv != 0 || 2 * a.half > a.D)
+  if (a.in.nkv <= 0 || a.in.nq % a.in.nkv != 0 || 2 * a.in.half > a.in.D)
     return "zaya cca_qkv_functional_backward: bad head counts or rotary width";
-  if (!aligned16(a.qt) || !aligned16(a.kt) || !aligned16(a.gw) || !aligned16(a.dw_w) || !aligned16(a.dw_b) ||
-      !aligned16(a.gb) || !aligned16(a.workspace) ||
-      (a.T > 1 && ((a.qt_rs * 2) % 16 != 0 || (a.kt_rs * 2) % 16 != 0)))
+  if (!aligned16(a.in.qt) || !aligned16(a.in.kt) || !aligned16(a.in.gw) || !aligned16(a.in.dw_w) ||
+      !aligned16(a.in.dw_b) || !aligned16(a.in.gb) || !aligned16(a.workspace) ||
+      (a.in.T > 1 && ((a.in.qt_rs * 2) % 16 != 0 || (a.in.kt_rs * 2) % 16 != 0)))
     return "zaya cca_qkv_functional_backward: qt, kt, the weights and the workspace must be 16-byte aligned";
-  if (a.T == 0 || a.B == 0) return nullptr;
-  const int64_t C = (a.nq + a.nkv) * a.D, hv = a.nkv * a.D / 2, S = (a.T + kSuper - 1) / kSuper;
-  if (a.T > int64_t{0x3fffffff} || a.nq + a.nkv > 65535 || a.B > int64_t{0x7fffffff} || a.T * hv / 256 > 0x7fffffff)
+  if (a.in.T == 0 || a.in.B == 0) return nullptr;
+  const int64_t C = (a.in.nq + a.in.nkv) * a.in.D, hv = a.in.nkv * a.in.D / 2, S = (a.in.T + kSuper - 1) / kSuper;
+  if (a.in.T > int64_t{0x3fffffff} || a.in.nq + a.in.nkv > 65535 || a.in.B > int64_t{0x7fffffff} ||
+      a.in.T * hv / 256 > 0x7fffffff)
     return "zaya cca_qkv_functional_backward: too many tokens, heads or sequences for one launch";
   int dev = 0, warp = 0;
   if (const char* err = vendor::current_device("cca_qkv_functional_backward", &dev, &warp)) return err;
   const dim3 block(static_cast<unsigned>(kWarps * warp));  // = kThreads, from the device's wave size
-  const unsigned blocks = static_cast<unsigned>((a.T + cca_qkv::block_tokens(static_cast<int>(a.D)) - 1) /
-                                                cca_qkv::block_tokens(static_cast<int>(a.D)));
+  const unsigned blocks = static_cast<unsigned>((a.in.T + cca_qkv::block_tokens(static_cast<int>(a.in.D)) - 1) /
+                                                cca_qkv::block_tokens(static_cast<int>(a.in.D)));
   const float* ws = a.workspace;
-  const float* trow = ws + a.T * C;
-  const float* pw = trow + a.T * a.nkv;
-  const float* pgb = pw + S * C * 2 * a.D;
+  const float* trow = ws + a.in.T * C;
+  const float* pw = trow + a.in.T * a.in.nkv;
+  const float* pgb = pw + S * C * 2 * a.in.D;
   const float* pdw = pgb + S * C;
   const float* pdb = pdw + S * 2 * C;
   auto run = [&](auto pt) -> const char* {
     using P = decltype(pt);
-    const unsigned nq = static_cast<unsigned>(a.nq), nkv = static_cast<unsigned>(a.nkv);
+    const unsigned nq = static_cast<unsigned>(a.in.nq), nkv = static_cast<unsigned>(a.in.nkv);
     if (const char* err = vendor::launch(&x_kernel<P, false>, dim3(blocks, nq), block, 0, stream, a)) return err;
     if (const char* err = vendor::launch(&x_kernel<P, true>, dim3(blocks, nkv), block, 0, stream, a)) return err;
-    const unsigned rows = static_cast<unsigned>((a.T + kWarps - 1) / kWarps);
+    const unsigned rows = static_cast<unsigned>((a.in.T + kWarps - 1) / kWarps);
     if (const char* err = vendor::launch(&norm_kernel<P, false>, dim3(rows, nq), block, 0, stream, a)) return err;
     if (const char* err = vendor::launch(&norm_kernel<P, true>, dim3(rows, nkv), block, 0, stream, a)) return err;
-    const unsigned chunks = static_cast<unsigned>(a.D / kCh);
+    const unsigned chunks = static_cast<unsigned>(a.in.D / kCh);
     if (const char* err = vendor::launch(&conv_kernel<P, false>, dim3(static_cast<unsigned>(S),
-                                         static_cast<unsigned>(a.nq), chunks), block, 0, stream, a))
+                                         static_cast<unsigned>(a.in.nq), chunks), block, 0, stream, a))
       return err;
     if (const char* err = vendor::launch(&conv_kernel<P, true>, dim3(static_cast<unsigned>(S),
-                                         static_cast<unsigned>(a.nkv), chunks), block, 0, stream, a))
+                                         static_cast<unsigned>(a.in.nkv), chunks), block, 0, stream, a))
       return err;
-    if (const char* err = vendor::launch(&values_kernel, dim3(static_cast<unsigned>((a.T * hv + kValueThreads - 1) /
+    if (const char* err = vendor::launch(&values_kernel, dim3(static_cast<unsigned>((a.in.T * hv + kValueThreads - 1) /
                                                                                    kValueThreads)),
                                          dim3(kValueThreads), 0, stream, a))
       return err;
-    if (const char* err = ordered_sum::launch_sum_partials<P>(pw, S, C * 2 * a.D, a.g_gw, stream)) return err;
+    if (const char* err = ordered_sum::launch_sum_partials<P>(pw, S, C * 2 * a.in.D, a.g_gw, stream)) return err;
     if (const char* err = ordered_sum::launch_sum_partials<P>(pgb, S, C, a.g_gb, stream)) return err;
     if (const char* err = ordered_sum::launch_sum_partials<P>(pdw, S, 2 * C, a.g_dw_w, stream)) return err;
     if (const char* err = ordered_sum::launch_sum_partials<P>(pdb, S, C, a.g_dw_b, stream)) return err;
-    return ordered_sum::launch_sum_partials<P>(trow, a.T, a.nkv, a.g_temp, stream);
+    return ordered_sum::launch_sum_partials<P>(trow, a.in.T, a.in.nkv, a.g_temp, stream);
   };
-  return a.dtype == DType::BF16 ? run(dtype::BF16{}) : run(dtype::F16{});
+  return a.in.dtype == DType::BF16 ? run(dtype::BF16{}) : run(dtype::F16{});
 }
 
 }  // namespace zaya::kernels::cca_qkv_bwd

@@ -19,7 +19,7 @@
 
 #include <cstdint>
 
-#include "launch_common.h"  // DType
+#include "cca_qkv_inputs.h"  // CcaQkvInputs (shared with the forward), DType
 
 namespace zaya::kernels {
 
@@ -36,26 +36,11 @@ inline int64_t cca_qkv_backward_workspace(int64_t T, int64_t nq, int64_t nkv, in
 }
 
 struct CcaQkvBackwardArgs {
-  DType dtype = DType::BF16;
-  int64_t T = 0, nq = 0, nkv = 0, D = 0, half = 0, B = 0, P = 0;  // half = rotary dims / 2; P = cos_sin rows
-  const void *qt = nullptr, *kt = nullptr;
-  int64_t qt_rs = 0, kt_rs = 0;                              // row strides, elements
+  CcaQkvInputs in;  // shapes, qt/kt, parameters, cos_sin, positions, cu_seqlens, conv_state [B, C, 2]
   const void *grad_q = nullptr, *grad_k = nullptr, *grad_v = nullptr;
-  const void* dw_w = nullptr;  // [C, 2]
-  const void* dw_b = nullptr;  // [C]
-  const void* gw = nullptr;    // [C, 2D], taps interleaved (conv_g_weight [C, D, 2])
-  const void* gb = nullptr;    // [C]
-  const void* temp = nullptr;  // [nkv]
-  const void* cos_sin = nullptr;
-  int64_t cs_rs = 0;
-  const int64_t* positions = nullptr;   // [T]
-  const int32_t* cu_seqlens = nullptr;  // [B + 1]
-  const void* conv_state = nullptr;     // [B, C, 2]
-  int64_t st0 = 0, st1 = 0, st2 = 0;
   void *g_qt = nullptr, *g_kt = nullptr, *g_vd = nullptr, *g_vs = nullptr, *g_state = nullptr;
   void *g_dw_w = nullptr, *g_dw_b = nullptr, *g_gw = nullptr, *g_gb = nullptr, *g_temp = nullptr;
   float* workspace = nullptr;
-  float eps = 0.f, sqrt_d = 0.f;
 };
 
 const char* launch_cca_qkv_backward(const CcaQkvBackwardArgs& args, void* stream);

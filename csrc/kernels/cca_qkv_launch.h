@@ -17,29 +17,17 @@
 
 #include <cstdint>
 
-#include "launch_common.h"  // DType
+#include "cca_qkv_inputs.h"  // CcaQkvInputs (shared with the backward), DType
 
 namespace zaya::kernels {
 
 struct CcaQkvArgs {
-  DType dtype = DType::BF16;
-  int64_t T = 0, nq = 0, nkv = 0, D = 0, half = 0;  // half = rotary dims / 2
-  int64_t B = 0, S = 0, P = 0, cache_slots = 0, block_size = 1;
-  const void *qt = nullptr, *kt = nullptr, *vc = nullptr, *vd = nullptr;
-  int64_t qt_rs = 0, kt_rs = 0, vc_rs = 0, vd_rs = 0;  // row strides, elements
-  const void* dw_w = nullptr;  // [C, 2]
-  const void* dw_b = nullptr;  // [C]
-  const void* gw = nullptr;    // [C, 2D], taps interleaved (conv_g_weight [C, D, 2])
-  const void* gb = nullptr;    // [C]
-  const void* temp = nullptr;  // [nkv]
-  const void* cos_sin = nullptr;
-  int64_t cs_rs = 0;
-  const int64_t* positions = nullptr;     // [T]
+  CcaQkvInputs in;  // shapes, qt/kt, parameters, cos_sin, positions, cu_seqlens, conv_state [S, C, 2]
+  int64_t S = 0, cache_slots = 0, block_size = 1;
+  const void *vc = nullptr, *vd = nullptr;
+  int64_t vc_rs = 0, vd_rs = 0;           // row strides, elements
   const int64_t* slot_mapping = nullptr;  // [T]
-  const int32_t* cu_seqlens = nullptr;    // [B + 1]
   const int32_t* state_indices = nullptr; // [B]
-  void* conv_state = nullptr;             // [S, C, 2]
-  int64_t st0 = 0, st1 = 0, st2 = 0;
   void* value_state = nullptr;            // [S, hv]
   int64_t vs0 = 0, vs1 = 0;
   void* k_cache = nullptr;                // [num_blocks, block_size, nkv, D]
@@ -47,7 +35,6 @@ struct CcaQkvArgs {
   void* v_cache = nullptr;
   int64_t vc0 = 0, vc1 = 0, vc2 = 0, vc3 = 0;
   void* q_out = nullptr;                  // [T, nq, D] contiguous
-  float eps = 0.f, sqrt_d = 0.f;
 };
 
 const char* launch_cca_qkv(const CcaQkvArgs& args, void* stream);
