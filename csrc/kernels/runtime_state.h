@@ -68,10 +68,12 @@ inline std::atomic<int>& hopper_opt_in_state() {
 inline bool hopper_opt_in() { return read_switch(hopper_opt_in_state(), "ZAYA_WGMMA", "1"); }
 inline int set_hopper_opt_in(int state) { return set_switch(hopper_opt_in_state(), state); }
 
-// The version-1 kernels (ZAYA_KERNELS=v1): the mma.sync kernels (moe_top1, cca_attention, router) load
-// their fragments with scalar shared-memory loads instead of ldmatrix. Kept so that one GPU run times the
-// old kernels against the new ones (the benchmark's "v1" provider); only the 32-lane (CUDA) kernels have
-// two versions.
+// The version-1 kernels (ZAYA_KERNELS=v1): the mma.sync kernels (moe_top1, cca_attention, router, cca_qkv)
+// load their fragments with scalar shared-memory loads instead of ldmatrix, and keep their first designs
+// where a later one replaced them (see each kernel's header: e.g. moe_top1's 2-byte epilogue stores and,
+// with ZAYA_WGMMA=1, its no-swizzle TMA boxes). Kept so that one GPU run times the old kernels against the
+// new ones (the benchmark's "v1" and "zaya-wgmma-v1" providers); only the 32-lane (CUDA) kernels have two
+// versions.
 inline std::atomic<int>& kernels_v1_state() {
   static std::atomic<int> s{-1};
   return s;

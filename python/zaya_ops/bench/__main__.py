@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--providers", type=_csv, default=None,
                    help="comma-separated (default: each op's own list): zaya, eager, compile, zaya-raw (the "
                         "norms without the wrapper's checks), zaya-wgmma (the opt-in Hopper kernels of moe_top1 and "
-                        "cca_attention, on an H100/H200), zaya-wgmma-v1 (moe_top1's first Hopper version: no-swizzle TMA), v1 (the version-1 mma.sync kernels of cca_attention, router "
+                        "cca_attention, on an H100/H200), zaya-wgmma-v1 (moe_top1's first Hopper version: no-swizzle TMA), v1 (the version-1 mma.sync kernels of cca_attention, cca_qkv, router "
                         "and moe_top1: scalar fragment loads, no ldmatrix; NVIDIA GPUs), sdpa / sdpa-flash / sdpa-efficient / sdpa-cudnn / "
                         "sdpa-math (attention), grouped_mm, dense-loop (experts); each op runs those it knows. "
                         "--model: zaya, hf-eager (default), hf-sdpa, zaya-nograph, zaya-reference; --backward: "

@@ -165,6 +165,9 @@ class CcaQkvBench(_LayerOpBench):
     dim_keys = ("nq", "nkv", "D")
     uses_context = True
 
+    def providers_for(self, device):
+        return (*self.providers, *(("v1",) if nvidia_gpu(device) else ()))  # v1: scalar fragment loads
+
     def known_providers(self, device):
         return self.providers_for(device)
 
