@@ -45,14 +45,16 @@
 //   On an H100 (~3.0 TB/s, ~990 TFLOP/s dense bf16) the floors are ~83 us of memory against ~33 us of
 //   matrix work: memory bound; x, grad_x and the workspace dominate. (Keeping the activations on chip
 //   and summing the weight gradients in one pass would save ~130 MB, beyond 48 KiB of static shared
-//   memory per block.) NOT MEASURED: written without a GPU; tiles are staged synchronously (no
-//   cp.async), and each block of 1 and 3 streams its weights from L2.
+//   memory per block.) NOT MEASURED: written without a GPU; version 2's recompute double-buffers its
+//   chunks through cp.async on CUDA, the other kernels stage synchronously, and each block of 1 and 2
+//   streams its weights from L2.
 //
-// Resources (written without a GPU; re-measure after changing the tiles). nvcc 13.0 -Xptxas -v, sm_90a,
-// 256-thread blocks, 0 spills and 0 stack in every kernel; registers bf16 / fp16, ldmatrix (v1):
-//   recompute Big 128 / 116 (127 / 117), Small 96 / 92 (100 / 90); layer Big 104 / 104 (109 / 109),
-//   Small 71 / 71 (71 / 71); norm 48 / 40; dx Big 95 / 95 (99 / 99), Small 64 / 63 (63 / 63); wgrad 60;
-//   reduce 28. smem: recompute and dx 46,080 (Big) / 42,240 (Small) B, layer 46,080 / 41,216, wgrad 13,312.
+// Resources (written without a GPU; re-measure after changing the tiles). nvcc 13.0, sm_90a
+// (cuobjdump -res-usage), 256-thread blocks, 0 spills and 0 stack in every kernel; registers bf16 / fp16,
+// ldmatrix (v1): recompute version 2 Big2 128 / 117, Small2 101 / 91 (dynamic smem 58,368 / 84,480 B;
+//   8 LDGSTS sites each), v1 Big 127 / 117, Small 100 / 90; layer Big 102 / 102 (107 / 107), Small 66 / 66
+//   (66 / 66); norm 62 / 32; dx Big 95 / 95 (99 / 99), Small 64 / 63 (63 / 63); wgrad 60; reduce 28.
+//   smem: v1 recompute and dx 46,080 (Big) / 42,240 (Small) B, layer 46,080 / 41,216, wgrad 13,312.
 // tools/check_hip.sh (512-thread blocks): no scratch, no spills. Version 2 with W <= 256, Big2's 32-token
 //   tiles: recompute, layer and dx LDS 29,184 B, occupancy 4 waves/SIMD (two workgroups per CU; before
 //   46,080 B, 2), gfx940 VGPRs recompute 54, layer 38-39, dx 38 (gfx90a 54-60, 38-39, 38). Version 1
