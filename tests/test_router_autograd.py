@@ -25,7 +25,7 @@ import pytest
 import torch
 
 import zaya_ops
-from conftest import EMULATORS, use_target
+from conftest import EMULATORS, V1_TARGETS, use_target
 from torch.testing._internal.optests import aot_autograd_check
 from zaya_ops import reference as ref
 from zaya_ops import samples
@@ -366,7 +366,7 @@ def test_backward_backends():
 GPU_DTYPES = [torch.bfloat16, torch.float16]  # the forward kernel's (float32 runs on the CPU)
 
 
-@pytest.mark.parametrize("target", EMULATORS)
+@pytest.mark.parametrize("target", EMULATORS + [t for t in V1_TARGETS if t.startswith("emu")])
 @pytest.mark.parametrize("dtype", GPU_DTYPES, ids=lambda d: str(d)[6:])
 @pytest.mark.parametrize("T,first_layer", [(1, True), (7, False), (257, False), (257, True)],
                          ids=["T1-first", "T7-prev", "T257-prev", "T257-first"])

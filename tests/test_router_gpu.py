@@ -58,6 +58,10 @@ def test_router_matches_reference(kernel_device, T, first_layer, dtype):
     (40, 136, 300, 20, True),     # R > 256: 16-token tiles
     (20, 64, 16, 300, False),     # E+1 > 256 (and >= 64: lowest-index ties), R a single tile
     (9, 5, 8, 1, False),          # one expert; H and R below one 8-element vector
+    # the version-2 chunk pipeline's boundaries (down chunks of 32 columns, MLP chunks of 16):
+    (1, 40, 24, 3, True),         # T = 1; one whole and one partial chunk of H, of R
+    (7, 100, 40, 5, False),       # T = 7; H = 3 chunks + 4 columns (an odd count: ends in buffer 0)
+    (257, 96, 64, 8, False),      # T = 257: the Big tiles (emu32 64 tokens, emu64 32); H = 3 whole chunks
 ])
 def test_router_other_sizes(kernel_device, T, H, R, E, first_layer):
     check_router(_kwargs(kernel_device, T, H, R, E, first_layer=first_layer, seed=R + E))

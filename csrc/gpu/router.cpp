@@ -1,7 +1,8 @@
 // CUDA/HIP torch glue of zaya::router: argument checks (csrc/router_checks.h, shared with the CPU
 // kernel), device guard, current stream, output allocation (counts zeroed: the kernel adds into it),
-// and the launch through the plain contract of csrc/kernels/router_launch.h (kernel in
-// csrc/kernels/router.cuh, built by cuda/router.cu or hip/router.hip).
+// the inputs prepared by router_glue.h (shared with the backward), and the launch through the plain
+// contract of csrc/kernels/router_launch.h (kernel in csrc/kernels/router.cuh, built by cuda/router.cu
+// or hip/router.hip).
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -13,6 +14,7 @@
 #include "glue.h"
 #include "kernels/router_launch.h"
 #include "router_checks.h"
+#include "router_glue.h"
 
 namespace {
 
@@ -47,32 +49,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> router_gp
   at::Tensor counts = at::zeros({E1}, opt.dtype(at::kInt));
   if (T == 0) return {index, weight, state, logits, counts};
 
-  const at::Tensor x = kernel_rows(x_in);
-  const at::Tensor prev = prev_state ? kernel_rows(*prev_state) : at::Tensor();
-  const at::Tensor scale = states_scale ? kernel_dense(*states_scale) : at::Tensor();
-  const at::Tensor wd = kernel_dense(down_weight), bd = kernel_dense(down_bias), nw = kernel_dense(norm_weight);
-  const at::Tensor w1 = kernel_dense(fc1_weight), b1 = kernel_dense(fc1_bias);
-  const at::Tensor w2 = kernel_dense(fc2_weight), b2 = kernel_dense(fc2_bias);
-  const at::Tensor wo = kernel_dense(out_weight), bal = kernel_dense(balancing_biases);
+  const RouterInputs in(x_in, prev_state, states_scale, down_weight, down_bias, norm_weight, fc1_weight, fc1_bias,
+                        fc2_weight, fc2_bias, out_weight);
+  const at::Tensor bal = kernel_dense(balancing_biases);
 
   zaya::kernels::RouterArgs a;
-  a.x = x.const_data_ptr();
-  a.x_row_stride = x.stride(0);
-  if (prev.defined()) {
-    a.prev_state = prev.const_data_ptr();
-    a.prev_row_stride = prev.stride(0);
-    a.states_scale = scale.const_data_ptr();
-  }
-  a.down_weight = wd.const_data_ptr();
-  a.down_bias = bd.const_data_ptr();
-  a.norm_weight = nw.const_data_ptr();
-  a.fc1_weight = w1.const_data_ptr();
-  a.fc1_bias = b1.const_data_ptr();
-  a.fc2_weight = w2.const_data_ptr();
-  a.fc2_bias = b2.const_data_ptr();
-  a.out_weight = wo.const_data_ptr();
+  in.set(a);
   a.balancing_biases = bal.const_data_ptr<float>();
-  a.dtype = to_dtype(x_in.scalar_type());
   a.expert_index = index.mutable_data_ptr<int32_t>();
   a.expert_weight = weight.mutable_data_ptr();
   a.router_state = state.mutable_data_ptr();

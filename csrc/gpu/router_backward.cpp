@@ -15,6 +15,7 @@
 #include "glue.h"
 #include "kernels/router_backward_launch.h"
 #include "router_checks.h"
+#include "router_glue.h"
 
 namespace {
 
@@ -54,12 +55,8 @@ Grads router_backward_gpu(const std::optional<at::Tensor>& grad_weight, const st
   if (T == 0) {
     for (at::Tensor* t : {&gdw, &gw1, &gw2, &gwo, &gvec}) t->zero_();
   } else {
-    const at::Tensor x = kernel_rows(x_in);
-    const at::Tensor prev = has_prev ? kernel_rows(*prev_state) : at::Tensor();
-    const at::Tensor scale = has_prev ? kernel_dense(*states_scale) : at::Tensor();
-    const at::Tensor wd = kernel_dense(down_weight), bd = kernel_dense(down_bias), nw = kernel_dense(norm_weight);
-    const at::Tensor w1 = kernel_dense(fc1_weight), b1 = kernel_dense(fc1_bias);
-    const at::Tensor w2 = kernel_dense(fc2_weight), b2 = kernel_dense(fc2_bias), wo = kernel_dense(out_weight);
+    const RouterInputs in(x_in, prev_state, states_scale, down_weight, down_bias, norm_weight, fc1_weight,
+                          fc1_bias, fc2_weight, fc2_bias, out_weight);
     const at::Tensor index = kernel_dense(expert_index);
     const auto dense = [](const std::optional<at::Tensor>& g) { return g ? kernel_dense(*g) : at::Tensor(); };
     const at::Tensor g_w = dense(grad_weight), g_s = dense(grad_state), g_l = dense(grad_logits);
@@ -71,24 +68,9 @@ Grads router_backward_gpu(const std::optional<at::Tensor>& grad_weight, const st
     a.grad_weight = g_w.defined() ? g_w.const_data_ptr() : nullptr;
     a.grad_state = g_s.defined() ? g_s.const_data_ptr() : nullptr;
     a.grad_logits = g_l.defined() ? g_l.const_data_ptr() : nullptr;
-    a.x = x.const_data_ptr();
-    a.x_row_stride = x.stride(0);
-    if (has_prev) {
-      a.prev_state = prev.const_data_ptr();
-      a.prev_row_stride = prev.stride(0);
-      a.states_scale = scale.const_data_ptr();
-      a.grad_prev = gprev.mutable_data_ptr();
-    }
-    a.down_weight = wd.const_data_ptr();
-    a.down_bias = bd.const_data_ptr();
-    a.norm_weight = nw.const_data_ptr();
-    a.fc1_weight = w1.const_data_ptr();
-    a.fc1_bias = b1.const_data_ptr();
-    a.fc2_weight = w2.const_data_ptr();
-    a.fc2_bias = b2.const_data_ptr();
-    a.out_weight = wo.const_data_ptr();
+    in.set(a);
+    if (has_prev) a.grad_prev = gprev.mutable_data_ptr();
     a.expert_index = index.const_data_ptr<int32_t>();
-    a.dtype = to_dtype(x_in.scalar_type());
     a.grad_x = gx.mutable_data_ptr();
     a.grad_down_w = gdw.mutable_data_ptr();
     a.grad_fc1_w = gw1.mutable_data_ptr();

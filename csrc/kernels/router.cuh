@@ -25,20 +25,31 @@
 // Tiling. A block of kWarps (8) warps owns BT tokens. Warp w owns every m tile (BT / 16) and the
 // n tiles w, w + 8, ... of each GEMM output, so its accumulators are BT x 16 x (W / 128) fp32 values.
 //   1. down: [BT, H] x [R, H]^T on mma.cuh, K loop over H in chunks of KD columns: each chunk of x
-//      and of down_weight is staged in shared memory (16-byte loads, zero-filled past the edges).
+//      and of down_weight is staged in shared memory (16-byte copies, zero-filled past the edges);
+//      version 2 on CUDA double-buffers the chunks through cp.async (router_tiles.cuh block_gemm):
+//      chunk k + 1 is in flight while the warps multiply chunk k.
 //   2. epilogue: + bias (+ EDA with prev_state), rounded into the on-chip activation tile hs
 //      [BT, W + 8] (16-bit); one warp per row then reduces the squares, writes router_state (from
 //      hs, coalesced) and normalises hs in place.
 //   3. fc1, fc2 and out: hs stays resident as the A operand; the weight is streamed through shared
-//      memory in chunks of 16 columns of all its rows; the GELU epilogues write hs again, and the
-//      rounded logits overwrite it.
+//      memory in chunks of 16 columns of all its rows (double-buffered as in 1. on CUDA); the GELU
+//      epilogues write hs again, and the rounded logits overwrite it.
 //   4. softmax and biased argmax, one warp per row; logits written if asked for.
 //   5. counts: the block's chosen classes in shared memory; one vendor::atomic_add per distinct
 //      class present in the block (the glue zeroes counts).
-// Shared memory: the down phase (x chunk + down_weight chunk) and the MLP phase (hs + weight chunk)
-// reuse one static array; sizes below stay under the 48 KiB static limit of CUDA.
-//   Big   (BT 64, W <= 256, KD 64): 46,080 B + 256 B;  used when ceil(T / 64) fills every SM.
-//   Small (BT 16, W <= 512, KD 32): 42,240 B +  64 B;  decode / small T (more blocks), R or E+1 > 256.
+// Shared memory: the down phase (x chunks + down_weight chunks) and the MLP phase (hs + weight
+// chunks) reuse one array (router_tiles.cuh Cfg, Tiles), plus BT ints for the counts.
+//   version 1 (ZAYA_KERNELS=v1), static:
+//     Big   (BT 64, W <= 256, KD 64): 46,080 B;  used when ceil(T / 64) fills every SM.
+//     Small (BT 16, W <= 512, KD 32): 42,240 B;  decode / small T (more blocks), R or E+1 > 256.
+//   version 2 (default), CUDA, two buffers per streamed chunk, dynamic (one opt-in per kernel):
+//     Big2   (BT 64, W <= 256, KD 32): 58,368 B;  as Big.
+//     Small2 (BT 16, W <= 512, KD 32): 84,480 B;  as Small.
+//   version 2, CDNA (copies are synchronous: one buffer), static, <= 32 KiB so that two 512-thread
+//   workgroups share a CU:
+//     Big2   (BT 32, W <= 256, KD 32): 29,184 B;  used when ceil(T / 32) fills every CU.
+//     Small2 (BT 16, W <= 256, KD 32): 21,760 B;  small T.
+//     R or E+1 > 256 (not ZAYA1's): version 1's Small (42,240 B, one workgroup per CU).
 // W = max(R, E+1) rounded up to 16; columns past R (or E+1) are zeros in every staged tile.
 //
 // Roofline, ZAYA1 sizes (H = 2048, R = 256, E+1 = 17), bf16, T = 8192 tokens per call:
@@ -47,17 +58,24 @@
 //   index/weight 49 KB; logits (optional) 0.28 MB: 39-43 MB. On an H100 (~3.0 TB/s measured copy
 //   rate, ~990 TFLOP/s dense bf16) both floors are ~11-14 us: the down GEMM dominates, x bytes set
 //   its floor, and the 2048x256 GEMM alone costs about the same. Goal: <= 1.3x that GEMM alone.
-//   NOT MEASURED: this session had no GPU. Expected shortfalls a GPU run must quantify: each
-//   64-token block streams all of down_weight (1 MB) from L2, 134 MB of L2 reads per call; the
-//   tiles are staged synchronously (cp.async is outside the portable subset, and register double
-//   buffering is not written yet), so global latency is not hidden behind the MMAs.
+//   NOT MEASURED: written without a GPU. Expected shortfalls a GPU run must quantify: each
+//   64-token block streams all of down_weight (1 MB) from L2, 134 MB of L2 reads per call; version
+//   2's two-stage cp.async pipeline hides one chunk's latency behind the MMAs of the previous one
+//   (version 1 staged synchronously: the bench's v1 provider times both); on CDNA the copies stay
+//   synchronous and two workgroups per CU hide each other's.
 //
 // Resources (written without a GPU; re-measure after changing the tiles):
-//   nvcc 13.0 -Xptxas -v, 256-thread blocks: sm_80 Big 116 (fp16) / 123 (bf16) registers, Small 91;
-//     sm_90a Big 115 / 124, Small 89 / 89; 0 spills, 0 stack, smem 46,336 (Big) / 42,304 (Small) B.
-//   tools/check_hip.sh, 512-thread blocks, no scratch or spills, occupancy 2 waves/SIMD:
-//     gfx940 VGPRs Big 80 (bf16) / 82 (fp16), Small 66 / 68; gfx90a Big 88 / 88, Small 74 / 76;
-//     LDS 46,336 / 42,304 B; 72 v_mfma per arch (36 bf16, 36 f16).
+//   nvcc 13.0, sm_90a (cuobjdump -res-usage), 256-thread blocks, 0 spills, 0 stack; registers fp16 /
+//     bf16: version 2 Big2 115 / 122, Small2 90 / 90, shared 256 / 64 B static + 58,368 / 84,480 B
+//     dynamic; SASS: 8 LDGSTS (cp.async) sites, LDSM, HMMA (80 Big2, 72 Small2). Version 1 Big 115 / 124,
+//     Small 89 / 89 (as before this change), smem 46,336 (Big) / 42,304 (Small) B.
+//     (Earlier, sm_80: Big 116 / 123, Small 91.)
+//   tools/check_hip.sh, 512-thread blocks, no scratch or spills (bf16 / fp16):
+//     version 2: Big2 (32 tokens) LDS 29,312 B, occupancy 4 waves/SIMD (two workgroups per CU), VGPRs
+//       gfx940 60 / 62, gfx90a 68 / 68; Small2 (W 256) 21,824 B, occupancy 6, gfx940 48 / 52, gfx90a
+//       48 / 58; wider routers: version 1's Small. (Before: Big 46,336 B and Small 42,304 B, 2 waves/SIMD.)
+//     version 1: Big 46,336 B / Small 42,304 B, occupancy 2; gfx940 VGPRs Big 82 / 82, Small 70 / 70,
+//       gfx90a Big 88 / 90, Small 78 / 78.
 #pragma once
 
 #include <cmath>
@@ -151,13 +169,11 @@ ZAYA_DEV void merge(Best& b, float v, int i, int c, float p) {
 template <class D, class C, bool kLdsm>
 __global__ void __launch_bounds__(kWarps * kWarpSize, 1) router_kernel(RouterArgs a) {
   constexpr int BT = C::kTokens, HLD = C::kHld;
-  __shared__ uint4 smem_raw[(C::kElems * 2 + 15) / 16];
+  __shared__ uint4 smem_raw[C::kDynamic ? 1 : (C::kElems * 2 + 15) / 16];  // the tiles (static configurations)
   __shared__ int cls[BT];
-  uint16_t* const smem = reinterpret_cast<uint16_t*>(smem_raw);
-  uint16_t* const hs = smem;                 // MLP phase: activations [BT, W]
-  uint16_t* const ws = smem + BT * HLD;      // MLP phase: weight chunk [W, kMlpK]
-  uint16_t* const xs = smem;                 // down phase: x chunk [BT, KD]
-  uint16_t* const wds = smem + BT * (C::kDownK + kPad);  // down phase: down_weight chunk [W, KD]
+  const Tiles<C> tiles(C::kDynamic ? vendor::dynamic_smem<uint16_t>() : reinterpret_cast<uint16_t*>(smem_raw));
+  uint16_t* const hs = tiles.hs;  // MLP phase: activations [BT, W]
+  uint16_t* const ws = tiles.ws;  // MLP phase: weight chunk buffers [W, kMlpK]
 
   using S = uint16_t;
   const int tid = static_cast<int>(threadIdx.x), warp = tid / kWarpSize, lane = vendor::lane_id();
@@ -174,7 +190,7 @@ __global__ void __launch_bounds__(kWarps * kWarpSize, 1) router_kernel(RouterArg
   const Mat x{static_cast<const S*>(a.x) + t0 * a.x_row_stride, a.x_row_stride, rows};
   rho_tile<D, C, kLdsm>(acc, x, static_cast<const S*>(a.down_weight), H, R, static_cast<const S*>(a.down_bias),
                         static_cast<const S*>(a.prev_state), a.prev_row_stride, static_cast<const S*>(a.states_scale),
-                        t0, rows, xs, wds, hs);
+                        t0, rows, tiles);
   __syncthreads();
   {
     const S* nw = static_cast<const S*>(a.norm_weight);
@@ -279,34 +295,47 @@ __global__ void __launch_bounds__(kWarps * kWarpSize, 1) router_kernel(RouterArg
 // Launcher
 // ------------------------------------------------------------------------------------------------
 
-template <class D, class C>
+template <class D, class C, bool kLdsm>
 const char* launch_cfg(const RouterArgs& a, int warp, vendor::stream_t stream) {
   const int64_t blocks = (a.tokens + C::kTokens - 1) / C::kTokens;
   const dim3 grid(static_cast<unsigned>(blocks)), block(static_cast<unsigned>(kWarps * warp));
-#if ZAYA_WARP_SIZE == 32
-  if (!runtime::kernels_v1()) return vendor::launch(&router_kernel<D, C, true>, grid, block, 0, stream, a);
-#endif
-  return vendor::launch(&router_kernel<D, C, false>, grid, block, 0, stream, a);
+  return vendor::launch(&router_kernel<D, C, kLdsm>, grid, block, C::kDynamic ? C::kBytes : 0, stream, a);
+}
+
+// Big tiles (each block streams down_weight once per BT tokens) when they still fill every SM; else
+// 16-token tiles (decode, small batches: more blocks).
+template <class D, class BigC, class SmallC, class WideC, bool kLdsm>
+const char* launch_version(const RouterArgs& a, int64_t width, int sms, int warp, vendor::stream_t stream) {
+  if (width <= BigC::kWidth && (a.tokens + BigC::kTokens - 1) / BigC::kTokens >= sms)
+    return launch_cfg<D, BigC, kLdsm>(a, warp, stream);
+  if (width <= SmallC::kWidth) return launch_cfg<D, SmallC, kLdsm>(a, warp, stream);
+  return launch_cfg<D, WideC, kLdsm>(a, warp, stream);
+}
+
+// Version 2 (Big2 / Small2 / Wide2: cp.async double buffering on CUDA, <= 32 KiB of LDS on CDNA up to
+// a width of 256) by default; ZAYA_KERNELS=v1 (runtime::kernels_v1) launches version 1 as it was (Big /
+// Small, synchronous staging, scalar fragment loads), so one run times both.
+template <class D>
+const char* launch_dtype(const RouterArgs& a, int64_t width, int sms, int warp, vendor::stream_t stream) {
+  if (runtime::kernels_v1()) return launch_version<D, Big, Small, Small, false>(a, width, sms, warp, stream);
+  return launch_version<D, Big2, Small2, Wide2, ZAYA_WARP_SIZE == 32>(a, width, sms, warp, stream);
 }
 
 inline const char* launch_router_impl(const RouterArgs& a, vendor::stream_t stream) {
-  if (a.dtype == DType::F32) return "zaya router: the GPU kernel takes bfloat16 or float16 (fp32 runs on the CPU)";
-  if (a.router_dim < 1 || a.classes < 2 || a.hidden < 0 || a.tokens < 0)
-    return "zaya router: need router_dim >= 1, classes >= 2, hidden >= 0, tokens >= 0";
-  const int64_t width = (static_cast<int64_t>(a.router_dim > a.classes ? a.router_dim : a.classes) + 15) / 16 * 16;
-  if (width > kRouterMaxWidth) return "zaya router: max(router_dim, classes) exceeds kRouterMaxWidth";
-  if (a.hidden > INT32_MAX) return "zaya router: hidden exceeds the kernel's 32-bit column index";
+  int64_t width = 0;
+  if (const char* err = check_args(a, ArgMessages{"zaya router: the GPU kernel takes bfloat16 or float16 (fp32 runs on the CPU)",
+                                                  "zaya router: need router_dim >= 1, classes >= 2, hidden >= 0, tokens >= 0",
+                                                  "zaya router: max(router_dim, classes) exceeds kRouterMaxWidth",
+                                                  "zaya router: hidden exceeds the kernel's 32-bit column index"},
+                                   &width))
+    return err;
   if (a.tokens == 0) return nullptr;
   int dev = 0, warp = 0;
   if (const char* err = vendor::current_device("router", &dev, &warp)) return err;
   const int sms = vendor::device_sm_count(dev);
   if (sms <= 0) return "zaya router: cannot query the device's multiprocessor count";
-  // Big tiles (each block streams down_weight once for 64 tokens) when they still fill every SM;
-  // else 16-token tiles, 4x the blocks (decode, small batches).
-  const bool big = width <= Big::kWidth && (a.tokens + Big::kTokens - 1) / Big::kTokens >= sms;
-  if (a.dtype == DType::BF16)
-    return big ? launch_cfg<dtype::BF16, Big>(a, warp, stream) : launch_cfg<dtype::BF16, Small>(a, warp, stream);
-  return big ? launch_cfg<dtype::F16, Big>(a, warp, stream) : launch_cfg<dtype::F16, Small>(a, warp, stream);
+  if (a.dtype == DType::BF16) return launch_dtype<dtype::BF16>(a, width, sms, warp, stream);
+  return launch_dtype<dtype::F16>(a, width, sms, warp, stream);
 }
 
 }  // namespace zaya::kernels::router

@@ -6,8 +6,11 @@
 // contracted into FMAs). The argmax choice itself is not differentiable: the forward's index is read.
 //
 // Kernels (the forward's tile machinery, router_tiles.cuh, on mma.cuh fragments: mma.sync with
-// ldmatrix on CUDA, v_mfma_f32_16x16x16 on CDNA), one block per BT tokens in 1-4 (the forward's Big or
-// Small configuration, BT = 64 or 16, chosen by the shape only):
+// ldmatrix on CUDA, v_mfma_f32_16x16x16 on CDNA), one block per BT tokens in 1-4. The [R] gradients'
+// partials (3.) are per router_backward_block_tokens tokens (64, or 16 when max(R, E+1) > 256: the
+// shape only); the other kernels' tiles are free: version 2 (default) runs 1. on the forward's Big2
+// (W <= 256) or Wide2 tiles (CUDA: cp.async double buffering; CDNA: <= 32 KiB of LDS), and on CDNA
+// 2. and 4. on Big2's 32-token tiles (<= 32 KiB) when W <= 256; ZAYA_KERNELS=v1 runs all on Big / Small:
 //   1. router_bwd_recompute: the forward on chip exactly as the forward kernel computes it (down GEMM with
 //      x and down_weight staged, RMSNorm, fc1/fc2 + GELU, logits, softmax), then the softmax backward
 //      into the picked column, one warp per row:
@@ -17,10 +20,10 @@
 //   2. router_bwd_layer, three launches, the input as the resident A operand, the weight streamed 16
 //      rows at a time (k-major B):
 //        da2 = round(round(dl Wo) * GELU'(a2));  da1 = round(round(da2 W2) * GELU'(a1));  dn = round(da1 W1)
-//      and each block's fp32 column sums of da2 (fc2_bias) and da1 (fc1_bias), rows in order.
 //   3. router_bwd_norm, one warp per token: dh = round(dn * norm_w); drho = round(RMSNorm'(dh))
-//      (+ grad_state); grad_prev = round(drho * scale); column sums of norm_weight (round(dn * hn)),
-//      down_bias (drho) and states_scale (round(drho * prev)).
+//      (+ grad_state); grad_prev = round(drho * scale); each block's fp32 column sums, rows in order,
+//      of norm_weight (round(dn * hn)), down_bias (drho), states_scale (round(drho * prev)), fc1_bias
+//      (da1) and fc2_bias (da2).
 //   4. router_bwd_dx: grad_x = round(drho Wd), blocks of BT tokens x W columns of H.
 //   5. router_bwd_wgrad, dW = dY^T X for (dl, g2) -> out_weight, (da2, g1) -> fc2_weight, (da1, nrm) ->
 //      fc1_weight, (drho, x) -> down_weight: one block per 64 x 128 tile of dW and per chunk of
@@ -42,17 +45,22 @@
 //   On an H100 (~3.0 TB/s, ~990 TFLOP/s dense bf16) the floors are ~83 us of memory against ~33 us of
 //   matrix work: memory bound; x, grad_x and the workspace dominate. (Keeping the activations on chip
 //   and summing the weight gradients in one pass would save ~130 MB, beyond 48 KiB of static shared
-//   memory per block.) NOT MEASURED: written without a GPU; tiles are staged synchronously (no
-//   cp.async), and each block of 1 and 3 streams its weights from L2.
+//   memory per block.) NOT MEASURED: written without a GPU; version 2's recompute double-buffers its
+//   chunks through cp.async on CUDA, the other kernels stage synchronously, and each block of 1 and 2
+//   streams its weights from L2.
 //
-// Resources (written without a GPU; re-measure after changing the tiles). nvcc 13.0 -Xptxas -v, sm_90a,
-// 256-thread blocks, 0 spills and 0 stack in every kernel; registers bf16 / fp16, ldmatrix (v1):
-//   recompute Big 128 / 116 (127 / 117), Small 96 / 92 (100 / 90); layer Big 104 / 104 (109 / 109),
-//   Small 71 / 71 (71 / 71); norm 48 / 40; dx Big 95 / 95 (99 / 99), Small 64 / 63 (63 / 63); wgrad 60;
-//   reduce 28. smem: recompute and dx 46,080 (Big) / 42,240 (Small) B, layer 46,080 / 41,216, wgrad 13,312.
-// tools/check_hip.sh (512-thread blocks): no scratch, no spills; gfx940 VGPRs recompute 78 (Big) / 64
-//   (Small), layer 56 / 40, dx 56 / 40, wgrad 45, norm 48-52, occupancy 2 waves/SIMD (wgrad, norm 8);
-//   v_mfma in recompute (24 Big / 12 Small), layer (8 / 4), dx (8 / 4) and wgrad (8).
+// Resources (written without a GPU; re-measure after changing the tiles). nvcc 13.0, sm_90a
+// (cuobjdump -res-usage), 256-thread blocks, 0 spills and 0 stack in every kernel; registers bf16 / fp16,
+// ldmatrix (v1): recompute version 2 Big2 128 / 117, Small2 101 / 91 (dynamic smem 58,368 / 84,480 B;
+//   8 LDGSTS sites each), v1 Big 127 / 117, Small 100 / 90; layer Big 102 / 102 (107 / 107), Small 66 / 66
+//   (66 / 66); norm 62 / 32; dx Big 95 / 95 (99 / 99), Small 64 / 63 (63 / 63); wgrad 60; reduce 28.
+//   smem: v1 recompute and dx 46,080 (Big) / 42,240 (Small) B, layer 46,080 / 41,216, wgrad 13,312.
+// tools/check_hip.sh (512-thread blocks): no scratch, no spills. Version 2 with W <= 256, Big2's 32-token
+//   tiles: recompute, layer and dx LDS 29,184 B, occupancy 4 waves/SIMD (two workgroups per CU; before
+//   46,080 B, 2), gfx940 VGPRs recompute 54, layer 38-39, dx 38 (gfx90a 54-60, 38-39, 38). Version 1
+//   (and W > 256): gfx940 VGPRs recompute 76-80 (Big) / 64-68 (Small), layer 56 / 40, dx 56 / 40, wgrad
+//   45, norm 48-52, occupancy 2 (wgrad, norm 8); LDS Big 46,080, Small 42,240 / 41,216 (layer); v_mfma
+//   in recompute, layer, dx and wgrad.
 // (Epilogues that touch the workspace run element by element once the tile is in shared memory:
 // per-accumulator global addresses, hoisted across layers, spilled; one kernel for all the MLP steps
 // spilled SGPRs on CDNA, hence the separate launches.)
@@ -60,6 +68,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "router_backward_launch.h"
 #include "router_tiles.cuh"
@@ -140,12 +149,9 @@ ZAYA_DEV void column_sums(int rows, int R, float* part, F&& term) {
 template <class D, class C, bool kLdsm>
 __global__ void __launch_bounds__(kWarps * kWarpSize, 1) router_bwd_recompute(RouterBackwardArgs a) {
   constexpr int BT = C::kTokens, HLD = C::kHld;
-  __shared__ uint4 smem_raw[(C::kElems * 2 + 15) / 16];
-  uint16_t* const smem = reinterpret_cast<uint16_t*>(smem_raw);
-  uint16_t* const hs = smem;                              // MLP phases: activations [BT, W]
-  uint16_t* const ws = smem + BT * HLD;                   // MLP phases: weight chunk
-  uint16_t* const xs = smem;                              // down phase: x chunk [BT, KD]
-  uint16_t* const wds = smem + BT * (C::kDownK + kPad);   // down phase: down_weight chunk [W, KD]
+  const router::Tiles<C> tiles(router::tile_smem<C>());
+  uint16_t* const hs = tiles.hs;  // MLP phases: activations [BT, W]
+  uint16_t* const ws = tiles.ws;  // MLP phases: weight chunk buffers
 
   using S = uint16_t;
   const auto f = [](S v) { return D::to_float(v); };
@@ -167,7 +173,7 @@ __global__ void __launch_bounds__(kWarps * kWarpSize, 1) router_bwd_recompute(Ro
   const Mat x{static_cast<const S*>(a.x) + t0 * a.x_row_stride, a.x_row_stride, rows};
   router::rho_tile<D, C, kLdsm>(acc, x, static_cast<const S*>(a.down_weight), H, R,
                                 static_cast<const S*>(a.down_bias), prev, a.prev_row_stride,
-                                static_cast<const S*>(a.states_scale), t0, rows, xs, wds, hs);
+                                static_cast<const S*>(a.states_scale), t0, rows, tiles);
   __syncthreads();
   for (int row = warp; row < BT; row += kWarps) {
     S* hr = hs + row * HLD;
@@ -257,7 +263,7 @@ __global__ void __launch_bounds__(kWarps * kWarpSize, 1) router_bwd_recompute(Ro
 // 2. One step of the chain backwards through the MLP per launch, BT tokens per block; step 0: dl Wo ->
 // da2 = round(round(.) * GELU'(a2)); 1: da2 W2 -> da1 (GELU'(a1)); 2: da1 W1 -> round(dn), into a1's
 // rows (not read again). The input (from the workspace) is the resident A operand, the weight streamed
-// k-major; steps 0 and 1 add the block's column sums of da2 (fc2_bias) and da1 (fc1_bias). Separate
+// k-major (the norm kernel sums da2 and da1 for fc2_bias and fc1_bias, so BT here is free). Separate
 // launches (not the recompute's tail, nor one kernel for all three): each keeps its VGPRs and SGPRs in
 // bounds.
 template <class D, class C, bool kLdsm>
@@ -297,20 +303,15 @@ __global__ void __launch_bounds__(kWarps * kWarpSize, 1) router_bwd_layer(Router
     for (int col = lane; col < R; col += kWarpSize) {
       S d = hs[row * HLD + col];
       if (pre_g != nullptr) d = D::from_float(fmul(f(d), gelu_grad(f(pre_g[(t0 + row) * ldr + col]))));
-      hs[row * HLD + col] = d;
       out_g[(t0 + row) * ldr + col] = d;
     }
-  }
-  if (pre_g != nullptr) {
-    __syncthreads();
-    float* const part = a.wsum + static_cast<int64_t>(blockIdx.x) * 5 * R + (step == 0 ? 2 : 1) * R;
-    column_sums(rows, R, part, [&](int i, int j) { return f(hs[i * HLD + j]); });
   }
 }
 
 // 3. RMSNorm backward, grad_state and EDA for BT tokens per block, one warp per row: drho (to the
 // workspace) and grad_prev; then the block's column sums of norm_weight (round(dn * hn), hn =
-// round(rho * inv)), down_bias (drho) and states_scale (round(drho * prev)).
+// round(rho * inv)), down_bias (drho), states_scale (round(drho * prev)), fc1_bias (da1) and fc2_bias
+// (da2). BT here is router_backward_block_tokens (the shape's), whatever the other kernels' tiles.
 template <class D, class C>
 __global__ void __launch_bounds__(kWarps * kWarpSize) router_bwd_norm(RouterBackwardArgs a) {
   constexpr int BT = C::kTokens;
@@ -367,6 +368,10 @@ __global__ void __launch_bounds__(kWarps * kWarpSize) router_bwd_norm(RouterBack
     return prev != nullptr ? D::round(fmul(f(drho_g[(t0 + i) * ldr + j]), f(prev[(t0 + i) * a.prev_row_stride + j])))
                            : 0.f;
   });
+  const S* const da1_g = act.buf(Act::kDa1);
+  const S* const da2_g = act.buf(Act::kDa2);
+  column_sums(rows, R, part + R, [&](int i, int j) { return f(da1_g[(t0 + i) * ldr + j]); });      // fc1_bias
+  column_sums(rows, R, part + 2 * R, [&](int i, int j) { return f(da2_g[(t0 + i) * ldr + j]); });  // fc2_bias
 }
 
 // grad_x = round(drho Wd) for BT tokens and W columns of H per block (grid: token blocks x column
@@ -498,24 +503,34 @@ const char* run_wgrad(const WgradJob& j, int64_t chunks, int warp, void* out, ve
   return reduce<D>(j.part, chunks, j.n * j.k, j.n * j.k, out, stream);
 }
 
-template <class D, class C, bool kLdsm>
+// C: the shape's token blocks (router_backward_block_tokens: the norm kernel and the [R] partials);
+// CR: the recompute's tiles; CL: the layer and dx kernels' tiles (their own grids).
+template <class D, class C, class CR, class CL, bool kLdsm>
 const char* run(const RouterBackwardArgs& a, int warp, vendor::stream_t stream) {
   const int64_t T = a.tokens, R = a.router_dim, E1 = a.classes;
   const int64_t blocks = (T + C::kTokens - 1) / C::kTokens;
+  const int64_t r_blocks = (T + CR::kTokens - 1) / CR::kTokens, l_blocks = (T + CL::kTokens - 1) / CL::kTokens;
   const int64_t chunks = (T + kRouterBwdChunk - 1) / kRouterBwdChunk;
-  if (blocks > int64_t{0x7fffffff} || chunks > 65535) return "zaya router_backward: too many tokens for one launch";
-  const dim3 grid(static_cast<unsigned>(blocks)), block(static_cast<unsigned>(kWarps * warp));
-  if (const char* err = vendor::launch(&router_bwd_recompute<D, C, kLdsm>, grid, block, 0, stream, a)) return err;
+  if (r_blocks > int64_t{0x7fffffff} || l_blocks > int64_t{0x7fffffff} || blocks > int64_t{0x7fffffff} ||
+      chunks > 65535)
+    return "zaya router_backward: too many tokens for one launch";
+  const dim3 block(static_cast<unsigned>(kWarps * warp));
+  if (const char* err = vendor::launch(&router_bwd_recompute<D, CR, kLdsm>, dim3(static_cast<unsigned>(r_blocks)),
+                                       block, CR::kDynamic ? CR::kBytes : 0, stream, a))
+    return err;
   for (int step = 0; step < 3; ++step)
-    if (const char* err = vendor::launch(&router_bwd_layer<D, C, kLdsm>, grid, block, 0, stream, a, step)) return err;
-  if (const char* err = vendor::launch(&router_bwd_norm<D, C>, grid, block, 0, stream, a)) return err;
+    if (const char* err = vendor::launch(&router_bwd_layer<D, CL, kLdsm>, dim3(static_cast<unsigned>(l_blocks)), block,
+                                         0, stream, a, step))
+      return err;
+  if (const char* err = vendor::launch(&router_bwd_norm<D, C>, dim3(static_cast<unsigned>(blocks)), block, 0, stream, a))
+    return err;
   if (const char* err = reduce<D>(a.wsum, blocks, 5 * R, 5 * R, a.grad_vectors, stream)) return err;
-  const int64_t h_chunks = (a.hidden + C::kWidth - 1) / C::kWidth;
+  const int64_t h_chunks = (a.hidden + CL::kWidth - 1) / CL::kWidth;
   if (h_chunks > 65535) return "zaya router_backward: hidden too large for one launch";
   if (h_chunks > 0) {
-    if (const char* err = vendor::launch(&router_bwd_dx<D, C, kLdsm>, dim3(static_cast<unsigned>(blocks),
-                                                                            static_cast<unsigned>(h_chunks)),
-                                         dim3(static_cast<unsigned>(kWarps * warp)), 0, stream, a))
+    if (const char* err = vendor::launch(&router_bwd_dx<D, CL, kLdsm>, dim3(static_cast<unsigned>(l_blocks),
+                                                                             static_cast<unsigned>(h_chunks)),
+                                         block, 0, stream, a))
       return err;
   }
   const int64_t ldr = (R + 7) / 8 * 8, lde = (E1 + 7) / 8 * 8;
@@ -534,21 +549,34 @@ const char* run(const RouterBackwardArgs& a, int warp, vendor::stream_t stream) 
   return nullptr;
 }
 
+// Version 2 by default: the recompute on the forward's version-2 tiles (Big2, else Wide2: cp.async
+// double buffering on CUDA, <= 32 KiB of LDS on CDNA up to a width of 256), and on CDNA the layer and
+// dx kernels on Big2's 32-token tiles (LDS <= 32 KiB). ZAYA_KERNELS=v1: every kernel on version 1's
+// tiles (Big / Small) with scalar fragment loads.
 template <class D, class C>
 const char* run_cfg(const RouterBackwardArgs& a, int warp, vendor::stream_t stream) {
+  using router::Big2;
+  using router::Wide2;
+  constexpr bool kBig = C::kTokens == router::Big::kTokens;
+  using CR = std::conditional_t<kBig, Big2, Wide2>;
+  if (runtime::kernels_v1()) return run<D, C, C, C, false>(a, warp, stream);
 #if ZAYA_WARP_SIZE == 32
-  if (!runtime::kernels_v1()) return run<D, C, true>(a, warp, stream);
+  return run<D, C, CR, C, true>(a, warp, stream);
+#else
+  return run<D, C, CR, std::conditional_t<kBig, Big2, C>, false>(a, warp, stream);
 #endif
-  return run<D, C, false>(a, warp, stream);
 }
 
 inline const char* launch_router_backward_impl(const RouterBackwardArgs& a, vendor::stream_t stream) {
-  if (a.dtype == DType::F32) return "zaya router_backward: the GPU kernel takes bfloat16 or float16";
-  if (a.router_dim < 1 || a.classes < 2 || a.hidden < 0 || a.tokens < 0)
-    return "zaya router_backward: need router_dim >= 1, classes >= 2, hidden >= 0, tokens >= 0";
-  const int64_t width = (static_cast<int64_t>(a.router_dim > a.classes ? a.router_dim : a.classes) + 15) / 16 * 16;
-  if (width > kRouterMaxWidth) return "zaya router_backward: max(router_dim, classes) exceeds kRouterMaxWidth";
-  if (a.hidden > INT32_MAX) return "zaya router_backward: hidden exceeds the kernel's 32-bit column index";
+  int64_t width = 0;
+  if (const char* err = router::check_args(
+          a,
+          router::ArgMessages{"zaya router_backward: the GPU kernel takes bfloat16 or float16",
+                              "zaya router_backward: need router_dim >= 1, classes >= 2, hidden >= 0, tokens >= 0",
+                              "zaya router_backward: max(router_dim, classes) exceeds kRouterMaxWidth",
+                              "zaya router_backward: hidden exceeds the kernel's 32-bit column index"},
+          &width))
+    return err;
   if (a.tokens == 0) return nullptr;
   int dev = 0, warp = 0;
   if (const char* err = vendor::current_device("router_backward", &dev, &warp)) return err;
