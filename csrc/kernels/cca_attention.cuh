@@ -145,7 +145,8 @@ struct FwdLayout {
   static constexpr int kDecK = kQRegs ? 0 : 16 * C::kLd;
   static constexpr int kDecV = kDecK + (kSharedKV ? 0 : kDK * C::kLd);
   static constexpr int kDecP = kDecV + kDK * C::kLd;
-  static constexpr int kDecEnd = max(kDecP + C::kWarps * 16 * kLdPD, 16 * C::kLd);
+  static constexpr int kDecMX = kDecP + C::kWarps * 16 * kLdPD;  // fp32 [kWarps][16]
+  static constexpr int kDecEnd = max(kDecMX + C::kWarps * 16 * 2, 16 * C::kLd);
   static constexpr int kBytes = 2 * max(kPreEnd, kDecEnd);
   // decode combine: as many columns per round as fit
   static constexpr int combine_bytes(int cols) { return 4 * C::kWarps * 16 * (2 + cols + 4); }
@@ -160,10 +161,14 @@ struct FwdLayout {
 // One key tile of one warp: S = Q K^T over its 16 rows and NT * 16 keys (K rows Kt.., key positions
 // kpos0..), masked (causal per row, keys at or past ke), the online softmax step, P = 2^(S - m) rounded
 // to T into Pw (pitch ldp), O rescaled. Q from registers (qf, QN = D / 16) or shared memory (Qw).
-template <class T, int D, int NT, bool kLdsm, int QN>
+// tile_max(mx): called by every thread with this warp's row maxima of the tile (reduced over the row's
+// lanes); it may raise them to the maxima the online softmax must use (the decode path: the block's
+// running maximum up to this warp's share, so that P rounds as in a prefill's tile of kBK keys).
+template <class T, int D, int NT, bool kLdsm, int QN, class TileMax>
 ZAYA_DEV void warp_scores(const mma::FragA (&qf)[QN], const uint16_t* Qw, const uint16_t* Kt, int kpos0, int ke,
                           const int (&qpos)[mma::kRowsPerLane], float scale_log2, float (&m)[mma::kRowsPerLane],
-                          float (&l)[mma::kRowsPerLane], mma::FragC (&o)[D / 16], uint16_t* Pw, int ldp, int lane) {
+                          float (&l)[mma::kRowsPerLane], mma::FragC (&o)[D / 16], uint16_t* Pw, int ldp, int lane,
+                          TileMax&& tile_max) {
   using C = Cfg<D>;
   constexpr int kR = mma::kRowsPerLane;
   constexpr bool kQRegs = QN == D / 16;
@@ -196,6 +201,10 @@ ZAYA_DEV void warp_scores(const mma::FragA (&qf)[QN], const uint16_t* Qw, const 
   for (int s = 0; s < kR; ++s) {
 #pragma unroll
     for (int off = 1; off < mma::kRowLanes; off *= 2) mx[s] = max_nan(mx[s], vendor::shfl_xor(mx[s], off));
+  }
+  tile_max(mx);
+#pragma unroll
+  for (int s = 0; s < kR; ++s) {
     const float alpha = online_softmax_step(m[s], l[s], mx[s], m_use[s]);
 #pragma unroll
     for (int nd = 0; nd < D / 16; ++nd) {
@@ -305,7 +314,8 @@ ZAYA_DEV void fwd_prefill(const CcaAttentionArgs& a, const BlockWork& w, uint16_
     }
     const uint16_t* Kt = Ks0 + (L::kStages == 2 ? st : 0) * L::kPreStage;
     if (active)
-      warp_scores<T, D, C::kBK / 16, kLdsm>(q_frag, Qw, Kt, k0, ke, qpos, scale_log2, m, l, o, Pw, C::kLdP, lane);
+      warp_scores<T, D, C::kBK / 16, kLdsm>(q_frag, Qw, Kt, k0, ke, qpos, scale_log2, m, l, o, Pw, C::kLdP, lane,
+                                            [](float (&)[kR]) {});
     __syncthreads();  // P visible to the whole warp
     if (active) warp_pv<T, D, C::kBK / 16, kLdsm>(o, Pw, C::kLdP, Kt + C::kBK * C::kLd, lane);
   }
@@ -417,6 +427,11 @@ ZAYA_DEV void fwd_decode(const CcaAttentionArgs& a, const BlockWork& w, uint16_t
 
   const uint16_t* Kw = Ks + warp * 16 * C::kLd;
   const uint16_t* Vw = Vs + warp * 16 * C::kLd;
+  float* MX = reinterpret_cast<float*>(smem + L::kDecMX);  // [kWarps][16]: the warps' row maxima of a tile
+  constexpr int kWarpsPerBK = C::kBK / 16;                 // warps per prefill tile of kBK keys
+  float m_run[kR];                                         // the block's running maximum per row
+#pragma unroll
+  for (int s = 0; s < kR; ++s) m_run[s] = -INFINITY;
   if constexpr (!L::kSharedKV) {
     if (kb < ke) load_kv_async<T, D, kDK, C::kThreads, true, false>(Ks, Vs, a, w.table_row, j, kb, ke);
     vendor::copy_async_commit();
@@ -432,11 +447,30 @@ ZAYA_DEV void fwd_decode(const CcaAttentionArgs& a, const BlockWork& w, uint16_t
       load_kv_async<T, D, kDK, C::kThreads, false, true>(Ks, Vs, a, w.table_row, j, k0, ke);
       vendor::copy_async_commit();
     }
-    warp_scores<T, D, 1, kLdsm>(q_frag, Qs, Kw, k0 + warp * 16, ke, qpos, scale_log2, m, l, o, Pw, L::kLdPD, lane);
+    // The block's running maximum over the tile's sub-tiles of kBK keys, up to this warp's: P then rounds
+    // as in a prefill block (whose tiles are kBK keys), so decode and prefill rows agree almost bit for bit.
+    auto tile_max = [&](float (&mx)[kR]) {
+      if (lane % mma::kRowLanes == 0) {
+#pragma unroll
+        for (int s = 0; s < kR; ++s) MX[warp * 16 + mma::slot_row(lane, s)] = mx[s];
+      }
+      __syncthreads();  // every warp's maxima (kSharedKV: and every warp is done with K)
+      if constexpr (L::kSharedKV) load_kv_async<T, D, kDK, C::kThreads, false, true>(Ks, Vs, a, w.table_row, j, k0, ke);
+#pragma unroll
+      for (int s = 0; s < kR; ++s) {
+        const int r = mma::slot_row(lane, s);
+        float run = m_run[s];
+        for (int ww = 0; ww < C::kWarps; ++ww) {
+          run = max_nan(run, MX[ww * 16 + r]);
+          if (ww == (warp / kWarpsPerBK) * kWarpsPerBK + kWarpsPerBK - 1) mx[s] = run;
+        }
+        m_run[s] = run;
+      }
+    };
+    warp_scores<T, D, 1, kLdsm>(q_frag, Qs, Kw, k0 + warp * 16, ke, qpos, scale_log2, m, l, o, Pw, L::kLdPD, lane,
+                                tile_max);
     if constexpr (L::kSharedKV) {
-      __syncthreads();  // every warp is done with K (V takes its buffer)
-      load_kv_async<T, D, kDK, C::kThreads, false, true>(Ks, Vs, a, w.table_row, j, k0, ke);
-      __syncthreads();  // V and P visible
+      __syncthreads();  // V and P visible; MX read
     } else {
       vendor::copy_async_wait<0>();
       __syncthreads();  // V and P visible; every warp is done with K
