@@ -26,13 +26,16 @@
 // * Decode (at most 16 rows: every decode step of up to 16 / g queries, and short tails of a prefill):
 //   every warp holds the same 16 rows and takes 16 keys of each tile of kDK = 16 * kWarps keys (full mma
 //   tiles), with its own m, l and O; V of a tile is copied while the warps multiply with its K, the next K
-//   while they multiply with V. After the last tile the warps' (m, l, O) merge in shared memory in the
+//   while they multiply with V. The warps exchange their row maxima per tile (one barrier) and each takes
+//   the block's running maximum up to the end of its sub-tile of kBK keys, so that P = 2^(S - m) rounds
+//   exactly as in a prefill block (tiles of kBK keys). After the last tile the warps' (m, l, O) merge in shared memory in the
 //   fixed order warp 0, 1, .. (M = max m_w, L = sum l_w 2^(m_w - M), O = sum O_w 2^(m_w - M): one more
 //   online-softmax step per warp, so NaN, +inf and all -inf rows come out as in one pass and as
 //   cca_attention_combine merges splits); then out / lse, or with splits > 1 part_out / part_lse.
 //   Decision: decode is deterministic (a rerun gives identical bits) and held to the FlashAttention rule
-//   against fp32, but it is not bit-equal to the same row computed by a prefill (another summation
-//   order; tests/test_cca_cpu.py asks >= 99% identical elements and lse within 1e-5 there).
+//   against fp32, but it is not bit-equal to the same row computed by a prefill: P is, the fp32 sums of
+//   O and l run in another order (tests/test_cca_cpu.py asks >= 99% identical elements and lse within
+//   1e-5 there; without the shared maximum only ~90% were).
 //
 // Shared memory per block (bf16/fp16; rows padded by 8 elements; FwdLayout below). CUDA, dynamic (above
 // 48 KiB: the kernel's opt-in, made once per kernel by vendor::launch, cached):
@@ -40,7 +43,9 @@
 //   64   4      64      64   9 + 2 x 18 + 9 KiB       = 54 KiB            2.3 + 18 (64 keys) + 3 = 23 KiB
 //   128  4      64      32   17 + 2 x 17 + 5 KiB      = 56 KiB            4.3 + 34 (64 keys) + 3 = 41 KiB
 //   256  2      32      16   16.5 + 2 x 16.5 + 1.5 KiB = 51 KiB           8.3 + 33 (32 keys) + 1.5 = 43 KiB
-// (the launch takes the larger, the prefill's). CDNA, static LDS, one K/V stage (no cp.async), D <= 128:
+// (the launch takes the larger, the prefill's). CDNA (not launched yet: the HIP launcher keeps
+// cca_attention_fwd_v1, since this kernel spills SGPRs on gfx940/gfx90a; emulator-tested on wave32 only),
+// static LDS, one K/V stage (no cp.async), D <= 128:
 // Q is read into registers once (A fragments) and its region then holds K, V and P: 27 KiB (D = 64) and
 // 22 KiB (D = 128), so two blocks share a CU's 64 KiB of LDS; decode: 21 KiB (D = 64) and, with V in K's
 // buffer after the scores (kSharedKV), 20 KiB (D = 128); D = 256: 34.5 KiB (26 KiB decode).
@@ -581,9 +586,10 @@ __global__ void __launch_bounds__(Cfg<D>::kThreads)
 }
 
 // ------------------------------------------------------------------------------------------------
-// Version 1 (ZAYA_KERNELS=v1, 32-lane warps only): the kernel before the pipelines, kept unchanged so
+// Version 1 (ZAYA_KERNELS=v1 on 32-lane warps; always on CDNA): the kernel before the pipelines, kept unchanged so
 // that one GPU run times both (the benchmark's "v1" provider): scalar fragment loads, synchronous K/V
-// copies, decode on one warp. (Its kQRegs branch is CDNA's former layout; it is launched on CUDA only.)
+// copies, decode on one warp. It is also CDNA's kernel (its kQRegs layout: Q in registers, 2 blocks per
+// CU), since the version-2 kernel spills SGPRs there.
 // ------------------------------------------------------------------------------------------------
 
 // grid (tiles, nkv * splits, B), block Cfg<D>::kThreads. keys_per_split: a multiple of kBK.
@@ -882,13 +888,18 @@ const char* launch_typed(const CcaAttentionArgs& a, int dev, int warp, vendor::s
     const dim3 block(static_cast<unsigned>(C::kWarps * warp));  // = C::kThreads, from the device's wave size
     using L = FwdLayout<C::kD>;
     const char* err = nullptr;
+    // CDNA keeps the version-1 kernel for now: the version-2 kernel compiles there (FwdLayout's CDNA
+    // layout keeps 2 blocks per CU) but spills SGPRs (tools/check_hip.sh), so it is not launched on 64-lane
+    // wavefronts yet.
 #if ZAYA_WARP_SIZE == 32
-    if (runtime::kernels_v1())
-      err = vendor::launch(&cca_attention_fwd_v1<T, C::kD>, grid, block, 0, stream, a, tiles, keys_per_split<C>(a, a.splits));
-    else
-#endif
+    if (!runtime::kernels_v1())
       err = vendor::launch(&cca_attention_fwd<T, C::kD>, grid, block, L::kDynamicBytes, stream, a, tiles,
                            keys_per_split<C>(a, a.splits, L::kDK));
+    else
+#else
+    (void)sizeof(L);
+#endif
+      err = vendor::launch(&cca_attention_fwd_v1<T, C::kD>, grid, block, 0, stream, a, tiles, keys_per_split<C>(a, a.splits));
     if (err != nullptr || a.splits == 1) return err;
     return vendor::launch(&cca_attention_combine<T>, dim3(static_cast<unsigned>(a.T)), dim3(128), 0, stream, a);
   });
