@@ -1,5 +1,5 @@
 """The paths of cca_attention's portable forward kernel (csrc/kernels/cca_attention.cuh,
-``cca_attention_fwd``) on the SIMT emulators: decode blocks (at most 16 stacked query x head rows: a
+``cca_attention_fwd_v2``) on the SIMT emulators: decode blocks (at most 16 stacked query x head rows: a
 decode step, a few speculative queries, a short tail of a prefill) spread every key tile over all
 warps and merge the warps' (m, l, O) in shared memory; prefill blocks double-buffer K/V (cp.async on
 CUDA; the emulator copies synchronously through the same code). Every test counts the blocks that took

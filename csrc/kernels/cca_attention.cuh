@@ -44,14 +44,14 @@
 //   128  4      64      32   17 + 2 x 17 + 5 KiB      = 56 KiB            4.3 + 34 (64 keys) + 3 = 41 KiB
 //   256  2      32      16   16.5 + 2 x 16.5 + 1.5 KiB = 51 KiB           8.3 + 33 (32 keys) + 1.5 = 43 KiB
 // (the launch takes the larger, the prefill's). CDNA (not launched yet: the HIP launcher keeps
-// cca_attention_fwd_v1, since this kernel spills SGPRs on gfx940/gfx90a; emulator-tested on wave32 only),
+// cca_attention_fwd (version 1), since this kernel spills SGPRs on gfx940/gfx90a; emulator-tested on wave32 only),
 // static LDS, one K/V stage (no cp.async), D <= 128:
 // Q is read into registers once (A fragments) and its region then holds K, V and P: 27 KiB (D = 64) and
 // 22 KiB (D = 128), so two blocks share a CU's 64 KiB of LDS; decode: 21 KiB (D = 64) and, with V in K's
 // buffer after the scores (kSharedKV), 20 KiB (D = 128); D = 256: 34.5 KiB (26 KiB decode).
 // CUDA loads the fragments with ldmatrix.x4 (Q, K, P) and ldmatrix.x4.trans (V) (mma.cuh load_*_v<true>);
 // CDNA with scalar loads.
-// ZAYA_KERNELS=v1 (32-lane warps): cca_attention_fwd_v1, the kernel before the pipelines (scalar fragment
+// ZAYA_KERNELS=v1 (32-lane warps): cca_attention_fwd (version 1, name unchanged), the kernel before the pipelines (scalar fragment
 // loads, synchronous K/V copies, 36-39 KiB static shared memory, decode on one warp), for the benchmark's
 // "v1" provider.
 // Hopper: cca_attention_sm90.cuh has an opt-in wgmma version of this kernel for D = 64 and 128 (the
@@ -123,7 +123,7 @@ ZAYA_DEV float online_softmax_step(float& m, float& l, float tile_max, float& m_
 // Version 2 (the default): cp.async pipelines, decode over all warps
 // ------------------------------------------------------------------------------------------------
 
-// Shared-memory layout of cca_attention_fwd (elements of 16 bits from the block's base; every region
+// Shared-memory layout of cca_attention_fwd_v2 (elements of 16 bits from the block's base; every region
 // starts 16-byte aligned). Prefill blocks: Q [kM][kLd], then kStages stages of K [kBK][kLd] + V [kBK][kLd]
 // (CUDA: 2, the next tile is copied by cp.async while this one is computed; CDNA: 1, and Q lives in
 // registers after one pass through the base, so K starts there), then P [kM][kLdP]. Decode blocks
@@ -135,7 +135,7 @@ template <int D>
 struct FwdLayout {
   using C = Cfg<D>;
   static constexpr bool kCdna = ZAYA_WARP_SIZE == 64;
-  static constexpr bool kQRegs = kCdna && D <= 128;  // see cca_attention_fwd_v1
+  static constexpr bool kQRegs = kCdna && D <= 128;  // see cca_attention_fwd
   static constexpr int kStages = kCdna ? 1 : 2;       // prefill K/V stages (cp.async double buffer on CUDA)
   static constexpr bool kSharedKV = kCdna && D >= 128;
   static constexpr int kDK = 16 * C::kWarps;  // decode keys per tile
@@ -246,7 +246,7 @@ ZAYA_DEV void warp_pv(mma::FragC (&o)[D / 16], const uint16_t* Pw, int ldp, cons
 }
 
 #if defined(ZAYA_EMU)
-// Blocks of cca_attention_fwd that took the prefill (0) and the decode (1) path, counted under the
+// Blocks of cca_attention_fwd_v2 that took the prefill (0) and the decode (1) path, counted under the
 // emulator only (the tests' proof of which path ran; csrc/emu/kernels_cca_attention.cpp exports it).
 inline std::atomic<int64_t>& emu_fwd_blocks(int decode) {
   static std::atomic<int64_t> n[2];
@@ -568,7 +568,7 @@ ZAYA_DEV void fwd_decode(const CcaAttentionArgs& a, const BlockWork& w, uint16_t
 // shared memory. keys_per_split: a multiple of FwdLayout<D>::kDK (and so of kBK).
 template <class T, int D>
 __global__ void __launch_bounds__(Cfg<D>::kThreads)
-    cca_attention_fwd(CcaAttentionArgs a, int64_t tiles, int64_t keys_per_split) {
+    cca_attention_fwd_v2(CcaAttentionArgs a, int64_t tiles, int64_t keys_per_split) {
   using C = Cfg<D>;
 #if ZAYA_WARP_SIZE == 32
   uint16_t* smem = vendor::dynamic_smem<uint16_t>();
@@ -595,7 +595,7 @@ __global__ void __launch_bounds__(Cfg<D>::kThreads)
 // grid (tiles, nkv * splits, B), block Cfg<D>::kThreads. keys_per_split: a multiple of kBK.
 template <class T, int D>
 __global__ void __launch_bounds__(Cfg<D>::kThreads)
-    cca_attention_fwd_v1(CcaAttentionArgs a, int64_t tiles, int64_t keys_per_split) {
+    cca_attention_fwd(CcaAttentionArgs a, int64_t tiles, int64_t keys_per_split) {
   using C = Cfg<D>;
   constexpr bool kLdsm = false;
   constexpr int kR = mma::kRowsPerLane;
@@ -827,7 +827,7 @@ int64_t query_tiles(const CcaAttentionArgs& a) {
   return (a.max_seqlen_q * (a.nq / a.nkv) + C::kM - 1) / C::kM;
 }
 
-// Keys per split, rounded up to a multiple of `granule` (the kernel's key tile: C::kBK; cca_attention_fwd's
+// Keys per split, rounded up to a multiple of `granule` (the kernel's key tile: C::kBK; cca_attention_fwd_v2's
 // decode tile FwdLayout<D>::kDK, a multiple of kBK).
 template <class C>
 int64_t keys_per_split(const CcaAttentionArgs& a, int64_t splits, int64_t granule = C::kBK) {
@@ -893,13 +893,13 @@ const char* launch_typed(const CcaAttentionArgs& a, int dev, int warp, vendor::s
     // wavefronts yet.
 #if ZAYA_WARP_SIZE == 32
     if (!runtime::kernels_v1())
-      err = vendor::launch(&cca_attention_fwd<T, C::kD>, grid, block, L::kDynamicBytes, stream, a, tiles,
+      err = vendor::launch(&cca_attention_fwd_v2<T, C::kD>, grid, block, L::kDynamicBytes, stream, a, tiles,
                            keys_per_split<C>(a, a.splits, L::kDK));
     else
 #else
     (void)sizeof(L);
 #endif
-      err = vendor::launch(&cca_attention_fwd_v1<T, C::kD>, grid, block, 0, stream, a, tiles, keys_per_split<C>(a, a.splits));
+      err = vendor::launch(&cca_attention_fwd<T, C::kD>, grid, block, 0, stream, a, tiles, keys_per_split<C>(a, a.splits));
     if (err != nullptr || a.splits == 1) return err;
     return vendor::launch(&cca_attention_combine<T>, dim3(static_cast<unsigned>(a.T)), dim3(128), 0, stream, a);
   });

@@ -98,7 +98,7 @@ ZAYA_DEV void load_kv(uint16_t* Ks, uint16_t* Vs, const CcaAttentionArgs& a, con
   }
 }
 
-// load_kv for the forward's pipelines (cca_attention_fwd): the same tile (zeros at or past `kend`, NaN
+// load_kv for the forward's pipelines (cca_attention_fwd_v2): the same tile (zeros at or past `kend`, NaN
 // for a key whose block-table entry is out of range), but each 16-byte chunk through vendor::copy_async16:
 // cp.async on CUDA sm_80+, which the caller completes with copy_async_commit / copy_async_wait and a
 // barrier before other threads read the tile; a plain copy on CDNA and the emulator. The NaN chunks are
