@@ -73,9 +73,10 @@
 //     FLOP/B for ZAYA1: bandwidth-bound). B = 64, L = 4096: 268 MB, a floor of ~0.08 ms at ~3.3 TB/s.
 // These are roofline floors from datasheet rates, not measurements (written without a GPU).
 //
-// Resources (bf16; fp16 within a few registers). nvcc 13 -Xptxas -v, sm_80 and sm_90a, no spills:
-//   fwd D=64: 127/128 registers, D=128: 128, D=256: 217/222; combine: 32.
-// hip-clang 16 (tools/check_hip.sh), bf16, no scratch or spills, occupancy in waves per SIMD:
+// Resources (bf16; fp16 within a few registers). nvcc 13, sm_90a (cuobjdump -res-usage), STACK 0 and
+// LOCAL 0 (no spills): fwd_v2 D=64: 128 registers (fp16 125), D=128: 160, D=256: 244, static shared 1 KiB
+// (the rest dynamic, above); fwd (version 1) D=64: 127, D=128: 134 (fp16 128), D=256: 221/222; combine: 32.
+// hip-clang 16 (tools/check_hip.sh), CDNA's kernel (version 1), bf16, no scratch or spills, occupancy in waves per SIMD:
 //   gfx940: fwd D=64 167 VGPR + 16 AGPR, D=128 180 + 8, D=256 201 + 4; gfx90a: 166 + 16, 177 + 28,
 //   202 + 40; occupancy 2 for D = 64 and 128 (Q in registers; it was 1, LDS-bound at 36-39 KiB),
 //   1 for D = 256 (LDS); combine 24 VGPR, occupancy 8. v_mfma in each arch's ISA.
