@@ -98,6 +98,42 @@ ZAYA_DEV void load_kv(uint16_t* Ks, uint16_t* Vs, const CcaAttentionArgs& a, con
   }
 }
 
+// load_kv for the forward's pipelines (cca_attention_fwd_v2): the same tile (zeros at or past `kend`, NaN
+// for a key whose block-table entry is out of range), but each 16-byte chunk through vendor::copy_async16:
+// cp.async on CUDA sm_80+, which the caller completes with copy_async_commit / copy_async_wait and a
+// barrier before other threads read the tile; a plain copy on CDNA and the emulator. The NaN chunks are
+// plain stores (ordered by the same barrier). kK / kV: which of the two tiles to copy (the decode path
+// copies V while it multiplies with K).
+template <class T, int D, int kRows, int kThreads, bool kK = true, bool kV = true>
+ZAYA_DEV void load_kv_async(uint16_t* Ks, uint16_t* Vs, const CcaAttentionArgs& a, const int32_t* table_row,
+                            int64_t j, int k0, int kend) {
+  using C = Cfg<D>;
+  const uint16_t* kc = static_cast<const uint16_t*>(a.k_cache);
+  const uint16_t* vc = static_cast<const uint16_t*>(a.v_cache);
+  for (int c = static_cast<int>(threadIdx.x); c < kRows * C::kChunks; c += kThreads) {
+    const int r = c / C::kChunks, ch = c % C::kChunks;
+    const int pos = k0 + r;
+    uint16_t* kd = Ks + r * C::kLd + ch * 8;
+    uint16_t* vd = Vs + r * C::kLd + ch * 8;
+    const bool in = pos < kend;
+    const uint16_t* ks = kc;  // not read when !in (zero fill)
+    const uint16_t* vs = vc;
+    if (in) {
+      const int bs = static_cast<int>(a.block_size), col = pos / bs, off = pos % bs;
+      const int64_t blk = col < a.table_cols ? table_row[col] : -1;
+      if (blk < 0 || blk >= a.num_blocks) {
+        if (kK) *reinterpret_cast<uint4*>(kd) = nan_chunk<T>();
+        if (kV) *reinterpret_cast<uint4*>(vd) = nan_chunk<T>();
+        continue;
+      }
+      ks = kc + blk * a.k_stride[0] + off * a.k_stride[1] + j * a.k_stride[2] + ch * 8;
+      vs = vc + blk * a.v_stride[0] + off * a.v_stride[1] + j * a.v_stride[2] + ch * 8;
+    }
+    if (kK) vendor::copy_async16(kd, ks, in);
+    if (kV) vendor::copy_async16(vd, vs, in);
+  }
+}
+
 // Copies kRows stacked "query x group head" rows R0 .. R0 + kRows - 1 of a [T, nq, D] tensor x (row R:
 // token cu0 + R / g, head j * g + R % g; strides in elements, unit stride along D) into shared memory
 // (pitch Cfg<D>::kLd), the block's kThreads threads in turn; rows at or past `rows` (the sequence's
